@@ -1,0 +1,16 @@
+/* ids.h -- UUID identifiers for webhooks, events and deliveries. */
+#ifndef WEBHOOKS_IDS_H
+#define WEBHOOKS_IDS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define ID_LEN 36
+
+/* Write a new random (version 4) UUID, lower-case and NUL-terminated, into out. */
+void id_generate(char out[ID_LEN + 1]);
+
+/* True when text is exactly a lower-case canonical UUID of ID_LEN characters. */
+bool id_valid(const char *text);
+
+#endif

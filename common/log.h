@@ -1,0 +1,29 @@
+/* log.h -- levelled, thread-safe logging to stderr. */
+#ifndef WEBHOOKS_LOG_H
+#define WEBHOOKS_LOG_H
+
+#include <stdbool.h>
+
+enum log_level { LOG_LVL_ERROR = 0, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
+
+/* Set the process-wide threshold; messages above it are dropped. */
+void log_set_level(enum log_level level);
+
+/* Parse "error", "warn", "info" or "debug". Returns true on success. */
+bool log_parse_level(const char *text, enum log_level *out);
+
+/* True when messages of this level are printed (to skip costly formatting). */
+bool log_enabled(enum log_level level);
+
+/* Print one line "<RFC 3339 time> <LEVEL> <prog>: <message>" to stderr. */
+void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The program name printed on every line; the string must outlive the process. */
+void log_set_program(const char *name);
+
+#define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
+#define log_warn(...)  log_msg(LOG_LVL_WARN, __VA_ARGS__)
+#define log_info(...)  log_msg(LOG_LVL_INFO, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_LVL_DEBUG, __VA_ARGS__)
+
+#endif

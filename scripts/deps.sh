@@ -1,0 +1,20 @@
+#!/bin/sh
+# deps.sh -- install the Debian packages in scripts/packages.txt that are missing.
+# A no-op when everything is present; runs `apt-get update` at most once.
+set -eu
+here=$(dirname "$0")
+list="${1:-$here/packages.txt}"
+missing=""
+for pkg in $(grep -v '^[[:space:]]*#' "$list" | tr -s ' \n' ' '); do
+	if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+		missing="$missing $pkg"
+	fi
+done
+[ -z "$missing" ] && exit 0
+echo "deps: installing$missing" >&2
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+# shellcheck disable=SC2086
+$sudo apt-get install -y -q --no-install-recommends $missing

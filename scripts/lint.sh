@@ -1,0 +1,12 @@
+#!/bin/sh
+# lint.sh -- refuse banned C calls, as curl's checksrc does.
+set -eu
+cd "$(dirname "$0")/.."
+banned=$(grep -rnE '\b(sprintf|vsprintf|strcpy|strcat|atoi|atol|gets)[[:space:]]*\(' \
+	--include='*.c' --include='*.h' common gateway webhooks-svc tests bench || true)
+if [ -n "$banned" ]; then
+	echo "lint: banned calls (use snprintf, memcpy with lengths, strtol):" >&2
+	echo "$banned" >&2
+	exit 1
+fi
+echo "lint: no banned calls"

@@ -1,0 +1,27 @@
+/* store_backend.h -- what a store backend implements; only store*.c include this. */
+#ifndef WEBHOOKS_STORE_BACKEND_H
+#define WEBHOOKS_STORE_BACKEND_H
+
+#include "store.h"
+
+struct store_vtable {
+	const char *name;
+	void (*destroy)(struct store *s);
+	int (*apply)(struct store *s, struct store_op *ops, size_t n, char *err, size_t errlen);
+	int (*get)(struct store *s, const char *id, struct store_webhook *out, char *err,
+		   size_t errlen);
+	int (*list)(struct store *s, const char *after, size_t limit, struct store_webhook *out,
+		    size_t *n, char *err, size_t errlen);
+	int (*count)(struct store *s, int64_t *count, char *err, size_t errlen);
+};
+
+/* Every backend's state begins with this header. */
+struct store {
+	const struct store_vtable *vt;
+};
+
+/* Backend constructors: path is what follows "sqlite:"; url is the whole MongoDB URI. */
+struct store *store_sqlite_open(const char *path, char *err, size_t errlen);
+struct store *store_mongo_open(const char *url, char *err, size_t errlen);
+
+#endif
