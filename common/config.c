@@ -172,6 +172,13 @@ int cfg_parse(const struct cfg_option *opts, size_t n, int argc, char **argv, co
 	if (slash != NULL)
 		prog = slash + 1;
 
+	/* --help wins over everything, even a bad value elsewhere. */
+	for (int a = 1; a < argc; a++) {
+		if (strcmp(argv[a], "--help") == 0 || strcmp(argv[a], "-h") == 0) {
+			usage(opts, n, prog, summary);
+			return CFG_HELP;
+		}
+	}
 	/* Defaults first, then the environment, then flags: each layer overrides. */
 	for (size_t i = 0; i < n; i++) {
 		if (opts[i].def != NULL && opts[i].def[0] != '\0' &&

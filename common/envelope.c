@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static const struct {
 	const char *name;
@@ -34,7 +35,21 @@ static json_t *build(enum envelope_code code, bool with_status, const char *fmt,
 {
 	char message[512];
 	vsnprintf(message, sizeof(message), fmt, ap);
-	json_t *inner = json_pack("{s:s, s:s}", "code", codes[code].name, "message", message);
+	/* jansson refuses text that is not UTF-8: drop a character the buffer cut in two, then
+	 * replace any byte that is still not valid, so that an envelope is always made. */
+	json_t *msg = json_string(message);
+	size_t len = strlen(message);
+	for (int i = 0; msg == NULL && i < 3 && len > 0 && (message[len - 1] & 0x80); i++) {
+		message[--len] = '\0';
+		msg = json_string(message);
+	}
+	for (char *p = message; msg == NULL && *p != '\0'; p++) {
+		if (*p & 0x80)
+			*p = '?';
+	}
+	if (msg == NULL)
+		msg = json_string(message);
+	json_t *inner = json_pack("{s:s, s:o}", "code", codes[code].name, "message", msg);
 	if (inner == NULL)
 		return NULL;
 	if (with_status && json_object_set_new(inner, "status", json_integer(codes[code].status))) {

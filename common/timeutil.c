@@ -2,6 +2,7 @@
 #include "timeutil.h"
 
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 int64_t time_now_ms(void)
@@ -30,7 +31,11 @@ void time_rfc3339(int64_t epoch_ms, char out[TIME_RFC3339_LEN + 1])
 	time_t secs = (time_t)(epoch_ms / 1000);
 	struct tm tm;
 	gmtime_r(&secs, &tm);
-	snprintf(out, TIME_RFC3339_LEN + 1, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-		 (tm.tm_year + 1900) % 10000, (tm.tm_mon + 1) % 100, tm.tm_mday % 100,
-		 tm.tm_hour % 100, tm.tm_min % 100, tm.tm_sec % 100, (int)(epoch_ms % 1000));
+	/* The wide buffer keeps the compiler's truncation check quiet for absurd years. */
+	char buf[64];
+	snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+		 (int)(epoch_ms % 1000));
+	memcpy(out, buf, TIME_RFC3339_LEN);
+	out[TIME_RFC3339_LEN] = '\0';
 }

@@ -32,6 +32,11 @@ int url_check(const char *url, char *err, size_t errlen)
 		snprintf(err, errlen, "targetUrl must be an absolute http:// or https:// URL");
 		return -EINVAL;
 	}
+	/* libcurl reads "http:///x" as the host "x"; an empty authority names no host. */
+	if (strstr(url, "://")[3] == '/') {
+		snprintf(err, errlen, "targetUrl must name a host");
+		return -EINVAL;
+	}
 
 	int rc = -EINVAL;
 	CURLU *h = curl_url();
@@ -50,6 +55,13 @@ int url_check(const char *url, char *err, size_t errlen)
 		snprintf(err, errlen, "targetUrl must name a host");
 		goto out;
 	}
+	char *port = NULL;
+	if (curl_url_get(h, CURLUPART_PORT, &port, 0) == CURLUE_OK && strcmp(port, "0") == 0) {
+		curl_free(port);
+		snprintf(err, errlen, "targetUrl must not use port 0");
+		goto out;
+	}
+	curl_free(port);
 	rc = 0;
 out:
 	curl_free(host);

@@ -1,0 +1,325 @@
+/* bus.c -- asynchronous NATS request/reply for the gateway.
+ *
+ * Waiting requests live in a hash table by token (to find them when their reply comes) and
+ * in a list ordered by deadline. Every request has the same timeout, so appending keeps the
+ * list sorted and the timer thread only ever looks at its head: it sleeps on a condition
+ * variable until that deadline or until woken, never polling. */
+#include "bus.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "timeutil.h"
+
+#define BUCKETS 16384 /* power of two */
+
+struct waiter {
+	uint64_t token;
+	int64_t deadline_ms;
+	bus_reply_fn fn;
+	void *ctx;
+	struct waiter *hnext;	     /* hash chain */
+	struct waiter *prev, *next; /* deadline order */
+};
+
+struct bus {
+	natsConnection *nc;
+	natsSubscription *sub;
+	char inbox[64];
+	int64_t timeout_ms;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	struct waiter *buckets[BUCKETS];
+	struct waiter *head, *tail;
+	size_t pending;
+	uint64_t next_token;
+	bool stopping;
+	pthread_t timer;
+	bool timer_started;
+};
+
+static void unlink_waiter(struct bus *b, struct waiter *w)
+{
+	struct waiter **pp = &b->buckets[w->token & (BUCKETS - 1)];
+	while (*pp != w)
+		pp = &(*pp)->hnext;
+	*pp = w->hnext;
+	if (w->prev != NULL)
+		w->prev->next = w->next;
+	else
+		b->head = w->next;
+	if (w->next != NULL)
+		w->next->prev = w->prev;
+	else
+		b->tail = w->prev;
+	b->pending--;
+}
+
+static struct waiter *find_waiter(struct bus *b, uint64_t token)
+{
+	struct waiter *w = b->buckets[token & (BUCKETS - 1)];
+	while (w != NULL && w->token != token)
+		w = w->hnext;
+	return w;
+}
+
+/* Detach every waiter under the lock, then call them outside it. */
+static void fail_all(struct bus *b, enum bus_result result)
+{
+	pthread_mutex_lock(&b->lock);
+	struct waiter *list = b->head;
+	b->head = b->tail = NULL;
+	memset(b->buckets, 0, sizeof(b->buckets));
+	b->pending = 0;
+	pthread_mutex_unlock(&b->lock);
+	while (list != NULL) {
+		struct waiter *w = list;
+		list = w->next;
+		w->fn(w->ctx, result, NULL, 0);
+		free(w);
+	}
+}
+
+static void on_reply(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+	struct bus *b = closure;
+	const char *subject = natsMsg_GetSubject(msg);
+	const char *dot = strrchr(subject, '.');
+	uint64_t token = dot != NULL ? strtoull(dot + 1, NULL, 10) : 0;
+
+	pthread_mutex_lock(&b->lock);
+	struct waiter *w = find_waiter(b, token);
+	if (w != NULL)
+		unlink_waiter(b, w);
+	pthread_mutex_unlock(&b->lock);
+
+	if (w == NULL) {
+		log_debug("late or unknown reply on %s dropped", subject);
+	} else if (natsMsg_IsNoResponders(msg)) {
+		w->fn(w->ctx, BUS_NO_RESPONDERS, NULL, 0);
+	} else {
+		w->fn(w->ctx, BUS_REPLY, natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg));
+	}
+	free(w);
+	natsMsg_Destroy(msg);
+}
+
+static void *run_timer(void *arg)
+{
+	struct bus *b = arg;
+	pthread_mutex_lock(&b->lock);
+	while (!b->stopping) {
+		if (b->head == NULL) {
+			pthread_cond_wait(&b->wake, &b->lock);
+			continue;
+		}
+		int64_t now = time_mono_ms();
+		if (b->head->deadline_ms > now) {
+			struct timespec ts;
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			int64_t wait = b->head->deadline_ms - now;
+			ts.tv_sec += wait / 1000;
+			ts.tv_nsec += (wait % 1000) * 1000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&b->wake, &b->lock, &ts);
+			continue;
+		}
+		struct waiter *w = b->head;
+		unlink_waiter(b, w);
+		pthread_mutex_unlock(&b->lock);
+		w->fn(w->ctx, BUS_TIMEOUT, NULL, 0);
+		free(w);
+		pthread_mutex_lock(&b->lock);
+	}
+	pthread_mutex_unlock(&b->lock);
+	return NULL;
+}
+
+static void on_disconnected(natsConnection *nc, void *closure)
+{
+	struct bus *b = closure;
+	log_warn("disconnected from NATS; reconnecting");
+	/* Replies to requests sent before the drop will not come: fail them now rather than
+	 * let each wait for its timeout. */
+	fail_all(b, BUS_DISCONNECTED);
+}
+
+static void on_reconnected(natsConnection *nc, void *closure)
+{
+	log_info("reconnected to NATS");
+}
+
+struct bus *bus_create(const char *nats_url, int64_t timeout_ms, char *err, size_t errlen)
+{
+	struct bus *b = calloc(1, sizeof(*b));
+	if (b == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	b->timeout_ms = timeout_ms;
+	b->next_token = 1;
+	pthread_mutex_init(&b->lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&b->wake, &ca);
+	pthread_condattr_destroy(&ca);
+
+	natsInbox *inbox = NULL;
+	natsOptions *opts = NULL;
+	natsStatus s = natsInbox_Create(&inbox);
+	if (s == NATS_OK)
+		snprintf(b->inbox, sizeof(b->inbox), "%s", (const char *)inbox);
+	natsInbox_Destroy(inbox);
+	if (s == NATS_OK)
+		s = natsOptions_Create(&opts);
+	if (s == NATS_OK)
+		s = natsOptions_SetServers(opts, (const char *[]){nats_url}, 1);
+	if (s == NATS_OK)
+		s = natsOptions_SetName(opts, "webhooks-gateway");
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxReconnect(opts, -1);
+	if (s == NATS_OK)
+		s = natsOptions_SetReconnectWait(opts, 500);
+	if (s == NATS_OK)
+		s = natsOptions_SetRetryOnFailedConnect(opts, true, NULL, NULL);
+	if (s == NATS_OK)
+		s = natsOptions_SetTimeout(opts, 2000);
+	if (s == NATS_OK)
+		s = natsOptions_SetPingInterval(opts, 5000);
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxPingsOut(opts, 3);
+	if (s == NATS_OK)
+		s = natsOptions_SetDisconnectedCB(opts, on_disconnected, b);
+	if (s == NATS_OK)
+		s = natsOptions_SetReconnectedCB(opts, on_reconnected, b);
+	if (s == NATS_OK) {
+		s = natsConnection_Connect(&b->nc, opts);
+		if (s == NATS_NOT_YET_CONNECTED) {
+			log_warn("NATS at %s is not reachable yet; retrying in the background",
+				 nats_url);
+			s = NATS_OK;
+		}
+	}
+	natsOptions_Destroy(opts);
+	char wildcard[80];
+	snprintf(wildcard, sizeof(wildcard), "%s.*", b->inbox);
+	if (s == NATS_OK)
+		s = natsConnection_Subscribe(&b->sub, b->nc, wildcard, on_reply, b);
+	/* Replies are small and many: lift the default pending limits' message count. */
+	if (s == NATS_OK)
+		s = natsSubscription_SetPendingLimits(b->sub, 1000000, 256 * 1024 * 1024);
+	if (s != NATS_OK) {
+		snprintf(err, errlen, "NATS %s: %s", nats_url, natsStatus_GetText(s));
+		goto fail;
+	}
+	if (pthread_create(&b->timer, NULL, run_timer, b) != 0) {
+		snprintf(err, errlen, "cannot start the timer thread");
+		goto fail;
+	}
+	b->timer_started = true;
+	return b;
+fail:
+	bus_destroy(b);
+	return NULL;
+}
+
+bool bus_connected(struct bus *b)
+{
+	return natsConnection_Status(b->nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
+size_t bus_pending(struct bus *b)
+{
+	pthread_mutex_lock(&b->lock);
+	size_t n = b->pending;
+	pthread_mutex_unlock(&b->lock);
+	return n;
+}
+
+int bus_request(struct bus *b, const char *subject, const char *data, size_t len, bus_reply_fn fn,
+		void *ctx)
+{
+	if (!bus_connected(b))
+		return -ENOTCONN;
+	struct waiter *w = calloc(1, sizeof(*w));
+	if (w == NULL)
+		return -ENOMEM;
+	w->fn = fn;
+	w->ctx = ctx;
+	w->deadline_ms = time_mono_ms() + b->timeout_ms;
+
+	pthread_mutex_lock(&b->lock);
+	if (b->stopping) {
+		pthread_mutex_unlock(&b->lock);
+		free(w);
+		return -ESHUTDOWN;
+	}
+	w->token = b->next_token++;
+	struct waiter **bucket = &b->buckets[w->token & (BUCKETS - 1)];
+	w->hnext = *bucket;
+	*bucket = w;
+	w->prev = b->tail;
+	if (b->tail != NULL)
+		b->tail->next = w;
+	else
+		b->head = w;
+	b->tail = w;
+	b->pending++;
+	if (w->prev == NULL)
+		pthread_cond_signal(&b->wake);
+	uint64_t token = w->token;
+	pthread_mutex_unlock(&b->lock);
+
+	char reply[96];
+	snprintf(reply, sizeof(reply), "%s.%" PRIu64, b->inbox, token);
+	natsStatus s = natsConnection_PublishRequest(b->nc, subject, reply, data, (int)len);
+	if (s == NATS_OK)
+		return 0;
+
+	/* Not sent: withdraw the waiter unless a disconnect already failed it (then its
+	 * callback ran or is running, and the request counts as accepted). */
+	pthread_mutex_lock(&b->lock);
+	w = find_waiter(b, token);
+	if (w != NULL)
+		unlink_waiter(b, w);
+	pthread_mutex_unlock(&b->lock);
+	if (w == NULL)
+		return 0;
+	free(w);
+	log_warn("NATS publish to %s failed: %s", subject, natsStatus_GetText(s));
+	return s == NATS_CONNECTION_CLOSED || s == NATS_CONNECTION_DISCONNECTED ? -ENOTCONN : -EIO;
+}
+
+void bus_destroy(struct bus *b)
+{
+	if (b == NULL)
+		return;
+	pthread_mutex_lock(&b->lock);
+	b->stopping = true;
+	pthread_cond_broadcast(&b->wake);
+	pthread_mutex_unlock(&b->lock);
+	if (b->timer_started)
+		pthread_join(b->timer, NULL);
+	if (b->sub != NULL) {
+		natsSubscription_Unsubscribe(b->sub);
+		natsSubscription_Destroy(b->sub);
+	}
+	if (b->nc != NULL)
+		natsConnection_Close(b->nc);
+	fail_all(b, BUS_SHUTTING_DOWN);
+	natsConnection_Destroy(b->nc);
+	pthread_cond_destroy(&b->wake);
+	pthread_mutex_destroy(&b->lock);
+	free(b);
+}

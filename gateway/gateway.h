@@ -1,0 +1,36 @@
+/* gateway.h -- the state of one webhooks-gateway process, shared by its modules. */
+#ifndef WEBHOOKS_GATEWAY_H
+#define WEBHOOKS_GATEWAY_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "bus.h"
+#include "log.h"
+
+/* Request bodies above this size are refused with 413. */
+#define GW_MAX_BODY (64 * 1024)
+
+struct gw_config {
+	const char *nats_url;
+	const char *bind;
+	long port;
+	const char *admin_token;
+	bool trust_proxy;
+	long nats_timeout_ms;
+	enum log_level log_level;
+};
+
+struct gw {
+	struct gw_config cfg;
+	size_t token_len;
+	struct bus *bus;
+	struct MHD_Daemon *daemon;
+	/* Requests between their first byte and their completion; shutdown waits for zero. */
+	pthread_mutex_t active_lock;
+	pthread_cond_t idle;
+	size_t active;
+};
+
+#endif

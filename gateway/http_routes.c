@@ -1,0 +1,479 @@
+/* http_routes.c -- the HTTP API: routes, auth, bodies, and the NATS request behind each.
+ *
+ * MHD calls gw_handle several times per request: first with headers only (route, auth and
+ * Content-Length are checked then, so a refused body is never read), then with body chunks,
+ * then once with no data. At that point the NATS request is sent and the connection is
+ * suspended; the reply (or its timeout) resumes it from a NATS or timer thread, and MHD calls
+ * gw_handle once more to send the response. No thread ever waits for NATS. */
+#include "http_routes.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "config.h"
+#include "envelope.h"
+#include "ids.h"
+
+enum route_id {
+	R_NONE = 0,
+	R_REGISTER,
+	R_LIST,
+	R_GET,
+	R_UPDATE,
+	R_DELETE,
+	R_TRIGGER,
+	R_EVENT,
+	R_DELIVERIES,
+	R_HEALTH,
+};
+
+/* What each route sends on NATS and answers on success. */
+static const struct route_info {
+	const char *subject;
+	int ok_status;
+	bool admin;
+	bool has_body;
+} routes[] = {
+	[R_REGISTER] = {"webhooks.register", 201, true, true},
+	[R_LIST] = {"webhooks.list", 200, true, false},
+	[R_GET] = {"webhooks.get", 200, true, false},
+	[R_UPDATE] = {"webhooks.update", 200, true, true},
+	[R_DELETE] = {"webhooks.delete", 204, true, false},
+	[R_TRIGGER] = {"webhooks.trigger", 202, false, false},
+	[R_EVENT] = {"webhooks.event", 200, true, false},
+	[R_DELIVERIES] = {"webhooks.deliveries", 200, true, false},
+	[R_HEALTH] = {"webhooks.list", 200, false, false},
+};
+
+struct request {
+	struct gw *gw;
+	struct MHD_Connection *conn;
+	enum route_id route;
+	char id[ID_LEN + 1];
+	char ip[INET6_ADDRSTRLEN];
+	char *body;
+	size_t body_len;
+	bool too_large;
+
+	/* The handshake with the reply callback: it resumes the connection only after the
+	 * handler has suspended it. */
+	pthread_mutex_t lock;
+	bool suspended;
+	bool replied;
+	enum bus_result result;
+	char *reply;
+	size_t reply_len;
+};
+
+static enum MHD_Result send_body(struct MHD_Connection *conn, int status, char *body,
+				 const char *allow)
+{
+	size_t len = body != NULL ? strlen(body) : 0;
+	struct MHD_Response *r =
+		MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+	if (r == NULL) {
+		free(body);
+		return MHD_NO;
+	}
+	if (len > 0)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	if (allow != NULL)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+	if (status == MHD_HTTP_UNAUTHORIZED)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+	enum MHD_Result ret = MHD_queue_response(conn, (unsigned int)status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *conn, enum envelope_code code,
+				  const char *allow, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static enum MHD_Result send_error(struct MHD_Connection *conn, enum envelope_code code,
+				  const char *allow, const char *fmt, ...)
+{
+	char message[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(message, sizeof(message), fmt, ap);
+	va_end(ap);
+	return send_body(conn, envelope_code_status(code),
+			 envelope_error_dump(code, false, "%s", message), allow);
+}
+
+/* Compare the bearer token in constant time for a given token length, so that response
+ * timing tells an attacker nothing about how much of a guess was right. */
+static bool authorized(const struct gw *gw, struct MHD_Connection *conn)
+{
+	const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+						    MHD_HTTP_HEADER_AUTHORIZATION);
+	if (h == NULL || strncmp(h, "Bearer ", 7) != 0)
+		return false;
+	const char *given = h + 7;
+	size_t glen = strlen(given);
+	const char *want = gw->cfg.admin_token;
+	unsigned char diff = glen != gw->token_len;
+	for (size_t i = 0; i < gw->token_len; i++)
+		diff |= (unsigned char)want[i] ^ (unsigned char)(i < glen ? given[i] : 0);
+	return diff == 0;
+}
+
+/* Match the path and method. Sets *allow for a known path with a wrong method. */
+static enum route_id match(const char *url, const char *method, struct request *req,
+			   const char **allow, bool *known_path)
+{
+	bool get = strcmp(method, "GET") == 0;
+	*known_path = true;
+	if (strcmp(url, "/webhooks") == 0) {
+		*allow = "GET, POST";
+		return get ? R_LIST : strcmp(method, "POST") == 0 ? R_REGISTER : R_NONE;
+	}
+	if (strcmp(url, "/ip") == 0) {
+		*allow = "GET";
+		return get ? R_TRIGGER : R_NONE;
+	}
+	if (strcmp(url, "/healthz") == 0) {
+		*allow = "GET";
+		return get ? R_HEALTH : R_NONE;
+	}
+	const char *rest = NULL;
+	bool events = false;
+	if (strncmp(url, "/webhooks/", 10) == 0) {
+		rest = url + 10;
+	} else if (strncmp(url, "/events/", 8) == 0) {
+		rest = url + 8;
+		events = true;
+	}
+	if (rest != NULL) {
+		const char *slash = strchr(rest, '/');
+		size_t idlen = slash != NULL ? (size_t)(slash - rest) : strlen(rest);
+		/* A malformed id names nothing: 404, the same as an unknown one. */
+		if (idlen == ID_LEN) {
+			memcpy(req->id, rest, ID_LEN);
+			req->id[ID_LEN] = '\0';
+		}
+		if (!id_valid(req->id)) {
+			*known_path = false;
+			return R_NONE;
+		}
+		if (!events && slash == NULL) {
+			*allow = "GET, PUT, DELETE";
+			return get ? R_GET
+			       : strcmp(method, "PUT") == 0	 ? R_UPDATE
+			       : strcmp(method, "DELETE") == 0 ? R_DELETE
+								 : R_NONE;
+		}
+		if (events && slash == NULL) {
+			*allow = "GET";
+			return get ? R_EVENT : R_NONE;
+		}
+		if (events && strcmp(slash, "/deliveries") == 0) {
+			*allow = "GET";
+			return get ? R_DELIVERIES : R_NONE;
+		}
+	}
+	*known_path = false;
+	return R_NONE;
+}
+
+/* The caller's address: the TCP peer, or the left-most X-Forwarded-For entry when the
+ * gateway is told it sits behind a proxy it trusts. */
+static void client_ip(const struct gw *gw, struct MHD_Connection *conn, char *out, size_t outlen)
+{
+	out[0] = '\0';
+	if (gw->cfg.trust_proxy) {
+		const char *xff = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+							      "X-Forwarded-For");
+		if (xff != NULL) {
+			while (*xff == ' ' || *xff == '\t')
+				xff++;
+			size_t len = strcspn(xff, ", \t");
+			char cand[INET6_ADDRSTRLEN];
+			unsigned char bin[sizeof(struct in6_addr)];
+			if (len > 0 && len < sizeof(cand)) {
+				memcpy(cand, xff, len);
+				cand[len] = '\0';
+				if (inet_pton(AF_INET, cand, bin) == 1 ||
+				    inet_pton(AF_INET6, cand, bin) == 1) {
+					snprintf(out, outlen, "%s", cand);
+					return;
+				}
+			}
+			log_debug("ignoring malformed X-Forwarded-For '%.64s'", xff);
+		}
+	}
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (ci == NULL || ci->client_addr == NULL)
+		return;
+	const struct sockaddr *sa = ci->client_addr;
+	if (sa->sa_family == AF_INET) {
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out,
+			  (socklen_t)outlen);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+		/* A v4 client on a dual-stack socket shows as ::ffff:a.b.c.d; report a.b.c.d. */
+		if (IN6_IS_ADDR_V4MAPPED(a6))
+			inet_ntop(AF_INET, &a6->s6_addr[12], out, (socklen_t)outlen);
+		else
+			inet_ntop(AF_INET6, a6, out, (socklen_t)outlen);
+	}
+}
+
+static void on_reply(void *ctx, enum bus_result result, const char *data, size_t len)
+{
+	struct request *req = ctx;
+	pthread_mutex_lock(&req->lock);
+	req->result = result;
+	if (result == BUS_REPLY) {
+		req->reply = malloc(len + 1);
+		if (req->reply != NULL) {
+			memcpy(req->reply, data, len);
+			req->reply[len] = '\0';
+			req->reply_len = len;
+		}
+	}
+	req->replied = true;
+	if (req->suspended) {
+		req->suspended = false;
+		MHD_resume_connection(req->conn);
+	}
+	pthread_mutex_unlock(&req->lock);
+}
+
+/* Build the NATS request for the route; on bad input send the error and return NULL. */
+static json_t *build_request(struct request *req, enum MHD_Result *sent)
+{
+	struct MHD_Connection *conn = req->conn;
+	json_t *msg = NULL;
+	if (routes[req->route].has_body) {
+		json_error_t jerr;
+		if (req->body_len == 0) {
+			*sent = send_error(conn, ERR_INVALID_JSON, NULL,
+					   "the request body is empty; send a JSON object");
+			return NULL;
+		}
+		msg = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+		if (msg == NULL) {
+			*sent = send_error(conn, ERR_INVALID_JSON, NULL,
+					   "the request body is not valid JSON: %s (line %d)",
+					   jerr.text, jerr.line);
+			return NULL;
+		}
+		if (!json_is_object(msg)) {
+			json_decref(msg);
+			*sent = send_error(conn, ERR_INVALID_ARGUMENT, NULL,
+					   "the request body must be a JSON object");
+			return NULL;
+		}
+	} else {
+		msg = json_object();
+	}
+	if (req->id[0] != '\0')
+		json_object_set_new(msg, "id", json_string(req->id));
+
+	if (req->route == R_LIST || req->route == R_DELIVERIES || req->route == R_HEALTH) {
+		const char *limit = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND,
+								"limit");
+		const char *after = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND,
+								"after");
+		long lim = 0;
+		if (req->route == R_HEALTH) {
+			json_object_set_new(msg, "limit", json_integer(1));
+		} else if (limit != NULL && (!cfg_parse_long(limit, &lim) || lim < 1 || lim > 1000)) {
+			json_decref(msg);
+			*sent = send_error(conn, ERR_INVALID_ARGUMENT, NULL,
+					   "limit must be an integer from 1 to 1000");
+			return NULL;
+		} else if (limit != NULL) {
+			json_object_set_new(msg, "limit", json_integer(lim));
+		}
+		if (after != NULL && after[0] != '\0') {
+			if (!id_valid(after)) {
+				json_decref(msg);
+				*sent = send_error(conn, ERR_INVALID_ARGUMENT, NULL,
+						   "after must be the id of the last item of the "
+						   "previous page");
+				return NULL;
+			}
+			json_object_set_new(msg, "after", json_string(after));
+		}
+	}
+	if (req->route == R_TRIGGER)
+		json_object_set_new(msg, "ipAddress", json_string(req->ip));
+	return msg;
+}
+
+/* Turn the NATS outcome into the HTTP response. */
+static enum MHD_Result respond(struct request *req)
+{
+	struct MHD_Connection *conn = req->conn;
+	switch (req->result) {
+	case BUS_REPLY:
+		break;
+	case BUS_TIMEOUT:
+		return send_error(conn, ERR_TIMEOUT, NULL,
+				  "the webhooks service did not answer in time");
+	case BUS_NO_RESPONDERS:
+		return send_error(conn, ERR_UNAVAILABLE, NULL,
+				  "the webhooks service is not running");
+	case BUS_DISCONNECTED:
+	case BUS_SHUTTING_DOWN:
+		return send_error(conn, ERR_UNAVAILABLE, NULL, "the message bus is unavailable");
+	}
+	if (req->reply == NULL)
+		return send_error(conn, ERR_INTERNAL, NULL, "out of memory");
+
+	json_error_t jerr;
+	json_t *reply = json_loadb(req->reply, req->reply_len, 0, &jerr);
+	if (reply == NULL) {
+		log_error("unparseable reply on %s: %s", routes[req->route].subject, jerr.text);
+		return send_error(conn, ERR_INTERNAL, NULL,
+				  "the webhooks service sent a malformed reply");
+	}
+	int status = envelope_reply_status(reply);
+	char *body = NULL;
+	if (req->route == R_HEALTH) {
+		json_decref(reply);
+		if (status != 0)
+			return send_error(conn, ERR_UNAVAILABLE, NULL,
+					  "the webhooks service cannot reach its store");
+		return send_body(conn, 200, strdup("{\"status\":\"ok\"}"), NULL);
+	}
+	if (status != 0) {
+		/* The HTTP error body is {"error": {code, message}}: status is in the line. */
+		json_object_del(json_object_get(reply, "error"), "status");
+	} else {
+		status = routes[req->route].ok_status;
+		if (req->route == R_TRIGGER)
+			json_object_set_new(reply, "ipAddress", json_string(req->ip));
+	}
+	if (status != 204)
+		body = json_dumps(reply, JSON_COMPACT);
+	json_decref(reply);
+	return send_body(conn, status, body, NULL);
+}
+
+static enum MHD_Result first_call(struct gw *gw, struct MHD_Connection *conn, const char *url,
+				  const char *method, void **req_cls)
+{
+	struct request *req = calloc(1, sizeof(*req));
+	if (req == NULL)
+		return MHD_NO;
+	req->gw = gw;
+	req->conn = conn;
+	pthread_mutex_init(&req->lock, NULL);
+	*req_cls = req;
+	pthread_mutex_lock(&gw->active_lock);
+	gw->active++;
+	pthread_mutex_unlock(&gw->active_lock);
+
+	const char *allow = NULL;
+	bool known = false;
+	req->route = match(url, method, req, &allow, &known);
+	if (req->route == R_NONE && !known)
+		return send_error(conn, ERR_NOT_FOUND, NULL, "no such route: %s %.200s", method,
+				  url);
+	if (req->route == R_NONE)
+		return send_error(conn, ERR_METHOD_NOT_ALLOWED, allow,
+				  "%s is not allowed here; use %s", method, allow);
+	if (routes[req->route].admin && !authorized(gw, conn))
+		return send_error(conn, ERR_UNAUTHORIZED, NULL,
+				  "missing or wrong Authorization: Bearer token");
+
+	/* Refuse a declared oversize body before reading any of it. */
+	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+						     MHD_HTTP_HEADER_CONTENT_LENGTH);
+	long declared = 0;
+	if (cl != NULL && cfg_parse_long(cl, &declared) && declared > GW_MAX_BODY)
+		return send_error(conn, ERR_PAYLOAD_TOO_LARGE, NULL,
+				  "the request body is larger than %d bytes", GW_MAX_BODY);
+	if (req->route == R_TRIGGER)
+		client_ip(gw, conn, req->ip, sizeof(req->ip));
+	return MHD_YES;
+}
+
+enum MHD_Result gw_handle(void *cls, struct MHD_Connection *conn, const char *url,
+			  const char *method, const char *version, const char *upload_data,
+			  size_t *upload_data_size, void **req_cls)
+{
+	struct gw *gw = cls;
+	struct request *req = *req_cls;
+	if (req == NULL)
+		return first_call(gw, conn, url, method, req_cls);
+
+	if (*upload_data_size > 0) {
+		size_t n = *upload_data_size;
+		*upload_data_size = 0;
+		if (req->too_large)
+			return MHD_YES;
+		if (req->body_len + n > GW_MAX_BODY) {
+			/* A body without Content-Length grew past the limit: answer now; MHD
+			 * closes the connection instead of reading the rest. */
+			req->too_large = true;
+			return send_error(conn, ERR_PAYLOAD_TOO_LARGE, NULL,
+					  "the request body is larger than %d bytes", GW_MAX_BODY);
+		}
+		char *grown = realloc(req->body, req->body_len + n + 1);
+		if (grown == NULL)
+			return MHD_NO;
+		memcpy(grown + req->body_len, upload_data, n);
+		req->body = grown;
+		req->body_len += n;
+		req->body[req->body_len] = '\0';
+		return MHD_YES;
+	}
+
+	pthread_mutex_lock(&req->lock);
+	bool replied = req->replied;
+	pthread_mutex_unlock(&req->lock);
+	if (replied)
+		return respond(req);
+
+	enum MHD_Result sent = MHD_NO;
+	json_t *msg = build_request(req, &sent);
+	if (msg == NULL)
+		return sent;
+	char *data = json_dumps(msg, JSON_COMPACT);
+	json_decref(msg);
+	if (data == NULL)
+		return send_error(conn, ERR_INTERNAL, NULL, "out of memory");
+
+	pthread_mutex_lock(&req->lock);
+	int rc = bus_request(gw->bus, routes[req->route].subject, data, strlen(data), on_reply,
+			     req);
+	if (rc == 0) {
+		MHD_suspend_connection(conn);
+		req->suspended = true;
+	}
+	pthread_mutex_unlock(&req->lock);
+	free(data);
+	if (rc != 0)
+		return send_error(conn, ERR_UNAVAILABLE, NULL, "the message bus is unavailable");
+	return MHD_YES;
+}
+
+void gw_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+		  enum MHD_RequestTerminationCode toe)
+{
+	struct gw *gw = cls;
+	struct request *req = *req_cls;
+	if (req == NULL)
+		return;
+	*req_cls = NULL;
+	pthread_mutex_destroy(&req->lock);
+	free(req->body);
+	free(req->reply);
+	free(req);
+	pthread_mutex_lock(&gw->active_lock);
+	if (--gw->active == 0)
+		pthread_cond_broadcast(&gw->idle);
+	pthread_mutex_unlock(&gw->active_lock);
+}

@@ -1,0 +1,218 @@
+/* mongo_probe.c -- runs store calls read from stdin and prints each result, for the wire tests.
+ *
+ * Usage: mongo_probe STORE_URL. Prints "open rc=0 backend=NAME ms=T" (or the error) and then
+ * reads one command per line, runs it and prints one line per command on stdout:
+ *
+ *   get ID                  -> get rc=R [id=.. url=.. created=.. updated=..] ms=T
+ *   list AFTER|- LIMIT      -> list rc=R n=N ids=a,b,.. ms=T
+ *   count                   -> count rc=R count=C ms=T
+ *   apply N                 -> apply rc=R results=r1,.. created=c1,.. ms=T
+ *     followed by N lines:  insert ID CREATED UPDATED URL | update ID UPDATED URL | delete ID
+ *   quit (or end of input)  -> exits 0 after store_destroy
+ *
+ * A failed call ends its line with " err=<message>". ms is the call's duration, so the test can
+ * check that every call returns within its timeouts. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store.h"
+#include "timeutil.h"
+
+#define MAX_BATCH 1000
+
+static void finish(int rc, int64_t start_ms, const char *err)
+{
+	printf(" ms=%lld", (long long)(time_mono_ms() - start_ms));
+	if (rc != 0)
+		printf(" err=%s", err);
+	printf("\n");
+	fflush(stdout);
+}
+
+static int parse_i64(const char *text, int64_t *out)
+{
+	char *end;
+	if (text == NULL)
+		return -EINVAL;
+	errno = 0;
+	long long v = strtoll(text, &end, 10);
+	if (errno != 0 || end == text || *end != '\0')
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+static int copy_field(char *dst, size_t cap, const char *src)
+{
+	size_t len;
+	if (src == NULL)
+		return -EINVAL;
+	len = strlen(src);
+	if (len >= cap)
+		return -EINVAL;
+	memcpy(dst, src, len + 1);
+	return 0;
+}
+
+/* Parse "insert ID CREATED UPDATED URL", "update ID UPDATED URL" or "delete ID". */
+static int parse_op(char *line, struct store_op *op)
+{
+	char *save = NULL;
+	const char *kind = strtok_r(line, " \n", &save);
+	memset(op, 0, sizeof(*op));
+	if (kind == NULL)
+		return -EINVAL;
+	if (copy_field(op->hook.id, sizeof(op->hook.id), strtok_r(NULL, " \n", &save)) != 0)
+		return -EINVAL;
+	if (strcmp(kind, "insert") == 0) {
+		op->kind = STORE_OP_INSERT;
+		if (parse_i64(strtok_r(NULL, " \n", &save), &op->hook.created_ms) != 0 ||
+		    parse_i64(strtok_r(NULL, " \n", &save), &op->hook.updated_ms) != 0)
+			return -EINVAL;
+		return copy_field(op->hook.target_url, sizeof(op->hook.target_url),
+				  strtok_r(NULL, " \n", &save));
+	}
+	if (strcmp(kind, "update") == 0) {
+		op->kind = STORE_OP_UPDATE;
+		if (parse_i64(strtok_r(NULL, " \n", &save), &op->hook.updated_ms) != 0)
+			return -EINVAL;
+		return copy_field(op->hook.target_url, sizeof(op->hook.target_url),
+				  strtok_r(NULL, " \n", &save));
+	}
+	if (strcmp(kind, "delete") == 0) {
+		op->kind = STORE_OP_DELETE;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static void run_apply(struct store *s, FILE *in, const char *count_text)
+{
+	static struct store_op ops[MAX_BATCH];
+	char err[STORE_ERR_LEN] = "";
+	char *line = NULL;
+	size_t cap = 0;
+	int64_t n = 0;
+	int rc = 0;
+
+	if (parse_i64(count_text, &n) != 0 || n < 0 || n > MAX_BATCH) {
+		printf("apply rc=%d err=bad op count\n", -EINVAL);
+		fflush(stdout);
+		return;
+	}
+	for (int64_t i = 0; i < n; i++) {
+		if (getline(&line, &cap, in) < 0 || parse_op(line, &ops[i]) != 0) {
+			printf("apply rc=%d err=bad op line %lld\n", -EINVAL, (long long)i);
+			fflush(stdout);
+			free(line);
+			return;
+		}
+		ops[i].hook.created_ms = ops[i].kind == STORE_OP_INSERT ? ops[i].hook.created_ms : -1;
+		ops[i].result = 1; /* not a value any backend sets */
+	}
+	free(line);
+	int64_t start = time_mono_ms();
+	rc = store_apply(s, ops, (size_t)n, err, sizeof(err));
+	printf("apply rc=%d results=", rc);
+	for (int64_t i = 0; i < n; i++)
+		printf("%s%d", i > 0 ? "," : "", ops[i].result);
+	printf(" created=");
+	for (int64_t i = 0; i < n; i++)
+		printf("%s%lld", i > 0 ? "," : "", (long long)ops[i].hook.created_ms);
+	finish(rc, start, err);
+}
+
+static void run_get(struct store *s, const char *id)
+{
+	static struct store_webhook h;
+	char err[STORE_ERR_LEN] = "";
+	int64_t start = time_mono_ms();
+	int rc = store_get(s, id != NULL ? id : "", &h, err, sizeof(err));
+	printf("get rc=%d", rc);
+	if (rc == 0)
+		printf(" id=%s url=%s created=%lld updated=%lld", h.id, h.target_url,
+		       (long long)h.created_ms, (long long)h.updated_ms);
+	finish(rc, start, err);
+}
+
+static void run_list(struct store *s, const char *after, const char *limit_text)
+{
+	static struct store_webhook rows[MAX_BATCH];
+	char err[STORE_ERR_LEN] = "";
+	int64_t limit = 0;
+	size_t n = 0;
+
+	if (after == NULL || parse_i64(limit_text, &limit) != 0 || limit < 0 ||
+	    limit > MAX_BATCH) {
+		printf("list rc=%d err=usage: list AFTER|- LIMIT\n", -EINVAL);
+		fflush(stdout);
+		return;
+	}
+	int64_t start = time_mono_ms();
+	int rc = store_list(s, strcmp(after, "-") == 0 ? NULL : after, (size_t)limit, rows, &n, err,
+			    sizeof(err));
+	printf("list rc=%d n=%zu ids=", rc, n);
+	for (size_t i = 0; i < n; i++)
+		printf("%s%s", i > 0 ? "," : "", rows[i].id);
+	finish(rc, start, err);
+}
+
+static void run_count(struct store *s)
+{
+	char err[STORE_ERR_LEN] = "";
+	int64_t count = -1;
+	int64_t start = time_mono_ms();
+	int rc = store_count(s, &count, err, sizeof(err));
+	printf("count rc=%d count=%lld", rc, (long long)count);
+	finish(rc, start, err);
+}
+
+int main(int argc, char **argv)
+{
+	char err[STORE_ERR_LEN] = "";
+	char *line = NULL;
+	size_t cap = 0;
+	struct store *s;
+
+	if (argc != 2) {
+		fprintf(stderr, "usage: mongo_probe STORE_URL < commands\n");
+		return 2;
+	}
+	int64_t start = time_mono_ms();
+	s = store_open(argv[1], err, sizeof(err));
+	if (s == NULL) {
+		printf("open rc=-1");
+		finish(-1, start, err);
+		return 1;
+	}
+	printf("open rc=0 backend=%s", store_backend(s));
+	finish(0, start, err);
+
+	while (getline(&line, &cap, stdin) >= 0) {
+		char *save = NULL;
+		const char *cmd = strtok_r(line, " \n", &save);
+		const char *a1 = strtok_r(NULL, " \n", &save);
+		const char *a2 = strtok_r(NULL, " \n", &save);
+		if (cmd == NULL)
+			continue;
+		if (strcmp(cmd, "quit") == 0)
+			break;
+		if (strcmp(cmd, "get") == 0)
+			run_get(s, a1);
+		else if (strcmp(cmd, "list") == 0)
+			run_list(s, a1, a2);
+		else if (strcmp(cmd, "count") == 0)
+			run_count(s);
+		else if (strcmp(cmd, "apply") == 0)
+			run_apply(s, stdin, a1);
+		else {
+			printf("%s rc=%d err=unknown command\n", cmd, -EINVAL);
+			fflush(stdout);
+		}
+	}
+	free(line);
+	store_destroy(s);
+	return 0;
+}

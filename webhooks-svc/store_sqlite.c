@@ -1,0 +1,400 @@
+/* store_sqlite.c -- the embedded store: SQLite in WAL mode.
+ *
+ * One write connection, guarded by a mutex, applies batches of writes in one transaction each
+ * (the caller batches concurrent requests: group commit), with synchronous=FULL so that a
+ * committed batch survives a crash of the process or the machine. Reads use a pool of
+ * connections of their own, which WAL lets run beside the writer without blocking it. */
+#include "store_backend.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "log.h"
+
+enum stmt_id {
+	ST_INSERT,
+	ST_UPDATE,
+	ST_DELETE,
+	ST_GET,
+	ST_LIST_FIRST,
+	ST_LIST_AFTER,
+	ST_COUNT,
+	ST_BEGIN,
+	ST_COMMIT,
+	ST_ROLLBACK,
+	ST__COUNT,
+};
+
+static const char *const stmt_sql[ST__COUNT] = {
+	[ST_INSERT] = "INSERT INTO webhooks (id, target_url, created_ms, updated_ms) "
+		      "VALUES (?1, ?2, ?3, ?4)",
+	[ST_UPDATE] = "UPDATE webhooks SET target_url = ?2, updated_ms = ?3 WHERE id = ?1 "
+		      "RETURNING created_ms",
+	[ST_DELETE] = "DELETE FROM webhooks WHERE id = ?1",
+	[ST_GET] = "SELECT id, target_url, created_ms, updated_ms FROM webhooks WHERE id = ?1",
+	[ST_LIST_FIRST] = "SELECT id, target_url, created_ms, updated_ms FROM webhooks "
+			  "ORDER BY id LIMIT ?1",
+	[ST_LIST_AFTER] = "SELECT id, target_url, created_ms, updated_ms FROM webhooks "
+			  "WHERE id > ?2 ORDER BY id LIMIT ?1",
+	[ST_COUNT] = "SELECT count(*) FROM webhooks",
+	[ST_BEGIN] = "BEGIN IMMEDIATE",
+	[ST_COMMIT] = "COMMIT",
+	[ST_ROLLBACK] = "ROLLBACK",
+};
+
+static const char schema_sql[] =
+	"CREATE TABLE IF NOT EXISTS webhooks ("
+	" id TEXT PRIMARY KEY NOT NULL,"
+	" target_url TEXT NOT NULL,"
+	" created_ms INTEGER NOT NULL,"
+	" updated_ms INTEGER NOT NULL"
+	") WITHOUT ROWID;";
+
+/* A connection with its prepared statements. */
+struct conn {
+	sqlite3 *db;
+	sqlite3_stmt *st[ST__COUNT];
+	struct conn *next; /* free list of the read pool */
+};
+
+struct store_sqlite {
+	struct store base;
+	char *path;
+	pthread_mutex_t write_lock;
+	struct conn *writer;
+	pthread_mutex_t pool_lock;
+	struct conn *idle; /* read connections not in use */
+};
+
+static void conn_destroy(struct conn *c)
+{
+	if (c == NULL)
+		return;
+	for (int i = 0; i < ST__COUNT; i++)
+		sqlite3_finalize(c->st[i]);
+	sqlite3_close(c->db);
+	free(c);
+}
+
+static int fail(sqlite3 *db, const char *what, char *err, size_t errlen)
+{
+	int code = db != NULL ? sqlite3_extended_errcode(db) : SQLITE_ERROR;
+	snprintf(err, errlen, "sqlite: %s: %s", what, db != NULL ? sqlite3_errmsg(db) : "failed");
+	int primary = code & 0xff;
+	return (primary == SQLITE_BUSY || primary == SQLITE_LOCKED || primary == SQLITE_FULL)
+		       ? -EAGAIN
+		       : -EIO;
+}
+
+static struct conn *conn_open(const char *path, bool writer, char *err, size_t errlen)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
+	if (writer)
+		flags |= SQLITE_OPEN_CREATE;
+	if (sqlite3_open_v2(path, &c->db, flags, NULL) != SQLITE_OK) {
+		fail(c->db, path, err, errlen);
+		goto fail;
+	}
+	sqlite3_busy_timeout(c->db, 5000);
+	/* WAL lets readers run beside the writer; FULL makes every commit durable on disk. */
+	const char *pragmas = writer ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+				       "PRAGMA foreign_keys=ON;"
+				     : "PRAGMA foreign_keys=ON;";
+	char *msg = NULL;
+	if (sqlite3_exec(c->db, pragmas, NULL, NULL, &msg) != SQLITE_OK) {
+		snprintf(err, errlen, "sqlite: %s: %s", path, msg != NULL ? msg : "pragma failed");
+		sqlite3_free(msg);
+		goto fail;
+	}
+	if (writer && sqlite3_exec(c->db, schema_sql, NULL, NULL, &msg) != SQLITE_OK) {
+		snprintf(err, errlen, "sqlite: creating the schema: %s",
+			 msg != NULL ? msg : "failed");
+		sqlite3_free(msg);
+		goto fail;
+	}
+	for (int i = 0; i < ST__COUNT; i++) {
+		if (sqlite3_prepare_v3(c->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &c->st[i],
+				       NULL) != SQLITE_OK) {
+			fail(c->db, stmt_sql[i], err, errlen);
+			goto fail;
+		}
+	}
+	return c;
+fail:
+	conn_destroy(c);
+	return NULL;
+}
+
+static struct conn *reader_take(struct store_sqlite *s, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&s->pool_lock);
+	struct conn *c = s->idle;
+	if (c != NULL)
+		s->idle = c->next;
+	pthread_mutex_unlock(&s->pool_lock);
+	/* The pool grows to the number of threads that read at once, which is small. */
+	return c != NULL ? c : conn_open(s->path, false, err, errlen);
+}
+
+static void reader_give(struct store_sqlite *s, struct conn *c)
+{
+	pthread_mutex_lock(&s->pool_lock);
+	c->next = s->idle;
+	s->idle = c;
+	pthread_mutex_unlock(&s->pool_lock);
+}
+
+static void read_row(sqlite3_stmt *st, struct store_webhook *out)
+{
+	const unsigned char *id = sqlite3_column_text(st, 0);
+	const unsigned char *url = sqlite3_column_text(st, 1);
+	snprintf(out->id, sizeof(out->id), "%s", id != NULL ? (const char *)id : "");
+	snprintf(out->target_url, sizeof(out->target_url), "%s",
+		 url != NULL ? (const char *)url : "");
+	out->created_ms = sqlite3_column_int64(st, 2);
+	out->updated_ms = sqlite3_column_int64(st, 3);
+}
+
+static int step_once(sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	return rc;
+}
+
+/* Run one write op inside the open transaction; returns the op's result, or a negative
+ * code with err filled when the transaction itself must be abandoned. */
+static int apply_op(struct conn *c, struct store_op *op, bool *fatal, char *err, size_t errlen)
+{
+	sqlite3_stmt *st;
+	int rc;
+	*fatal = false;
+	switch (op->kind) {
+	case STORE_OP_INSERT:
+		st = c->st[ST_INSERT];
+		sqlite3_bind_text(st, 1, op->hook.id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, op->hook.target_url, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, op->hook.created_ms);
+		sqlite3_bind_int64(st, 4, op->hook.updated_ms);
+		rc = sqlite3_step(st);
+		sqlite3_reset(st);
+		if (rc == SQLITE_DONE)
+			return 0;
+		if ((sqlite3_extended_errcode(c->db)) == SQLITE_CONSTRAINT_PRIMARYKEY)
+			return -EEXIST;
+		break;
+	case STORE_OP_UPDATE:
+		st = c->st[ST_UPDATE];
+		sqlite3_bind_text(st, 1, op->hook.id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, op->hook.target_url, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, op->hook.updated_ms);
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW) {
+			op->hook.created_ms = sqlite3_column_int64(st, 0);
+			rc = sqlite3_step(st);
+		}
+		sqlite3_reset(st);
+		if (rc == SQLITE_DONE)
+			return sqlite3_changes(c->db) > 0 ? 0 : -ENOENT;
+		break;
+	case STORE_OP_DELETE:
+		st = c->st[ST_DELETE];
+		sqlite3_bind_text(st, 1, op->hook.id, -1, SQLITE_STATIC);
+		rc = step_once(st);
+		if (rc == SQLITE_DONE)
+			return sqlite3_changes(c->db) > 0 ? 0 : -ENOENT;
+		break;
+	}
+	*fatal = true;
+	return fail(c->db, "write", err, errlen);
+}
+
+static int sq_apply(struct store *base, struct store_op *ops, size_t n, char *err, size_t errlen)
+{
+	struct store_sqlite *s = (struct store_sqlite *)base;
+	struct conn *c = s->writer;
+	int rc = 0;
+	pthread_mutex_lock(&s->write_lock);
+	if (step_once(c->st[ST_BEGIN]) != SQLITE_DONE) {
+		rc = fail(c->db, "begin", err, errlen);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		bool fatal;
+		ops[i].result = apply_op(c, &ops[i], &fatal, err, errlen);
+		if (fatal) {
+			rc = ops[i].result;
+			step_once(c->st[ST_ROLLBACK]);
+			goto out;
+		}
+	}
+	if (step_once(c->st[ST_COMMIT]) != SQLITE_DONE) {
+		rc = fail(c->db, "commit", err, errlen);
+		/* A failed COMMIT may leave the transaction open; end it so the next batch can
+		 * begin. */
+		if (!sqlite3_get_autocommit(c->db))
+			step_once(c->st[ST_ROLLBACK]);
+	}
+out:
+	pthread_mutex_unlock(&s->write_lock);
+	return rc;
+}
+
+static int sq_get(struct store *base, const char *id, struct store_webhook *out, char *err,
+		  size_t errlen)
+{
+	struct store_sqlite *s = (struct store_sqlite *)base;
+	struct conn *c = reader_take(s, err, errlen);
+	if (c == NULL)
+		return -EIO;
+	sqlite3_stmt *st = c->st[ST_GET];
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	int result;
+	if (rc == SQLITE_ROW) {
+		read_row(st, out);
+		result = 0;
+	} else if (rc == SQLITE_DONE) {
+		snprintf(err, errlen, "no webhook with id %s", id);
+		result = -ENOENT;
+	} else {
+		result = fail(c->db, "get", err, errlen);
+	}
+	sqlite3_reset(st);
+	reader_give(s, c);
+	return result;
+}
+
+static int sq_list(struct store *base, const char *after, size_t limit, struct store_webhook *out,
+		   size_t *n, char *err, size_t errlen)
+{
+	struct store_sqlite *s = (struct store_sqlite *)base;
+	*n = 0;
+	struct conn *c = reader_take(s, err, errlen);
+	if (c == NULL)
+		return -EIO;
+	bool first = after == NULL || after[0] == '\0';
+	sqlite3_stmt *st = c->st[first ? ST_LIST_FIRST : ST_LIST_AFTER];
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)limit);
+	if (!first)
+		sqlite3_bind_text(st, 2, after, -1, SQLITE_STATIC);
+	int rc;
+	while (*n < limit && (rc = sqlite3_step(st)) == SQLITE_ROW)
+		read_row(st, &out[(*n)++]);
+	int result = 0;
+	if (*n < limit && rc != SQLITE_DONE)
+		result = fail(c->db, "list", err, errlen);
+	sqlite3_reset(st);
+	reader_give(s, c);
+	return result;
+}
+
+static int sq_count(struct store *base, int64_t *count, char *err, size_t errlen)
+{
+	struct store_sqlite *s = (struct store_sqlite *)base;
+	struct conn *c = reader_take(s, err, errlen);
+	if (c == NULL)
+		return -EIO;
+	sqlite3_stmt *st = c->st[ST_COUNT];
+	int result = 0;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		*count = sqlite3_column_int64(st, 0);
+	else
+		result = fail(c->db, "count", err, errlen);
+	sqlite3_reset(st);
+	reader_give(s, c);
+	return result;
+}
+
+static void sq_destroy(struct store *base)
+{
+	struct store_sqlite *s = (struct store_sqlite *)base;
+	while (s->idle != NULL) {
+		struct conn *c = s->idle;
+		s->idle = c->next;
+		conn_destroy(c);
+	}
+	conn_destroy(s->writer);
+	pthread_mutex_destroy(&s->write_lock);
+	pthread_mutex_destroy(&s->pool_lock);
+	free(s->path);
+	free(s);
+}
+
+static const struct store_vtable sqlite_vt = {
+	.name = "sqlite",
+	.destroy = sq_destroy,
+	.apply = sq_apply,
+	.get = sq_get,
+	.list = sq_list,
+	.count = sq_count,
+};
+
+/* Create the directories leading to path, like mkdir -p on its dirname. */
+static int make_parents(const char *path, char *err, size_t errlen)
+{
+	char buf[PATH_MAX];
+	size_t len = strlen(path);
+	if (len >= sizeof(buf)) {
+		snprintf(err, errlen, "sqlite: path too long");
+		return -ENAMETOOLONG;
+	}
+	memcpy(buf, path, len + 1);
+	for (char *p = buf + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0750) != 0 && errno != EEXIST) {
+			snprintf(err, errlen, "sqlite: cannot create directory %s: %s", buf,
+				 strerror(errno));
+			return -errno;
+		}
+		*p = '/';
+	}
+	return 0;
+}
+
+struct store *store_sqlite_open(const char *path, char *err, size_t errlen)
+{
+	if (path[0] == '\0') {
+		snprintf(err, errlen, "STORE_URL: expected sqlite:PATH with a file path");
+		return NULL;
+	}
+	if (!sqlite3_threadsafe()) {
+		snprintf(err, errlen, "sqlite: the library was built without thread support");
+		return NULL;
+	}
+	struct store_sqlite *s = calloc(1, sizeof(*s));
+	if (s == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	s->base.vt = &sqlite_vt;
+	pthread_mutex_init(&s->write_lock, NULL);
+	pthread_mutex_init(&s->pool_lock, NULL);
+	s->path = strdup(path);
+	if (s->path == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	if (make_parents(path, err, errlen) != 0)
+		goto fail;
+	s->writer = conn_open(path, true, err, errlen);
+	if (s->writer == NULL)
+		goto fail;
+	return &s->base;
+fail:
+	sq_destroy(&s->base);
+	return NULL;
+}

@@ -1,0 +1,35 @@
+/* svc.h -- the state of one webhooks-svc process, shared by its modules. */
+#ifndef WEBHOOKS_SVC_H
+#define WEBHOOKS_SVC_H
+
+#include <nats/nats.h>
+#include <stdbool.h>
+
+#include "config.h"
+#include "log.h"
+#include "store.h"
+#include "writer.h"
+
+/* The queue group every instance joins, so that each request reaches one instance. */
+#define SVC_QUEUE_GROUP "webhooks-svc"
+
+struct svc_config {
+	const char *nats_url;
+	const char *store_url;
+	long max_in_flight;
+	long max_retries;
+	struct cfg_durations retry_schedule;
+	long delivery_timeout_ms;
+	enum log_level log_level;
+};
+
+struct svc {
+	struct svc_config cfg;
+	natsConnection *nc;
+	struct store *store;
+	struct writer *writer;
+	natsSubscription *subs[16];
+	int nsubs;
+};
+
+#endif
