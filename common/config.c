@@ -96,7 +96,7 @@ static bool parse_durations(const char *text, struct cfg_durations *out)
 
 /* Apply one textual value to an option; on error describe what was expected. */
 static int apply(const struct cfg_option *o, const char *value, const char *source, char *err,
-		 size_t errlen)
+                 size_t errlen)
 {
 	const char *expected = NULL;
 	char range[96];
@@ -112,7 +112,8 @@ static int apply(const struct cfg_option *o, const char *value, const char *sour
 	case CFG_INT: {
 		long v;
 		if (!cfg_parse_long(value, &v) || v < o->min || v > o->max) {
-			snprintf(range, sizeof(range), "an integer from %ld to %ld", o->min, o->max);
+			snprintf(range, sizeof(range), "an integer from %ld to %ld", o->min,
+			         o->max);
 			expected = range;
 		} else {
 			*(long *)o->target = v;
@@ -125,8 +126,9 @@ static int apply(const struct cfg_option *o, const char *value, const char *sour
 		break;
 	case CFG_DURATIONS:
 		if (!parse_durations(value, (struct cfg_durations *)o->target))
-			expected = "a comma-separated list of up to 16 durations such as 1s,5s,30s,2m "
-				   "(units ms, s, m, h)";
+			expected =
+			    "a comma-separated list of up to 16 durations such as 1s,5s,30s,2m "
+			    "(units ms, s, m, h)";
 		break;
 	case CFG_LOG_LEVEL:
 		if (!log_parse_level(value, (enum log_level *)o->target))
@@ -135,7 +137,7 @@ static int apply(const struct cfg_option *o, const char *value, const char *sour
 	}
 	if (expected != NULL) {
 		snprintf(err, errlen, "%s: expected %s, got '%.100s' (from %s)", o->env, expected,
-			 value, source);
+		         value, source);
 		return -EINVAL;
 	}
 	return 0;
@@ -154,8 +156,8 @@ static void usage(const struct cfg_option *opts, size_t n, const char *prog, con
 	printf("  %-24s %-20s %s\n", "--help", "", "print this help and exit");
 }
 
-static const struct cfg_option *find_flag(const struct cfg_option *opts, size_t n,
-					   const char *arg, size_t len)
+static const struct cfg_option *find_flag(const struct cfg_option *opts, size_t n, const char *arg,
+                                          size_t len)
 {
 	for (size_t i = 0; i < n; i++) {
 		if (strlen(opts[i].flag) == len && strncmp(opts[i].flag, arg, len) == 0)
@@ -165,7 +167,7 @@ static const struct cfg_option *find_flag(const struct cfg_option *opts, size_t 
 }
 
 int cfg_parse(const struct cfg_option *opts, size_t n, int argc, char **argv, const char *summary,
-	      char *err, size_t errlen)
+              char *err, size_t errlen)
 {
 	const char *prog = argc > 0 ? argv[0] : "webhooks";
 	const char *slash = strrchr(prog, '/');
@@ -214,7 +216,8 @@ int cfg_parse(const struct cfg_option *opts, size_t n, int argc, char **argv, co
 		const char *value = eq != NULL ? eq + 1 : NULL;
 		if (value == NULL) {
 			if (a + 1 >= argc) {
-				snprintf(err, errlen, "%s: option %s needs a value", o->env, o->flag);
+				snprintf(err, errlen, "%s: option %s needs a value", o->env,
+				         o->flag);
 				rc = -EINVAL;
 				break;
 			}
@@ -225,8 +228,10 @@ int cfg_parse(const struct cfg_option *opts, size_t n, int argc, char **argv, co
 	}
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		if (opts[i].def == NULL && !seen[i] && getenv(opts[i].env) == NULL) {
-			snprintf(err, errlen, "%s: expected a value (set %s or pass %s); it has no "
-				 "default", opts[i].env, opts[i].env, opts[i].flag);
+			snprintf(err, errlen,
+			         "%s: expected a value (set %s or pass %s); it has no "
+			         "default",
+			         opts[i].env, opts[i].env, opts[i].flag);
 			rc = -EINVAL;
 		}
 	}

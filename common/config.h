@@ -45,9 +45,9 @@ enum {
 
 /* Parse argv and the environment into the options' targets. Returns CFG_OK, CFG_HELP
  * (usage printed to stdout), or -EINVAL with one line for a person in err. */
-__attribute__((warn_unused_result)) int cfg_parse(const struct cfg_option *opts, size_t n,
-						  int argc, char **argv, const char *summary,
-						  char *err, size_t errlen);
+__attribute__((warn_unused_result)) int cfg_parse(const struct cfg_option *opts, size_t n, int argc,
+                                                  char **argv, const char *summary, char *err,
+                                                  size_t errlen);
 
 /* Parse one duration such as "250ms", "5s", "2m" or "1h" into milliseconds.
  * Returns true on success. */

@@ -10,15 +10,15 @@ static const struct {
 	const char *name;
 	int status;
 } codes[] = {
-	[ERR_INVALID_JSON] = {"invalid_json", 400},
-	[ERR_INVALID_ARGUMENT] = {"invalid_argument", 400},
-	[ERR_UNAUTHORIZED] = {"unauthorized", 401},
-	[ERR_NOT_FOUND] = {"not_found", 404},
-	[ERR_METHOD_NOT_ALLOWED] = {"method_not_allowed", 405},
-	[ERR_PAYLOAD_TOO_LARGE] = {"payload_too_large", 413},
-	[ERR_UNAVAILABLE] = {"unavailable", 503},
-	[ERR_TIMEOUT] = {"timeout", 504},
-	[ERR_INTERNAL] = {"internal", 500},
+    [ERR_INVALID_JSON] = {"invalid_json", 400},
+    [ERR_INVALID_ARGUMENT] = {"invalid_argument", 400},
+    [ERR_UNAUTHORIZED] = {"unauthorized", 401},
+    [ERR_NOT_FOUND] = {"not_found", 404},
+    [ERR_METHOD_NOT_ALLOWED] = {"method_not_allowed", 405},
+    [ERR_PAYLOAD_TOO_LARGE] = {"payload_too_large", 413},
+    [ERR_UNAVAILABLE] = {"unavailable", 503},
+    [ERR_TIMEOUT] = {"timeout", 504},
+    [ERR_INTERNAL] = {"internal", 500},
 };
 
 const char *envelope_code_name(enum envelope_code code)

@@ -27,11 +27,11 @@ int envelope_code_status(enum envelope_code code);
 /* A new error envelope (caller owns the reference), or NULL when out of memory.
  * With with_status false the "status" member is left out (the HTTP body shape). */
 json_t *envelope_error(enum envelope_code code, bool with_status, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* The same, serialised compactly; the caller frees the string with free(). */
 char *envelope_error_dump(enum envelope_code code, bool with_status, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* When reply is an error envelope with a valid status, return that status (400..599);
  * return 0 when reply is not an error envelope. */

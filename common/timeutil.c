@@ -34,8 +34,8 @@ void time_rfc3339(int64_t epoch_ms, char out[TIME_RFC3339_LEN + 1])
 	/* The wide buffer keeps the compiler's truncation check quiet for absurd years. */
 	char buf[64];
 	snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-		 (int)(epoch_ms % 1000));
+	         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+	         (int)(epoch_ms % 1000));
 	memcpy(out, buf, TIME_RFC3339_LEN);
 	out[TIME_RFC3339_LEN] = '\0';
 }

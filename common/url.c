@@ -17,14 +17,14 @@ int url_check(const char *url, char *err, size_t errlen)
 	}
 	if (len > URL_MAX_LEN) {
 		snprintf(err, errlen, "targetUrl is %zu bytes long; the limit is %d", len,
-			 URL_MAX_LEN);
+		         URL_MAX_LEN);
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)url[i];
 		if (c <= 0x20 || c == 0x7f) {
 			snprintf(err, errlen,
-				 "targetUrl must not contain spaces or control characters");
+			         "targetUrl must not contain spaces or control characters");
 			return -EINVAL;
 		}
 	}

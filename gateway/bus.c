@@ -25,7 +25,7 @@ struct waiter {
 	int64_t deadline_ms;
 	bus_reply_fn fn;
 	void *ctx;
-	struct waiter *hnext;	     /* hash chain */
+	struct waiter *hnext;       /* hash chain */
 	struct waiter *prev, *next; /* deadline order */
 };
 
@@ -207,7 +207,7 @@ struct bus *bus_create(const char *nats_url, int64_t timeout_ms, char *err, size
 		s = natsConnection_Connect(&b->nc, opts);
 		if (s == NATS_NOT_YET_CONNECTED) {
 			log_warn("NATS at %s is not reachable yet; retrying in the background",
-				 nats_url);
+			         nats_url);
 			s = NATS_OK;
 		}
 	}
@@ -248,7 +248,7 @@ size_t bus_pending(struct bus *b)
 }
 
 int bus_request(struct bus *b, const char *subject, const char *data, size_t len, bus_reply_fn fn,
-		void *ctx)
+                void *ctx)
 {
 	if (!bus_connected(b))
 		return -ENOTCONN;

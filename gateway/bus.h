@@ -14,11 +14,11 @@
 struct bus;
 
 enum bus_result {
-	BUS_REPLY = 0,	     /* data/len hold the reply */
-	BUS_TIMEOUT,	     /* no reply within the timeout */
-	BUS_NO_RESPONDERS,   /* nobody subscribes to the subject */
-	BUS_DISCONNECTED,    /* NATS connection lost while waiting */
-	BUS_SHUTTING_DOWN,   /* bus_destroy ran first */
+	BUS_REPLY = 0,     /* data/len hold the reply */
+	BUS_TIMEOUT,       /* no reply within the timeout */
+	BUS_NO_RESPONDERS, /* nobody subscribes to the subject */
+	BUS_DISCONNECTED,  /* NATS connection lost while waiting */
+	BUS_SHUTTING_DOWN, /* bus_destroy ran first */
 };
 
 /* Runs on a NATS or bus thread; data is valid only during the call. */
@@ -31,8 +31,8 @@ struct bus *bus_create(const char *nats_url, int64_t timeout_ms, char *err, size
 /* Publish a request. Returns 0 when accepted (fn will run exactly once), or -ENOTCONN when
  * NATS is not connected now, -ENOMEM, -EIO (fn will not run). */
 __attribute__((warn_unused_result)) int bus_request(struct bus *b, const char *subject,
-						    const char *data, size_t len, bus_reply_fn fn,
-						    void *ctx);
+                                                    const char *data, size_t len, bus_reply_fn fn,
+                                                    void *ctx);
 
 /* True while the NATS connection is up. */
 bool bus_connected(struct bus *b);

@@ -11,6 +11,8 @@
 
 /* Request bodies above this size are refused with 413. */
 #define GW_MAX_BODY (64 * 1024)
+/* How much of an oversize chunked body is read and dropped before the connection is cut. */
+#define GW_MAX_DISCARD (1024 * 1024)
 
 struct gw_config {
 	const char *nats_url;

@@ -40,15 +40,15 @@ static const struct route_info {
 	bool admin;
 	bool has_body;
 } routes[] = {
-	[R_REGISTER] = {"webhooks.register", 201, true, true},
-	[R_LIST] = {"webhooks.list", 200, true, false},
-	[R_GET] = {"webhooks.get", 200, true, false},
-	[R_UPDATE] = {"webhooks.update", 200, true, true},
-	[R_DELETE] = {"webhooks.delete", 204, true, false},
-	[R_TRIGGER] = {"webhooks.trigger", 202, false, false},
-	[R_EVENT] = {"webhooks.event", 200, true, false},
-	[R_DELIVERIES] = {"webhooks.deliveries", 200, true, false},
-	[R_HEALTH] = {"webhooks.list", 200, false, false},
+    [R_REGISTER] = {"webhooks.register", 201, true, true},
+    [R_LIST] = {"webhooks.list", 200, true, false},
+    [R_GET] = {"webhooks.get", 200, true, false},
+    [R_UPDATE] = {"webhooks.update", 200, true, true},
+    [R_DELETE] = {"webhooks.delete", 204, true, false},
+    [R_TRIGGER] = {"webhooks.trigger", 202, false, false},
+    [R_EVENT] = {"webhooks.event", 200, true, false},
+    [R_DELIVERIES] = {"webhooks.deliveries", 200, true, false},
+    [R_HEALTH] = {"webhooks.list", 200, false, false},
 };
 
 struct request {
@@ -60,6 +60,7 @@ struct request {
 	char *body;
 	size_t body_len;
 	bool too_large;
+	size_t discarded;
 
 	/* The handshake with the reply callback: it resumes the connection only after the
 	 * handler has suspended it. */
@@ -72,11 +73,10 @@ struct request {
 };
 
 static enum MHD_Result send_body(struct MHD_Connection *conn, int status, char *body,
-				 const char *allow)
+                                 const char *allow)
 {
 	size_t len = body != NULL ? strlen(body) : 0;
-	struct MHD_Response *r =
-		MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+	struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
 	if (r == NULL) {
 		free(body);
 		return MHD_NO;
@@ -93,11 +93,11 @@ static enum MHD_Result send_body(struct MHD_Connection *conn, int status, char *
 }
 
 static enum MHD_Result send_error(struct MHD_Connection *conn, enum envelope_code code,
-				  const char *allow, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+                                  const char *allow, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 static enum MHD_Result send_error(struct MHD_Connection *conn, enum envelope_code code,
-				  const char *allow, const char *fmt, ...)
+                                  const char *allow, const char *fmt, ...)
 {
 	char message[512];
 	va_list ap;
@@ -105,15 +105,15 @@ static enum MHD_Result send_error(struct MHD_Connection *conn, enum envelope_cod
 	vsnprintf(message, sizeof(message), fmt, ap);
 	va_end(ap);
 	return send_body(conn, envelope_code_status(code),
-			 envelope_error_dump(code, false, "%s", message), allow);
+	                 envelope_error_dump(code, false, "%s", message), allow);
 }
 
 /* Compare the bearer token in constant time for a given token length, so that response
  * timing tells an attacker nothing about how much of a guess was right. */
 static bool authorized(const struct gw *gw, struct MHD_Connection *conn)
 {
-	const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-						    MHD_HTTP_HEADER_AUTHORIZATION);
+	const char *h =
+	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
 	if (h == NULL || strncmp(h, "Bearer ", 7) != 0)
 		return false;
 	const char *given = h + 7;
@@ -127,7 +127,7 @@ static bool authorized(const struct gw *gw, struct MHD_Connection *conn)
 
 /* Match the path and method. Sets *allow for a known path with a wrong method. */
 static enum route_id match(const char *url, const char *method, struct request *req,
-			   const char **allow, bool *known_path)
+                           const char **allow, bool *known_path)
 {
 	bool get = strcmp(method, "GET") == 0;
 	*known_path = true;
@@ -165,10 +165,10 @@ static enum route_id match(const char *url, const char *method, struct request *
 		}
 		if (!events && slash == NULL) {
 			*allow = "GET, PUT, DELETE";
-			return get ? R_GET
-			       : strcmp(method, "PUT") == 0	 ? R_UPDATE
+			return get                             ? R_GET
+			       : strcmp(method, "PUT") == 0    ? R_UPDATE
 			       : strcmp(method, "DELETE") == 0 ? R_DELETE
-								 : R_NONE;
+			                                       : R_NONE;
 		}
 		if (events && slash == NULL) {
 			*allow = "GET";
@@ -189,8 +189,8 @@ static void client_ip(const struct gw *gw, struct MHD_Connection *conn, char *ou
 {
 	out[0] = '\0';
 	if (gw->cfg.trust_proxy) {
-		const char *xff = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-							      "X-Forwarded-For");
+		const char *xff =
+		    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Forwarded-For");
 		if (xff != NULL) {
 			while (*xff == ' ' || *xff == '\t')
 				xff++;
@@ -210,13 +210,13 @@ static void client_ip(const struct gw *gw, struct MHD_Connection *conn, char *ou
 		}
 	}
 	const union MHD_ConnectionInfo *ci =
-		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	if (ci == NULL || ci->client_addr == NULL)
 		return;
 	const struct sockaddr *sa = ci->client_addr;
 	if (sa->sa_family == AF_INET) {
 		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out,
-			  (socklen_t)outlen);
+		          (socklen_t)outlen);
 	} else if (sa->sa_family == AF_INET6) {
 		const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
 		/* A v4 client on a dual-stack socket shows as ::ffff:a.b.c.d; report a.b.c.d. */
@@ -257,20 +257,20 @@ static json_t *build_request(struct request *req, enum MHD_Result *sent)
 		json_error_t jerr;
 		if (req->body_len == 0) {
 			*sent = send_error(conn, ERR_INVALID_JSON, NULL,
-					   "the request body is empty; send a JSON object");
+			                   "the request body is empty; send a JSON object");
 			return NULL;
 		}
 		msg = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
 		if (msg == NULL) {
 			*sent = send_error(conn, ERR_INVALID_JSON, NULL,
-					   "the request body is not valid JSON: %s (line %d)",
-					   jerr.text, jerr.line);
+			                   "the request body is not valid JSON: %s (line %d)",
+			                   jerr.text, jerr.line);
 			return NULL;
 		}
 		if (!json_is_object(msg)) {
 			json_decref(msg);
 			*sent = send_error(conn, ERR_INVALID_ARGUMENT, NULL,
-					   "the request body must be a JSON object");
+			                   "the request body must be a JSON object");
 			return NULL;
 		}
 	} else {
@@ -280,17 +280,18 @@ static json_t *build_request(struct request *req, enum MHD_Result *sent)
 		json_object_set_new(msg, "id", json_string(req->id));
 
 	if (req->route == R_LIST || req->route == R_DELIVERIES || req->route == R_HEALTH) {
-		const char *limit = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND,
-								"limit");
-		const char *after = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND,
-								"after");
+		const char *limit =
+		    MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "limit");
+		const char *after =
+		    MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "after");
 		long lim = 0;
 		if (req->route == R_HEALTH) {
 			json_object_set_new(msg, "limit", json_integer(1));
-		} else if (limit != NULL && (!cfg_parse_long(limit, &lim) || lim < 1 || lim > 1000)) {
+		} else if (limit != NULL &&
+		           (!cfg_parse_long(limit, &lim) || lim < 1 || lim > 1000)) {
 			json_decref(msg);
 			*sent = send_error(conn, ERR_INVALID_ARGUMENT, NULL,
-					   "limit must be an integer from 1 to 1000");
+			                   "limit must be an integer from 1 to 1000");
 			return NULL;
 		} else if (limit != NULL) {
 			json_object_set_new(msg, "limit", json_integer(lim));
@@ -299,8 +300,8 @@ static json_t *build_request(struct request *req, enum MHD_Result *sent)
 			if (!id_valid(after)) {
 				json_decref(msg);
 				*sent = send_error(conn, ERR_INVALID_ARGUMENT, NULL,
-						   "after must be the id of the last item of the "
-						   "previous page");
+				                   "after must be the id of the last item of the "
+				                   "previous page");
 				return NULL;
 			}
 			json_object_set_new(msg, "after", json_string(after));
@@ -320,10 +321,10 @@ static enum MHD_Result respond(struct request *req)
 		break;
 	case BUS_TIMEOUT:
 		return send_error(conn, ERR_TIMEOUT, NULL,
-				  "the webhooks service did not answer in time");
+		                  "the webhooks service did not answer in time");
 	case BUS_NO_RESPONDERS:
 		return send_error(conn, ERR_UNAVAILABLE, NULL,
-				  "the webhooks service is not running");
+		                  "the webhooks service is not running");
 	case BUS_DISCONNECTED:
 	case BUS_SHUTTING_DOWN:
 		return send_error(conn, ERR_UNAVAILABLE, NULL, "the message bus is unavailable");
@@ -336,7 +337,7 @@ static enum MHD_Result respond(struct request *req)
 	if (reply == NULL) {
 		log_error("unparseable reply on %s: %s", routes[req->route].subject, jerr.text);
 		return send_error(conn, ERR_INTERNAL, NULL,
-				  "the webhooks service sent a malformed reply");
+		                  "the webhooks service sent a malformed reply");
 	}
 	int status = envelope_reply_status(reply);
 	char *body = NULL;
@@ -344,7 +345,7 @@ static enum MHD_Result respond(struct request *req)
 		json_decref(reply);
 		if (status != 0)
 			return send_error(conn, ERR_UNAVAILABLE, NULL,
-					  "the webhooks service cannot reach its store");
+			                  "the webhooks service cannot reach its store");
 		return send_body(conn, 200, strdup("{\"status\":\"ok\"}"), NULL);
 	}
 	if (status != 0) {
@@ -362,7 +363,7 @@ static enum MHD_Result respond(struct request *req)
 }
 
 static enum MHD_Result first_call(struct gw *gw, struct MHD_Connection *conn, const char *url,
-				  const char *method, void **req_cls)
+                                  const char *method, void **req_cls)
 {
 	struct request *req = calloc(1, sizeof(*req));
 	if (req == NULL)
@@ -380,29 +381,29 @@ static enum MHD_Result first_call(struct gw *gw, struct MHD_Connection *conn, co
 	req->route = match(url, method, req, &allow, &known);
 	if (req->route == R_NONE && !known)
 		return send_error(conn, ERR_NOT_FOUND, NULL, "no such route: %s %.200s", method,
-				  url);
+		                  url);
 	if (req->route == R_NONE)
 		return send_error(conn, ERR_METHOD_NOT_ALLOWED, allow,
-				  "%s is not allowed here; use %s", method, allow);
+		                  "%s is not allowed here; use %s", method, allow);
 	if (routes[req->route].admin && !authorized(gw, conn))
 		return send_error(conn, ERR_UNAUTHORIZED, NULL,
-				  "missing or wrong Authorization: Bearer token");
+		                  "missing or wrong Authorization: Bearer token");
 
 	/* Refuse a declared oversize body before reading any of it. */
-	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-						     MHD_HTTP_HEADER_CONTENT_LENGTH);
+	const char *cl =
+	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	long declared = 0;
 	if (cl != NULL && cfg_parse_long(cl, &declared) && declared > GW_MAX_BODY)
 		return send_error(conn, ERR_PAYLOAD_TOO_LARGE, NULL,
-				  "the request body is larger than %d bytes", GW_MAX_BODY);
+		                  "the request body is larger than %d bytes", GW_MAX_BODY);
 	if (req->route == R_TRIGGER)
 		client_ip(gw, conn, req->ip, sizeof(req->ip));
 	return MHD_YES;
 }
 
 enum MHD_Result gw_handle(void *cls, struct MHD_Connection *conn, const char *url,
-			  const char *method, const char *version, const char *upload_data,
-			  size_t *upload_data_size, void **req_cls)
+                          const char *method, const char *version, const char *upload_data,
+                          size_t *upload_data_size, void **req_cls)
 {
 	struct gw *gw = cls;
 	struct request *req = *req_cls;
@@ -412,14 +413,14 @@ enum MHD_Result gw_handle(void *cls, struct MHD_Connection *conn, const char *ur
 	if (*upload_data_size > 0) {
 		size_t n = *upload_data_size;
 		*upload_data_size = 0;
-		if (req->too_large)
-			return MHD_YES;
-		if (req->body_len + n > GW_MAX_BODY) {
-			/* A body without Content-Length grew past the limit: answer now; MHD
-			 * closes the connection instead of reading the rest. */
+		if (req->too_large || req->body_len + n > GW_MAX_BODY) {
+			/* A chunked body (no Content-Length) grew past the limit. MHD cannot
+			 * answer in the middle of an upload, so the rest is discarded unread
+			 * and answered 413 at its end; a client that keeps sending far beyond
+			 * the limit is cut off instead. */
 			req->too_large = true;
-			return send_error(conn, ERR_PAYLOAD_TOO_LARGE, NULL,
-					  "the request body is larger than %d bytes", GW_MAX_BODY);
+			req->discarded += n;
+			return req->discarded > GW_MAX_DISCARD ? MHD_NO : MHD_YES;
 		}
 		char *grown = realloc(req->body, req->body_len + n + 1);
 		if (grown == NULL)
@@ -431,6 +432,9 @@ enum MHD_Result gw_handle(void *cls, struct MHD_Connection *conn, const char *ur
 		return MHD_YES;
 	}
 
+	if (req->too_large)
+		return send_error(conn, ERR_PAYLOAD_TOO_LARGE, NULL,
+		                  "the request body is larger than %d bytes", GW_MAX_BODY);
 	pthread_mutex_lock(&req->lock);
 	bool replied = req->replied;
 	pthread_mutex_unlock(&req->lock);
@@ -447,8 +451,8 @@ enum MHD_Result gw_handle(void *cls, struct MHD_Connection *conn, const char *ur
 		return send_error(conn, ERR_INTERNAL, NULL, "out of memory");
 
 	pthread_mutex_lock(&req->lock);
-	int rc = bus_request(gw->bus, routes[req->route].subject, data, strlen(data), on_reply,
-			     req);
+	int rc =
+	    bus_request(gw->bus, routes[req->route].subject, data, strlen(data), on_reply, req);
 	if (rc == 0) {
 		MHD_suspend_connection(conn);
 		req->suspended = true;
@@ -461,7 +465,7 @@ enum MHD_Result gw_handle(void *cls, struct MHD_Connection *conn, const char *ur
 }
 
 void gw_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
-		  enum MHD_RequestTerminationCode toe)
+                  enum MHD_RequestTerminationCode toe)
 {
 	struct gw *gw = cls;
 	struct request *req = *req_cls;

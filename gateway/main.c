@@ -57,8 +57,8 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 static struct MHD_Daemon *start_http(struct gw *gw, char *err, size_t errlen)
 {
 	struct sockaddr_storage ss = {0};
-	unsigned int flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
-			     MHD_USE_ERROR_LOG;
+	unsigned int flags =
+	    MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
 	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
 	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
 	if (inet_pton(AF_INET, gw->cfg.bind, &sin->sin_addr) == 1) {
@@ -76,14 +76,14 @@ static struct MHD_Daemon *start_http(struct gw *gw, char *err, size_t errlen)
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 	unsigned int threads = cores > 0 ? (unsigned int)cores : 1;
 	struct MHD_Daemon *d = MHD_start_daemon(
-		flags, 0, NULL, NULL, gw_handle, gw, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-		MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_NOTIFY_COMPLETED, gw_completed,
-		gw, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)30, MHD_OPTION_CONNECTION_LIMIT,
-		(unsigned int)10000, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1,
-		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+	    flags, 0, NULL, NULL, gw_handle, gw, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, threads,
+	    MHD_OPTION_NOTIFY_COMPLETED, gw_completed, gw, MHD_OPTION_CONNECTION_TIMEOUT,
+	    (unsigned int)30, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)10000,
+	    MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1, MHD_OPTION_END);
 	if (d == NULL)
 		snprintf(err, errlen, "cannot listen on %s port %ld: %s", gw->cfg.bind,
-			 gw->cfg.port, errno != 0 ? strerror(errno) : "libmicrohttpd failed");
+		         gw->cfg.port, errno != 0 ? strerror(errno) : "libmicrohttpd failed");
 	return d;
 }
 
@@ -111,28 +111,27 @@ int main(int argc, char **argv)
 	struct gw gw = {0};
 	struct gw_config *c = &gw.cfg;
 	const struct cfg_option options[] = {
-		{"NATS_URL", "--nats-url", CFG_STRING, "nats://127.0.0.1:4222", "NATS server URL",
-		 0, 0, check_nats_url, &c->nats_url},
-		{"GATEWAY_BIND", "--bind", CFG_STRING, "0.0.0.0", "address to listen on", 0, 0,
-		 check_bind, &c->bind},
-		{"GATEWAY_PORT", "--port", CFG_INT, "8080", "port to listen on (0 picks one)", 0,
-		 65535, NULL, &c->port},
-		{"ADMIN_TOKEN", "--admin-token", CFG_STRING, NULL,
-		 "bearer token for the admin routes", 0, 0, NULL, &c->admin_token},
-		{"TRUST_PROXY", "--trust-proxy", CFG_BOOL, "0",
-		 "take the client IP from X-Forwarded-For", 0, 0, NULL, &c->trust_proxy},
-		{"NATS_TIMEOUT_MS", "--nats-timeout-ms", CFG_INT, "5000",
-		 "how long to wait for the service's reply", 1, 600000, NULL,
-		 &c->nats_timeout_ms},
-		{"LOG_LEVEL", "--log-level", CFG_LOG_LEVEL, "info", "error, warn, info or debug", 0,
-		 0, NULL, &c->log_level},
+	    {"NATS_URL", "--nats-url", CFG_STRING, "nats://127.0.0.1:4222", "NATS server URL", 0, 0,
+	     check_nats_url, &c->nats_url},
+	    {"GATEWAY_BIND", "--bind", CFG_STRING, "0.0.0.0", "address to listen on", 0, 0,
+	     check_bind, &c->bind},
+	    {"GATEWAY_PORT", "--port", CFG_INT, "8080", "port to listen on (0 picks one)", 0, 65535,
+	     NULL, &c->port},
+	    {"ADMIN_TOKEN", "--admin-token", CFG_STRING, NULL, "bearer token for the admin routes",
+	     0, 0, NULL, &c->admin_token},
+	    {"TRUST_PROXY", "--trust-proxy", CFG_BOOL, "0",
+	     "take the client IP from X-Forwarded-For", 0, 0, NULL, &c->trust_proxy},
+	    {"NATS_TIMEOUT_MS", "--nats-timeout-ms", CFG_INT, "5000",
+	     "how long to wait for the service's reply", 1, 600000, NULL, &c->nats_timeout_ms},
+	    {"LOG_LEVEL", "--log-level", CFG_LOG_LEVEL, "info", "error, warn, info or debug", 0, 0,
+	     NULL, &c->log_level},
 	};
 	char err[512];
 	log_set_program("webhooks-gateway");
 	int rc = cfg_parse(options, sizeof(options) / sizeof(options[0]), argc, argv,
-			   "webhooks-gateway: the HTTP API of the webhook service; every route "
-			   "becomes a NATS request to webhooks-svc.",
-			   err, sizeof(err));
+	                   "webhooks-gateway: the HTTP API of the webhook service; every route "
+	                   "becomes a NATS request to webhooks-svc.",
+	                   err, sizeof(err));
 	if (rc == CFG_HELP)
 		return 0;
 	if (rc != 0) {
@@ -165,9 +164,10 @@ int main(int argc, char **argv)
 		log_error("%s", err);
 		goto out;
 	}
-	const union MHD_DaemonInfo *info = MHD_get_daemon_info(gw.daemon, MHD_DAEMON_INFO_BIND_PORT);
+	const union MHD_DaemonInfo *info =
+	    MHD_get_daemon_info(gw.daemon, MHD_DAEMON_INFO_BIND_PORT);
 	log_info("listening on %s port %u, NATS %s", c->bind,
-		 info != NULL ? (unsigned int)info->port : (unsigned int)c->port, c->nats_url);
+	         info != NULL ? (unsigned int)info->port : (unsigned int)c->port, c->nats_url);
 
 	int sig = 0;
 	sigwait(&stop, &sig);

@@ -18,7 +18,7 @@
 #include "url.h"
 
 #define LIST_DEFAULT_LIMIT 100
-#define LIST_MAX_LIMIT	   1000
+#define LIST_MAX_LIMIT     1000
 
 /* The svc pointer for the writer's completion callback, which has no slot of its own. */
 static struct svc *the_svc;
@@ -48,7 +48,7 @@ static void reply_json(struct svc *svc, const char *reply, json_t *body)
 }
 
 static void reply_error(struct svc *svc, const char *reply, enum envelope_code code,
-			const char *message)
+                        const char *message)
 {
 	char *text = envelope_error_dump(code, true, "%s", message);
 	publish(svc, reply, text);
@@ -78,7 +78,7 @@ static json_t *webhook_json(const struct store_webhook *h, bool full)
 	char created[TIME_RFC3339_LEN + 1], updated[TIME_RFC3339_LEN + 1];
 	time_rfc3339(h->created_ms, created);
 	json_t *o = json_pack("{s:s, s:s, s:s}", "id", h->id, "targetUrl", h->target_url,
-			      "createdAt", created);
+	                      "createdAt", created);
 	if (o != NULL && full) {
 		time_rfc3339(h->updated_ms, updated);
 		json_object_set_new(o, "updatedAt", json_string(updated));
@@ -92,7 +92,7 @@ static json_t *parse_request(struct svc *svc, natsMsg *msg)
 	const char *reply = natsMsg_GetReply(msg);
 	json_error_t jerr;
 	json_t *req = json_loadb(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg),
-				 JSON_REJECT_DUPLICATES, &jerr);
+	                         JSON_REJECT_DUPLICATES, &jerr);
 	if (req == NULL) {
 		char m[256];
 		snprintf(m, sizeof(m), "the request is not valid JSON: %s", jerr.text);
@@ -212,8 +212,8 @@ static void on_update(struct svc *svc, const char *reply, json_t *req)
 	if (id == NULL)
 		return;
 	/* The seed calls it newTargetUrl; targetUrl is accepted too. */
-	const char *key = json_object_get(req, "newTargetUrl") != NULL ? "newTargetUrl"
-									: "targetUrl";
+	const char *key =
+	    json_object_get(req, "newTargetUrl") != NULL ? "newTargetUrl" : "targetUrl";
 	const char *url = want_string(svc, reply, req, key);
 	if (url == NULL || !want_url(svc, reply, url))
 		return;
@@ -261,7 +261,7 @@ static void on_list(struct svc *svc, const char *reply, json_t *req)
 		if (!json_is_integer(jl) || json_integer_value(jl) < 1 ||
 		    json_integer_value(jl) > LIST_MAX_LIMIT) {
 			reply_error(svc, reply, ERR_INVALID_ARGUMENT,
-				    "limit must be an integer from 1 to 1000");
+			            "limit must be an integer from 1 to 1000");
 			return;
 		}
 		limit = json_integer_value(jl);
@@ -270,8 +270,9 @@ static void on_list(struct svc *svc, const char *reply, json_t *req)
 	json_t *ja = json_object_get(req, "after");
 	if (ja != NULL && !json_is_null(ja)) {
 		if (!json_is_string(ja) || !id_valid(json_string_value(ja))) {
-			reply_error(svc, reply, ERR_INVALID_ARGUMENT,
-				    "after must be the id of the last webhook of the previous page");
+			reply_error(
+			    svc, reply, ERR_INVALID_ARGUMENT,
+			    "after must be the id of the last webhook of the previous page");
 			return;
 		}
 		after = json_string_value(ja);
@@ -346,9 +347,9 @@ static const struct route {
 	const char *subject;
 	handler_fn fn;
 } routes[] = {
-	{"webhooks.register", on_register}, {"webhooks.get", on_get},
-	{"webhooks.list", on_list},	    {"webhooks.update", on_update},
-	{"webhooks.delete", on_delete},	    {"webhooks.trigger", on_trigger},
+    {"webhooks.register", on_register}, {"webhooks.get", on_get},
+    {"webhooks.list", on_list},         {"webhooks.update", on_update},
+    {"webhooks.delete", on_delete},     {"webhooks.trigger", on_trigger},
 };
 
 /* Runs on the subscription's delivery thread; owns msg. */
@@ -369,12 +370,11 @@ int handlers_start(struct svc *svc, char *err, size_t errlen)
 	the_svc = svc;
 	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
 		natsSubscription *sub = NULL;
-		natsStatus s = natsConnection_QueueSubscribe(&sub, svc->nc, routes[i].subject,
-							     SVC_QUEUE_GROUP, on_msg,
-							     (void *)&routes[i]);
+		natsStatus s = natsConnection_QueueSubscribe(
+		    &sub, svc->nc, routes[i].subject, SVC_QUEUE_GROUP, on_msg, (void *)&routes[i]);
 		if (s != NATS_OK) {
 			snprintf(err, errlen, "cannot subscribe to %s: %s", routes[i].subject,
-				 natsStatus_GetText(s));
+			         natsStatus_GetText(s));
 			return -EIO;
 		}
 		svc->subs[svc->nsubs++] = sub;

@@ -23,8 +23,8 @@
 #include "svc.h"
 
 #define WRITER_CAPACITY 4096
-#define WRITER_BATCH	512
-#define DRAIN_MS	4000
+#define WRITER_BATCH    512
+#define DRAIN_MS        4000
 
 static const char *check_store_url(const char *v)
 {
@@ -80,7 +80,7 @@ static natsStatus connect_nats(struct svc *svc)
 		s = natsConnection_Connect(&svc->nc, opts);
 		if (s == NATS_NOT_YET_CONNECTED) {
 			log_warn("NATS at %s is not reachable yet; retrying in the background",
-				 svc->cfg.nats_url);
+			         svc->cfg.nats_url);
 			s = NATS_OK;
 		}
 	}
@@ -93,29 +93,28 @@ int main(int argc, char **argv)
 	struct svc svc = {0};
 	struct svc_config *c = &svc.cfg;
 	const struct cfg_option options[] = {
-		{"NATS_URL", "--nats-url", CFG_STRING, "nats://127.0.0.1:4222",
-		 "NATS server URL", 0, 0, check_nats_url, &c->nats_url},
-		{"STORE_URL", "--store-url", CFG_STRING, "sqlite:data/webhooks.db",
-		 "where webhooks are stored: sqlite:PATH or mongodb://HOST:PORT/DB", 0, 0,
-		 check_store_url, &c->store_url},
-		{"MAX_IN_FLIGHT", "--max-in-flight", CFG_INT, "10",
-		 "most deliveries in flight at once", 1, 100000, NULL, &c->max_in_flight},
-		{"MAX_RETRIES", "--max-retries", CFG_INT, "5",
-		 "retries after a failed delivery attempt", 0, 100, NULL, &c->max_retries},
-		{"RETRY_SCHEDULE", "--retry-schedule", CFG_DURATIONS, "1s,5s,30s,2m,10m",
-		 "delays before each retry; the last repeats", 0, 0, NULL, &c->retry_schedule},
-		{"DELIVERY_TIMEOUT_MS", "--delivery-timeout-ms", CFG_INT, "10000",
-		 "time limit for one delivery attempt", 100, 600000, NULL,
-		 &c->delivery_timeout_ms},
-		{"LOG_LEVEL", "--log-level", CFG_LOG_LEVEL, "info", "error, warn, info or debug", 0,
-		 0, NULL, &c->log_level},
+	    {"NATS_URL", "--nats-url", CFG_STRING, "nats://127.0.0.1:4222", "NATS server URL", 0, 0,
+	     check_nats_url, &c->nats_url},
+	    {"STORE_URL", "--store-url", CFG_STRING, "sqlite:data/webhooks.db",
+	     "where webhooks are stored: sqlite:PATH or mongodb://HOST:PORT/DB", 0, 0,
+	     check_store_url, &c->store_url},
+	    {"MAX_IN_FLIGHT", "--max-in-flight", CFG_INT, "10", "most deliveries in flight at once",
+	     1, 100000, NULL, &c->max_in_flight},
+	    {"MAX_RETRIES", "--max-retries", CFG_INT, "5",
+	     "retries after a failed delivery attempt", 0, 100, NULL, &c->max_retries},
+	    {"RETRY_SCHEDULE", "--retry-schedule", CFG_DURATIONS, "1s,5s,30s,2m,10m",
+	     "delays before each retry; the last repeats", 0, 0, NULL, &c->retry_schedule},
+	    {"DELIVERY_TIMEOUT_MS", "--delivery-timeout-ms", CFG_INT, "10000",
+	     "time limit for one delivery attempt", 100, 600000, NULL, &c->delivery_timeout_ms},
+	    {"LOG_LEVEL", "--log-level", CFG_LOG_LEVEL, "info", "error, warn, info or debug", 0, 0,
+	     NULL, &c->log_level},
 	};
 	char err[512];
 	log_set_program("webhooks-svc");
 	int rc = cfg_parse(options, sizeof(options) / sizeof(options[0]), argc, argv,
-			   "webhooks-svc: stores webhooks and delivers events, answering the "
-			   "webhooks.* NATS subjects.",
-			   err, sizeof(err));
+	                   "webhooks-svc: stores webhooks and delivers events, answering the "
+	                   "webhooks.* NATS subjects.",
+	                   err, sizeof(err));
 	if (rc == CFG_HELP)
 		return 0;
 	if (rc != 0) {
@@ -138,7 +137,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	svc.writer = writer_create(svc.store, handlers_write_done, WRITER_CAPACITY, WRITER_BATCH,
-				   err, sizeof(err));
+	                           err, sizeof(err));
 	if (svc.writer == NULL) {
 		log_error("%s", err);
 		goto out;
@@ -152,8 +151,8 @@ int main(int argc, char **argv)
 		log_error("%s", err);
 		goto out;
 	}
-	log_info("ready: store %s, NATS %s, queue group %s", store_backend(svc.store),
-		 c->nats_url, SVC_QUEUE_GROUP);
+	log_info("ready: store %s, NATS %s, queue group %s", store_backend(svc.store), c->nats_url,
+	         SVC_QUEUE_GROUP);
 
 	int sig = 0;
 	sigwait(&stop, &sig);

@@ -36,7 +36,7 @@ int store_get(struct store *s, const char *id, struct store_webhook *out, char *
 }
 
 int store_list(struct store *s, const char *after, size_t limit, struct store_webhook *out,
-	       size_t *n, char *err, size_t errlen)
+               size_t *n, char *err, size_t errlen)
 {
 	return s->vt->list(s, after, limit, out, n, err, errlen);
 }

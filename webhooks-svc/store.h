@@ -56,21 +56,20 @@ const char *store_backend(const struct store *s);
  * Returns 0 when every op's outcome is durable and recorded in its result, or a negative
  * code when the batch as a whole failed and nothing of it may be acknowledged. */
 __attribute__((warn_unused_result)) int store_apply(struct store *s, struct store_op *ops, size_t n,
-						    char *err, size_t errlen);
+                                                    char *err, size_t errlen);
 
 /* Read one webhook by id into out. Returns 0 or -ENOENT, -EAGAIN, -EIO. */
-__attribute__((warn_unused_result)) int store_get(struct store *s, const char *id,
-						  struct store_webhook *out, char *err,
-						  size_t errlen);
+__attribute__((warn_unused_result)) int
+store_get(struct store *s, const char *id, struct store_webhook *out, char *err, size_t errlen);
 
 /* Read up to limit webhooks with id greater than after (NULL or "" for the first page), in
  * ascending id order, into out[0..*n). Returns 0 or -EAGAIN, -EIO. */
 __attribute__((warn_unused_result)) int store_list(struct store *s, const char *after, size_t limit,
-						   struct store_webhook *out, size_t *n, char *err,
-						   size_t errlen);
+                                                   struct store_webhook *out, size_t *n, char *err,
+                                                   size_t errlen);
 
 /* Count the registered webhooks into *count. Returns 0 or -EAGAIN, -EIO. */
 __attribute__((warn_unused_result)) int store_count(struct store *s, int64_t *count, char *err,
-						    size_t errlen);
+                                                    size_t errlen);
 
 #endif

@@ -9,9 +9,9 @@ struct store_vtable {
 	void (*destroy)(struct store *s);
 	int (*apply)(struct store *s, struct store_op *ops, size_t n, char *err, size_t errlen);
 	int (*get)(struct store *s, const char *id, struct store_webhook *out, char *err,
-		   size_t errlen);
+	           size_t errlen);
 	int (*list)(struct store *s, const char *after, size_t limit, struct store_webhook *out,
-		    size_t *n, char *err, size_t errlen);
+	            size_t *n, char *err, size_t errlen);
 	int (*count)(struct store *s, int64_t *count, char *err, size_t errlen);
 };
 

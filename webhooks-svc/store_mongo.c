@@ -34,8 +34,8 @@
 
 #include "log.h"
 
-#define DEFAULT_DB	   "webhooks"
-#define COLLECTION	   "webhooks"
+#define DEFAULT_DB         "webhooks"
+#define COLLECTION         "webhooks"
 #define DUPLICATE_KEY_CODE 11000
 
 struct store_mongo {
@@ -54,18 +54,18 @@ struct lease {
 /* Server error codes that mean "the server is unreachable, stepping down or shutting down now":
  * the retryable-writes specification's list. The caller may retry them later. */
 static const int32_t transient_codes[] = {
-	6,     /* HostUnreachable */
-	7,     /* HostNotFound */
-	89,    /* NetworkTimeout */
-	91,    /* ShutdownInProgress */
-	189,   /* PrimarySteppedDown */
-	262,   /* ExceededTimeLimit */
-	9001,  /* SocketException */
-	10107, /* NotWritablePrimary */
-	11600, /* InterruptedAtShutdown */
-	11602, /* InterruptedDueToReplStateChange */
-	13435, /* NotPrimaryNoSecondaryOk */
-	13436, /* NotPrimaryOrSecondary */
+    6,     /* HostUnreachable */
+    7,     /* HostNotFound */
+    89,    /* NetworkTimeout */
+    91,    /* ShutdownInProgress */
+    189,   /* PrimarySteppedDown */
+    262,   /* ExceededTimeLimit */
+    9001,  /* SocketException */
+    10107, /* NotWritablePrimary */
+    11600, /* InterruptedAtShutdown */
+    11602, /* InterruptedDueToReplStateChange */
+    13435, /* NotPrimaryNoSecondaryOk */
+    13436, /* NotPrimaryOrSecondary */
 };
 
 /* Map a libmongoc error (error API version 2) to the store's codes and describe it in err. */
@@ -191,7 +191,7 @@ static bool first_write_error(const bson_t *reply, int64_t *index, int32_t *code
 			*index = bson_iter_as_int64(&field);
 			has_index = true;
 		} else if (strcmp(bson_iter_key(&field), "code") == 0 &&
-			   BSON_ITER_HOLDS_INT32(&field)) {
+		           BSON_ITER_HOLDS_INT32(&field)) {
 			*code = bson_iter_int32(&field);
 			has_code = true;
 		}
@@ -236,13 +236,13 @@ static int insert_run(struct lease *l, struct store_op *ops, size_t n, char *err
 		int64_t index = -1;
 		int32_t code = 0;
 		if (mongoc_collection_insert_many(l->coll, ptrs + done, n - done, NULL, &reply,
-						  &error)) {
+		                                  &error)) {
 			for (size_t i = done; i < n; i++)
 				ops[i].result = 0;
 			done = n;
-		} else if (first_write_error(&reply, &index, &code) &&
-			   code == DUPLICATE_KEY_CODE && index >= 0 &&
-			   (size_t)index < n - done && !has_write_concern_errors(&reply)) {
+		} else if (first_write_error(&reply, &index, &code) && code == DUPLICATE_KEY_CODE &&
+		           index >= 0 && (size_t)index < n - done &&
+		           !has_write_concern_errors(&reply)) {
 			for (size_t i = done; i < done + (size_t)index; i++)
 				ops[i].result = 0;
 			ops[done + (size_t)index].result = -EEXIST;
@@ -340,8 +340,7 @@ cleanup:
 /* Apply the ops in order, one round trip per update or delete and one per run of inserts. A
  * batch is not atomic here (that would need a replica-set transaction): when it fails midway
  * with a negative code, the ops before the failure may be applied, but none is acknowledged. */
-static int mongo_apply(struct store *base, struct store_op *ops, size_t n, char *err,
-		       size_t errlen)
+static int mongo_apply(struct store *base, struct store_op *ops, size_t n, char *err, size_t errlen)
 {
 	struct store_mongo *s = (struct store_mongo *)base;
 	struct lease l = {0};
@@ -380,7 +379,7 @@ static int mongo_apply(struct store *base, struct store_op *ops, size_t n, char 
 
 /* Run a find and copy up to max documents into out[0..*n). */
 static int find_hooks(struct store_mongo *s, const bson_t *filter, const bson_t *opts,
-		      struct store_webhook *out, size_t max, size_t *n, char *err, size_t errlen)
+                      struct store_webhook *out, size_t max, size_t *n, char *err, size_t errlen)
 {
 	struct lease l = {0};
 	mongoc_cursor_t *cursor = NULL;
@@ -410,7 +409,7 @@ cleanup:
 }
 
 static int mongo_get(struct store *base, const char *id, struct store_webhook *out, char *err,
-		     size_t errlen)
+                     size_t errlen)
 {
 	bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER;
 	size_t n = 0;
@@ -430,7 +429,7 @@ static int mongo_get(struct store *base, const char *id, struct store_webhook *o
 }
 
 static int mongo_list(struct store *base, const char *after, size_t limit,
-		      struct store_webhook *out, size_t *n, char *err, size_t errlen)
+                      struct store_webhook *out, size_t *n, char *err, size_t errlen)
 {
 	bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, range, sort;
 	int rc;
@@ -492,18 +491,18 @@ static void mongo_destroy(struct store *base)
 }
 
 static const struct store_vtable mongo_vt = {
-	.name = "mongodb",
-	.destroy = mongo_destroy,
-	.apply = mongo_apply,
-	.get = mongo_get,
-	.list = mongo_list,
-	.count = mongo_count,
+    .name = "mongodb",
+    .destroy = mongo_destroy,
+    .apply = mongo_apply,
+    .get = mongo_get,
+    .list = mongo_list,
+    .count = mongo_count,
 };
 
 /* libmongoc's own messages go to the service log instead of its default handler, which prints
  * INFO and DEBUG on stdout. */
 static void log_mongoc(mongoc_log_level_t level, const char *domain, const char *message,
-		       void *data)
+                       void *data)
 {
 	(void)data;
 	switch (level) {

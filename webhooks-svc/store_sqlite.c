@@ -32,29 +32,28 @@ enum stmt_id {
 };
 
 static const char *const stmt_sql[ST__COUNT] = {
-	[ST_INSERT] = "INSERT INTO webhooks (id, target_url, created_ms, updated_ms) "
-		      "VALUES (?1, ?2, ?3, ?4)",
-	[ST_UPDATE] = "UPDATE webhooks SET target_url = ?2, updated_ms = ?3 WHERE id = ?1 "
-		      "RETURNING created_ms",
-	[ST_DELETE] = "DELETE FROM webhooks WHERE id = ?1",
-	[ST_GET] = "SELECT id, target_url, created_ms, updated_ms FROM webhooks WHERE id = ?1",
-	[ST_LIST_FIRST] = "SELECT id, target_url, created_ms, updated_ms FROM webhooks "
-			  "ORDER BY id LIMIT ?1",
-	[ST_LIST_AFTER] = "SELECT id, target_url, created_ms, updated_ms FROM webhooks "
-			  "WHERE id > ?2 ORDER BY id LIMIT ?1",
-	[ST_COUNT] = "SELECT count(*) FROM webhooks",
-	[ST_BEGIN] = "BEGIN IMMEDIATE",
-	[ST_COMMIT] = "COMMIT",
-	[ST_ROLLBACK] = "ROLLBACK",
+    [ST_INSERT] = "INSERT INTO webhooks (id, target_url, created_ms, updated_ms) "
+                  "VALUES (?1, ?2, ?3, ?4)",
+    [ST_UPDATE] = "UPDATE webhooks SET target_url = ?2, updated_ms = ?3 WHERE id = ?1 "
+                  "RETURNING created_ms",
+    [ST_DELETE] = "DELETE FROM webhooks WHERE id = ?1",
+    [ST_GET] = "SELECT id, target_url, created_ms, updated_ms FROM webhooks WHERE id = ?1",
+    [ST_LIST_FIRST] = "SELECT id, target_url, created_ms, updated_ms FROM webhooks "
+                      "ORDER BY id LIMIT ?1",
+    [ST_LIST_AFTER] = "SELECT id, target_url, created_ms, updated_ms FROM webhooks "
+                      "WHERE id > ?2 ORDER BY id LIMIT ?1",
+    [ST_COUNT] = "SELECT count(*) FROM webhooks",
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
 };
 
-static const char schema_sql[] =
-	"CREATE TABLE IF NOT EXISTS webhooks ("
-	" id TEXT PRIMARY KEY NOT NULL,"
-	" target_url TEXT NOT NULL,"
-	" created_ms INTEGER NOT NULL,"
-	" updated_ms INTEGER NOT NULL"
-	") WITHOUT ROWID;";
+static const char schema_sql[] = "CREATE TABLE IF NOT EXISTS webhooks ("
+                                 " id TEXT PRIMARY KEY NOT NULL,"
+                                 " target_url TEXT NOT NULL,"
+                                 " created_ms INTEGER NOT NULL,"
+                                 " updated_ms INTEGER NOT NULL"
+                                 ") WITHOUT ROWID;";
 
 /* A connection with its prepared statements. */
 struct conn {
@@ -88,8 +87,8 @@ static int fail(sqlite3 *db, const char *what, char *err, size_t errlen)
 	snprintf(err, errlen, "sqlite: %s: %s", what, db != NULL ? sqlite3_errmsg(db) : "failed");
 	int primary = code & 0xff;
 	return (primary == SQLITE_BUSY || primary == SQLITE_LOCKED || primary == SQLITE_FULL)
-		       ? -EAGAIN
-		       : -EIO;
+	           ? -EAGAIN
+	           : -EIO;
 }
 
 static struct conn *conn_open(const char *path, bool writer, char *err, size_t errlen)
@@ -109,8 +108,8 @@ static struct conn *conn_open(const char *path, bool writer, char *err, size_t e
 	sqlite3_busy_timeout(c->db, 5000);
 	/* WAL lets readers run beside the writer; FULL makes every commit durable on disk. */
 	const char *pragmas = writer ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-				       "PRAGMA foreign_keys=ON;"
-				     : "PRAGMA foreign_keys=ON;";
+	                               "PRAGMA foreign_keys=ON;"
+	                             : "PRAGMA foreign_keys=ON;";
 	char *msg = NULL;
 	if (sqlite3_exec(c->db, pragmas, NULL, NULL, &msg) != SQLITE_OK) {
 		snprintf(err, errlen, "sqlite: %s: %s", path, msg != NULL ? msg : "pragma failed");
@@ -119,13 +118,13 @@ static struct conn *conn_open(const char *path, bool writer, char *err, size_t e
 	}
 	if (writer && sqlite3_exec(c->db, schema_sql, NULL, NULL, &msg) != SQLITE_OK) {
 		snprintf(err, errlen, "sqlite: creating the schema: %s",
-			 msg != NULL ? msg : "failed");
+		         msg != NULL ? msg : "failed");
 		sqlite3_free(msg);
 		goto fail;
 	}
 	for (int i = 0; i < ST__COUNT; i++) {
 		if (sqlite3_prepare_v3(c->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &c->st[i],
-				       NULL) != SQLITE_OK) {
+		                       NULL) != SQLITE_OK) {
 			fail(c->db, stmt_sql[i], err, errlen);
 			goto fail;
 		}
@@ -161,7 +160,7 @@ static void read_row(sqlite3_stmt *st, struct store_webhook *out)
 	const unsigned char *url = sqlite3_column_text(st, 1);
 	snprintf(out->id, sizeof(out->id), "%s", id != NULL ? (const char *)id : "");
 	snprintf(out->target_url, sizeof(out->target_url), "%s",
-		 url != NULL ? (const char *)url : "");
+	         url != NULL ? (const char *)url : "");
 	out->created_ms = sqlite3_column_int64(st, 2);
 	out->updated_ms = sqlite3_column_int64(st, 3);
 }
@@ -252,7 +251,7 @@ out:
 }
 
 static int sq_get(struct store *base, const char *id, struct store_webhook *out, char *err,
-		  size_t errlen)
+                  size_t errlen)
 {
 	struct store_sqlite *s = (struct store_sqlite *)base;
 	struct conn *c = reader_take(s, err, errlen);
@@ -277,7 +276,7 @@ static int sq_get(struct store *base, const char *id, struct store_webhook *out,
 }
 
 static int sq_list(struct store *base, const char *after, size_t limit, struct store_webhook *out,
-		   size_t *n, char *err, size_t errlen)
+                   size_t *n, char *err, size_t errlen)
 {
 	struct store_sqlite *s = (struct store_sqlite *)base;
 	*n = 0;
@@ -333,12 +332,12 @@ static void sq_destroy(struct store *base)
 }
 
 static const struct store_vtable sqlite_vt = {
-	.name = "sqlite",
-	.destroy = sq_destroy,
-	.apply = sq_apply,
-	.get = sq_get,
-	.list = sq_list,
-	.count = sq_count,
+    .name = "sqlite",
+    .destroy = sq_destroy,
+    .apply = sq_apply,
+    .get = sq_get,
+    .list = sq_list,
+    .count = sq_count,
 };
 
 /* Create the directories leading to path, like mkdir -p on its dirname. */
@@ -357,7 +356,7 @@ static int make_parents(const char *path, char *err, size_t errlen)
 		*p = '\0';
 		if (mkdir(buf, 0750) != 0 && errno != EEXIST) {
 			snprintf(err, errlen, "sqlite: cannot create directory %s: %s", buf,
-				 strerror(errno));
+			         strerror(errno));
 			return -errno;
 		}
 		*p = '/';

@@ -63,7 +63,7 @@ static void *run(void *arg)
 }
 
 struct writer *writer_create(struct store *store, writer_done_fn done, size_t capacity,
-			     size_t batch_max, char *err, size_t errlen)
+                             size_t batch_max, char *err, size_t errlen)
 {
 	struct writer *w = calloc(1, sizeof(*w));
 	if (w == NULL)

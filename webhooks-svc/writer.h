@@ -19,18 +19,17 @@ struct writer;
  * batch_rc is 0 when the batch committed (then op->result holds this write's outcome), or the
  * negative code of the batch failure with err describing it. ctx is what was submitted; the
  * callback owns it from then on. */
-typedef void (*writer_done_fn)(void *ctx, const struct store_op *op, int batch_rc,
-			       const char *err);
+typedef void (*writer_done_fn)(void *ctx, const struct store_op *op, int batch_rc, const char *err);
 
 /* Start the writer thread. capacity bounds the queue, batch_max the writes per transaction.
  * Returns NULL with err filled on failure. */
 struct writer *writer_create(struct store *store, writer_done_fn done, size_t capacity,
-			     size_t batch_max, char *err, size_t errlen);
+                             size_t batch_max, char *err, size_t errlen);
 
 /* Queue one write; *op is copied. Blocks while the queue is full. Returns 0, or -ESHUTDOWN
  * once writer_destroy has begun (the caller still owns ctx then). */
 __attribute__((warn_unused_result)) int writer_submit(struct writer *w, const struct store_op *op,
-						      void *ctx);
+                                                      void *ctx);
 
 /* Apply and complete every queued write, stop the thread and free the writer. Accepts NULL. */
 void writer_destroy(struct writer *w);

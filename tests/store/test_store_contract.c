@@ -1,0 +1,504 @@
+/* test_store_contract.c -- what every store backend promises, run against the one STORE_URL names.
+ *
+ * Usage: test_store_contract [ENV]. The store URL is read from the environment variable ENV
+ * (STORE_URL by default); when it is unset the suite exits 77, which ctest reports as skipped
+ * where the registration allows it. Every test uses fresh random ids and deletes what it wrote,
+ * and no assertion depends on rows it did not write, so the suite also runs against a shared
+ * MongoDB database. */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "ids.h"
+#include "store.h"
+
+#define PAGE	    100
+#define MANY	    263 /* rows for the pagination test: more than two full pages */
+#define THREADS	    8
+#define PER_THREAD  25
+#define BATCH_LIMIT 100
+
+static const char *store_url;
+
+struct ctx {
+	struct store *store;
+	char err[STORE_ERR_LEN];
+};
+
+static int setup(void **state)
+{
+	struct ctx *c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return -1;
+	c->store = store_open(store_url, c->err, sizeof(c->err));
+	if (c->store == NULL) {
+		print_error("store_open(%s): %s\n", store_url, c->err);
+		free(c);
+		return -1;
+	}
+	*state = c;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct ctx *c = *state;
+	store_destroy(c->store);
+	free(c);
+	return 0;
+}
+
+static struct store_webhook hook(const char *url, int64_t created, int64_t updated)
+{
+	struct store_webhook h;
+	memset(&h, 0, sizeof(h));
+	id_generate(h.id);
+	snprintf(h.target_url, sizeof(h.target_url), "%s", url);
+	h.created_ms = created;
+	h.updated_ms = updated;
+	return h;
+}
+
+static struct store_op op_insert(const struct store_webhook *h)
+{
+	struct store_op op = {.kind = STORE_OP_INSERT, .hook = *h, .result = 1};
+	return op;
+}
+
+static struct store_op op_update(const char *id, const char *url, int64_t updated)
+{
+	struct store_op op = {.kind = STORE_OP_UPDATE, .result = 1};
+	snprintf(op.hook.id, sizeof(op.hook.id), "%s", id);
+	snprintf(op.hook.target_url, sizeof(op.hook.target_url), "%s", url);
+	op.hook.updated_ms = updated;
+	op.hook.created_ms = -1;
+	return op;
+}
+
+static struct store_op op_delete(const char *id)
+{
+	struct store_op op = {.kind = STORE_OP_DELETE, .result = 1};
+	snprintf(op.hook.id, sizeof(op.hook.id), "%s", id);
+	return op;
+}
+
+/* Apply one op, assert the batch as a whole succeeded, and return the op's own result. */
+static int apply1(struct ctx *c, struct store_op *op)
+{
+	int rc = store_apply(c->store, op, 1, c->err, sizeof(c->err));
+	if (rc != 0)
+		print_error("store_apply: %d %s\n", rc, c->err);
+	assert_int_equal(rc, 0);
+	return op->result;
+}
+
+static void insert_ok(struct ctx *c, const struct store_webhook *h)
+{
+	struct store_op op = op_insert(h);
+	assert_int_equal(apply1(c, &op), 0);
+}
+
+static void delete_quietly(struct ctx *c, const char *id)
+{
+	struct store_op op = op_delete(id);
+	(void)apply1(c, &op);
+}
+
+static void assert_get_equal(struct ctx *c, const struct store_webhook *want)
+{
+	struct store_webhook got;
+	memset(&got, 0x5a, sizeof(got));
+	int rc = store_get(c->store, want->id, &got, c->err, sizeof(c->err));
+	if (rc != 0)
+		print_error("store_get(%s): %d %s\n", want->id, rc, c->err);
+	assert_int_equal(rc, 0);
+	assert_string_equal(got.id, want->id);
+	assert_string_equal(got.target_url, want->target_url);
+	assert_int_equal(got.created_ms, want->created_ms);
+	assert_int_equal(got.updated_ms, want->updated_ms);
+}
+
+static void assert_absent(struct ctx *c, const char *id)
+{
+	struct store_webhook got;
+	c->err[0] = '\0';
+	assert_int_equal(store_get(c->store, id, &got, c->err, sizeof(c->err)), -ENOENT);
+	assert_true(c->err[0] != '\0');
+}
+
+static int64_t count_of(struct ctx *c)
+{
+	int64_t n = -1;
+	int rc = store_count(c->store, &n, c->err, sizeof(c->err));
+	if (rc != 0)
+		print_error("store_count: %d %s\n", rc, c->err);
+	assert_int_equal(rc, 0);
+	assert_true(n >= 0);
+	return n;
+}
+
+static void test_insert_get_round_trip(void **state)
+{
+	struct ctx *c = *state;
+	struct store_webhook h =
+		hook("https://example.com/hooks/a?x=1&y=%C3%A9", 1700000000123, 1700000000456);
+	insert_ok(c, &h);
+	assert_get_equal(c, &h);
+	delete_quietly(c, h.id);
+}
+
+static void test_get_unknown(void **state)
+{
+	struct ctx *c = *state;
+	char id[ID_LEN + 1];
+	id_generate(id);
+	assert_absent(c, id);
+}
+
+static void test_update_existing(void **state)
+{
+	struct ctx *c = *state;
+	struct store_webhook h = hook("https://example.com/old", 1000, 1000);
+	insert_ok(c, &h);
+
+	struct store_op op = op_update(h.id, "https://example.org/new/path", 2000);
+	assert_int_equal(apply1(c, &op), 0);
+	assert_int_equal(op.hook.created_ms, 1000); /* filled in from the stored row */
+
+	snprintf(h.target_url, sizeof(h.target_url), "https://example.org/new/path");
+	h.updated_ms = 2000;
+	assert_get_equal(c, &h);
+	delete_quietly(c, h.id);
+}
+
+static void test_update_unknown(void **state)
+{
+	struct ctx *c = *state;
+	char id[ID_LEN + 1];
+	id_generate(id);
+	struct store_op op = op_update(id, "https://example.com/x", 5);
+	assert_int_equal(apply1(c, &op), -ENOENT);
+	assert_absent(c, id); /* no upsert */
+}
+
+static void test_delete_existing(void **state)
+{
+	struct ctx *c = *state;
+	struct store_webhook h = hook("https://example.com/d", 1, 2);
+	insert_ok(c, &h);
+	struct store_op op = op_delete(h.id);
+	assert_int_equal(apply1(c, &op), 0);
+	assert_absent(c, h.id);
+	op = op_delete(h.id);
+	assert_int_equal(apply1(c, &op), -ENOENT);
+}
+
+static void test_delete_unknown(void **state)
+{
+	struct ctx *c = *state;
+	char id[ID_LEN + 1];
+	id_generate(id);
+	struct store_op op = op_delete(id);
+	assert_int_equal(apply1(c, &op), -ENOENT);
+}
+
+static void test_duplicate_insert(void **state)
+{
+	struct ctx *c = *state;
+	struct store_webhook first = hook("https://example.com/first", 10, 11);
+	insert_ok(c, &first);
+
+	struct store_webhook second = hook("https://example.com/second", 20, 21);
+	memcpy(second.id, first.id, sizeof(first.id));
+	struct store_op op = op_insert(&second);
+	assert_int_equal(apply1(c, &op), -EEXIST);
+	assert_get_equal(c, &first); /* unchanged */
+	delete_quietly(c, first.id);
+}
+
+/* One batch whose ops each get their own outcome, applied in order: later ops see earlier ones
+ * of the same batch, and a failed op does not undo the others. */
+static void test_batch_mixed_results(void **state)
+{
+	struct ctx *c = *state;
+	struct store_webhook x = hook("https://example.com/x", 100, 100);
+	struct store_webhook y = hook("https://example.com/y", 200, 200);
+	struct store_webhook a = hook("https://example.com/a", 300, 300);
+	struct store_webhook b = hook("https://example.com/b", 400, 400);
+	struct store_webhook a_again = hook("https://example.com/a-again", 301, 301);
+	char unknown[ID_LEN + 1];
+	id_generate(unknown);
+	memcpy(a_again.id, a.id, sizeof(a.id));
+	insert_ok(c, &x);
+	insert_ok(c, &y);
+
+	struct store_op ops[] = {
+		op_insert(&a),					    /* 0: new */
+		op_insert(&x),					    /* -EEXIST: stored before */
+		op_insert(&a_again),				    /* -EEXIST: op 0 */
+		op_insert(&b),					    /* 0: after two failures */
+		op_update(unknown, "https://example.com/u", 500),   /* -ENOENT */
+		op_update(y.id, "https://example.com/y2", 600),	    /* 0, created 200 */
+		op_delete(x.id),				    /* 0 */
+		op_delete(unknown),				    /* -ENOENT */
+		op_update(x.id, "https://example.com/x2", 700),	    /* -ENOENT: op 6 */
+		op_insert(&x),					    /* 0: op 6 freed the id */
+		op_delete(b.id),				    /* 0: op 3 */
+	};
+	const int want[] = {0, -EEXIST, -EEXIST, 0, -ENOENT, 0, 0, -ENOENT, -ENOENT, 0, 0};
+	size_t n = sizeof(ops) / sizeof(ops[0]);
+	assert_int_equal(store_apply(c->store, ops, n, c->err, sizeof(c->err)), 0);
+	for (size_t i = 0; i < n; i++) {
+		if (ops[i].result != want[i])
+			print_error("op %zu: result %d, want %d\n", i, ops[i].result, want[i]);
+		assert_int_equal(ops[i].result, want[i]);
+	}
+	assert_int_equal(ops[5].hook.created_ms, 200);
+
+	assert_get_equal(c, &a); /* not overwritten by op 2 */
+	assert_get_equal(c, &x); /* re-inserted by op 9 */
+	snprintf(y.target_url, sizeof(y.target_url), "https://example.com/y2");
+	y.updated_ms = 600;
+	assert_get_equal(c, &y);
+	assert_absent(c, b.id);
+	assert_absent(c, unknown);
+	delete_quietly(c, a.id);
+	delete_quietly(c, x.id);
+	delete_quietly(c, y.id);
+}
+
+static void test_empty_batch(void **state)
+{
+	struct ctx *c = *state;
+	struct store_op op;
+	assert_int_equal(store_apply(c->store, &op, 0, c->err, sizeof(c->err)), 0);
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+	return strcmp(((const struct store_webhook *)a)->id, ((const struct store_webhook *)b)->id);
+}
+
+/* Pages of PAGE over more than MANY rows visit every row exactly once, in ascending id order. */
+static void test_list_pagination(void **state)
+{
+	struct ctx *c = *state;
+	struct store_webhook *mine = calloc(MANY, sizeof(*mine));
+	struct store_webhook *page = calloc(PAGE, sizeof(*page));
+	struct store_op *ops = calloc(BATCH_LIMIT, sizeof(*ops));
+	int *seen = calloc(MANY, sizeof(*seen));
+	assert_non_null(mine);
+	assert_non_null(page);
+	assert_non_null(ops);
+	assert_non_null(seen);
+
+	for (size_t i = 0; i < MANY; i++)
+		mine[i] = hook("https://example.com/page", (int64_t)i, (int64_t)i + 1);
+	for (size_t i = 0; i < MANY; i += BATCH_LIMIT) {
+		size_t n = MANY - i < BATCH_LIMIT ? MANY - i : BATCH_LIMIT;
+		for (size_t j = 0; j < n; j++)
+			ops[j] = op_insert(&mine[i + j]);
+		assert_int_equal(store_apply(c->store, ops, n, c->err, sizeof(c->err)), 0);
+		for (size_t j = 0; j < n; j++)
+			assert_int_equal(ops[j].result, 0);
+	}
+	int64_t total = count_of(c);
+	qsort(mine, MANY, sizeof(*mine), cmp_id);
+
+	char after[ID_LEN + 1] = "";
+	int64_t visited = 0;
+	size_t pages = 0;
+	for (;;) {
+		size_t n = (size_t)-1;
+		int rc = store_list(c->store, after, PAGE, page, &n, c->err, sizeof(c->err));
+		if (rc != 0)
+			print_error("store_list: %d %s\n", rc, c->err);
+		assert_int_equal(rc, 0);
+		assert_true(n <= PAGE);
+		if (n == 0)
+			break;
+		pages++;
+		for (size_t i = 0; i < n; i++) {
+			/* Strictly ascending across pages: no row twice, none skipped back. */
+			if (after[0] != '\0')
+				assert_true(strcmp(page[i].id, after) > 0);
+			memcpy(after, page[i].id, sizeof(after));
+			const struct store_webhook *m =
+				bsearch(&page[i], mine, MANY, sizeof(*mine), cmp_id);
+			if (m != NULL) {
+				seen[m - mine]++;
+				assert_string_equal(page[i].target_url, m->target_url);
+				assert_int_equal(page[i].created_ms, m->created_ms);
+				assert_int_equal(page[i].updated_ms, m->updated_ms);
+			}
+			visited++;
+		}
+		if (n < PAGE)
+			break;
+	}
+	for (size_t i = 0; i < MANY; i++)
+		assert_int_equal(seen[i], 1);
+	assert_int_equal(visited, total);
+	assert_true(pages >= (MANY + PAGE - 1) / PAGE);
+
+	/* After the last id there is nothing. */
+	size_t n = (size_t)-1;
+	assert_int_equal(store_list(c->store, after, PAGE, page, &n, c->err, sizeof(c->err)), 0);
+	assert_int_equal(n, 0);
+	/* A limit of 0 reads nothing (it must not mean "no limit"). */
+	n = (size_t)-1;
+	assert_int_equal(store_list(c->store, NULL, 0, page, &n, c->err, sizeof(c->err)), 0);
+	assert_int_equal(n, 0);
+
+	for (size_t i = 0; i < MANY; i += BATCH_LIMIT) {
+		size_t k = MANY - i < BATCH_LIMIT ? MANY - i : BATCH_LIMIT;
+		for (size_t j = 0; j < k; j++)
+			ops[j] = op_delete(mine[i + j].id);
+		assert_int_equal(store_apply(c->store, ops, k, c->err, sizeof(c->err)), 0);
+		for (size_t j = 0; j < k; j++)
+			assert_int_equal(ops[j].result, 0);
+	}
+	free(seen);
+	free(ops);
+	free(page);
+	free(mine);
+}
+
+static void test_list_after_last_possible_id(void **state)
+{
+	struct ctx *c = *state;
+	struct store_webhook page[2];
+	size_t n = (size_t)-1;
+	assert_int_equal(store_list(c->store, "ffffffff-ffff-ffff-ffff-ffffffffffff", 2, page, &n,
+				    c->err, sizeof(c->err)),
+			 0);
+	assert_int_equal(n, 0);
+}
+
+static void test_count(void **state)
+{
+	struct ctx *c = *state;
+	int64_t before = count_of(c);
+	struct store_webhook h[3];
+	for (int i = 0; i < 3; i++) {
+		h[i] = hook("https://example.com/count", i, i);
+		insert_ok(c, &h[i]);
+	}
+	assert_int_equal(count_of(c), before + 3);
+	delete_quietly(c, h[0].id);
+	assert_int_equal(count_of(c), before + 2);
+	delete_quietly(c, h[1].id);
+	delete_quietly(c, h[2].id);
+	assert_int_equal(count_of(c), before);
+}
+
+static void test_url_of_max_length(void **state)
+{
+	struct ctx *c = *state;
+	static const char prefix[] = "https://example.com/";
+	struct store_webhook h = hook("", 7, 8);
+	memcpy(h.target_url, prefix, sizeof(prefix) - 1);
+	for (size_t i = sizeof(prefix) - 1; i < URL_MAX_LEN; i++)
+		h.target_url[i] = (char)('a' + i % 26);
+	h.target_url[URL_MAX_LEN] = '\0';
+	assert_int_equal(strlen(h.target_url), 2048);
+	insert_ok(c, &h);
+	assert_get_equal(c, &h);
+
+	struct store_op op = op_update(h.id, h.target_url, 9);
+	op.hook.target_url[URL_MAX_LEN - 1] = 'Z';
+	assert_int_equal(apply1(c, &op), 0);
+	h.target_url[URL_MAX_LEN - 1] = 'Z';
+	h.updated_ms = 9;
+	assert_get_equal(c, &h);
+	delete_quietly(c, h.id);
+}
+
+struct worker {
+	struct store *store;
+	int failures;
+	char ids[PER_THREAD][ID_LEN + 1];
+};
+
+/* Writes and reads from one thread; counts what went wrong (cmocka asserts are not
+ * thread-safe, so the main thread checks the count). */
+static void *work(void *arg)
+{
+	struct worker *w = arg;
+	char err[STORE_ERR_LEN];
+	for (int i = 0; i < PER_THREAD; i++) {
+		struct store_webhook h = hook("https://example.com/thread", i, i);
+		struct store_op op = op_insert(&h);
+		struct store_webhook got;
+		int64_t n;
+		memcpy(w->ids[i], h.id, sizeof(h.id));
+		if (store_apply(w->store, &op, 1, err, sizeof(err)) != 0 || op.result != 0)
+			w->failures++;
+		else if (store_get(w->store, h.id, &got, err, sizeof(err)) != 0 ||
+			 strcmp(got.target_url, h.target_url) != 0)
+			w->failures++;
+		else if (store_count(w->store, &n, err, sizeof(err)) != 0 || n < 1)
+			w->failures++;
+	}
+	return NULL;
+}
+
+static void test_concurrent_calls(void **state)
+{
+	struct ctx *c = *state;
+	struct worker *workers = calloc(THREADS, sizeof(*workers));
+	pthread_t threads[THREADS];
+	assert_non_null(workers);
+	int64_t before = count_of(c);
+	for (int i = 0; i < THREADS; i++) {
+		workers[i].store = c->store;
+		assert_int_equal(pthread_create(&threads[i], NULL, work, &workers[i]), 0);
+	}
+	for (int i = 0; i < THREADS; i++)
+		assert_int_equal(pthread_join(threads[i], NULL), 0);
+	for (int i = 0; i < THREADS; i++)
+		assert_int_equal(workers[i].failures, 0);
+	assert_int_equal(count_of(c), before + THREADS * PER_THREAD);
+	for (int i = 0; i < THREADS; i++) {
+		for (int j = 0; j < PER_THREAD; j++)
+			delete_quietly(c, workers[i].ids[j]);
+	}
+	assert_int_equal(count_of(c), before);
+	free(workers);
+}
+
+int main(int argc, char **argv)
+{
+	const char *env = argc > 1 ? argv[1] : "STORE_URL";
+	store_url = getenv(env);
+	if (store_url == NULL || store_url[0] == '\0') {
+		printf("%s is not set: skipping the store contract suite for it\n", env);
+		return 77;
+	}
+	printf("store contract suite against %s=%s\n", env, store_url);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_insert_get_round_trip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_get_unknown, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_update_existing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_update_unknown, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delete_existing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delete_unknown, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_duplicate_insert, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_batch_mixed_results, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_empty_batch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_list_pagination, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_list_after_last_possible_id, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_count, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_url_of_max_length, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_concurrent_calls, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
