@@ -148,6 +148,8 @@ static void *run_timer(void *arg)
 static void on_disconnected(natsConnection *nc, void *closure)
 {
 	struct bus *b = closure;
+	if (natsConnection_IsClosed(nc))
+		return; /* our own shutdown */
 	log_warn("disconnected from NATS; reconnecting");
 	/* Replies to requests sent before the drop will not come: fail them now rather than
 	 * let each wait for its timeout. */

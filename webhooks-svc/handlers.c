@@ -6,6 +6,7 @@
  * thread once durable. */
 #include "handlers.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -151,20 +152,22 @@ static bool want_url(struct svc *svc, const char *reply, const char *url)
 }
 
 /* Hand a write to the group-commit writer; the reply comes from handlers_write_done. */
-static void submit_write(struct svc *svc, const char *reply, const struct store_op *op)
+static bool submit_write(struct svc *svc, const char *reply, const struct store_op *op)
 {
 	size_t rlen = reply != NULL ? strlen(reply) : 0;
 	struct pending_write *p = malloc(sizeof(*p) + rlen + 1);
 	if (p == NULL) {
 		reply_error(svc, reply, ERR_INTERNAL, "out of memory");
-		return;
+		return false;
 	}
 	p->svc = svc;
 	memcpy(p->reply, reply != NULL ? reply : "", rlen + 1);
 	if (writer_submit(svc->writer, op, p) != 0) {
 		reply_error(svc, reply, ERR_UNAVAILABLE, "the service is shutting down");
 		free(p);
+		return false;
 	}
+	return true;
 }
 
 void handlers_write_done(void *ctx, const struct store_op *op, int batch_rc, const char *err)
@@ -172,9 +175,12 @@ void handlers_write_done(void *ctx, const struct store_op *op, int batch_rc, con
 	struct pending_write *p = ctx;
 	struct svc *svc = p->svc;
 	int rc = batch_rc != 0 ? batch_rc : op->result;
+	if (rc != 0 && op->kind == STORE_OP_EVENT_INSERT)
+		dq_unreserve(svc->queue);
 	if (rc == -EEXIST) {
 		/* Ids are random UUIDs, so a clash means something is badly wrong. */
-		log_error("id %s already exists", op->hook.id);
+		log_error("id %s already exists",
+		          op->kind == STORE_OP_EVENT_INSERT ? op->event.id : op->hook.id);
 		reply_error(svc, p->reply, ERR_INTERNAL, "id collision; try again");
 	} else if (rc == -ENOENT) {
 		char m[128];
@@ -182,6 +188,14 @@ void handlers_write_done(void *ctx, const struct store_op *op, int batch_rc, con
 		reply_error(svc, p->reply, ERR_NOT_FOUND, m);
 	} else if (rc != 0) {
 		reply_store_error(svc, p->reply, rc, err);
+	} else if (op->kind == STORE_OP_EVENT_INSERT) {
+		json_t *o = json_pack("{s:s, s:I}", "eventId", op->event.id, "targets",
+		                      (json_int_t)op->event.targets);
+		reply_json(svc, p->reply, o);
+		json_decref(o);
+		/* Acknowledged and durable: now deliver it. */
+		dq_submit_event(svc->queue, &op->event);
+		dispatch_wakeup(svc->dispatch);
 	} else if (op->kind == STORE_OP_DELETE) {
 		json_t *o = json_pack("{s:s, s:b}", "id", op->hook.id, "deleted", 1);
 		reply_json(svc, p->reply, o);
@@ -253,31 +267,86 @@ static void on_get(struct svc *svc, const char *reply, json_t *req)
 	json_decref(o);
 }
 
-static void on_list(struct svc *svc, const char *reply, json_t *req)
+/* Read the optional paging members limit and after; on failure reply and return false. */
+static bool want_page(struct svc *svc, const char *reply, json_t *req, json_int_t *limit,
+                      const char **after)
 {
-	json_int_t limit = LIST_DEFAULT_LIMIT;
+	*limit = LIST_DEFAULT_LIMIT;
+	*after = NULL;
 	json_t *jl = json_object_get(req, "limit");
 	if (jl != NULL && !json_is_null(jl)) {
 		if (!json_is_integer(jl) || json_integer_value(jl) < 1 ||
 		    json_integer_value(jl) > LIST_MAX_LIMIT) {
 			reply_error(svc, reply, ERR_INVALID_ARGUMENT,
 			            "limit must be an integer from 1 to 1000");
-			return;
+			return false;
 		}
-		limit = json_integer_value(jl);
+		*limit = json_integer_value(jl);
 	}
-	const char *after = NULL;
 	json_t *ja = json_object_get(req, "after");
 	if (ja != NULL && !json_is_null(ja)) {
 		if (!json_is_string(ja) || !id_valid(json_string_value(ja))) {
-			reply_error(
-			    svc, reply, ERR_INVALID_ARGUMENT,
-			    "after must be the id of the last webhook of the previous page");
-			return;
+			reply_error(svc, reply, ERR_INVALID_ARGUMENT,
+			            "after must be the id of the last item of the previous page");
+			return false;
 		}
-		after = json_string_value(ja);
+		*after = json_string_value(ja);
 	}
+	return true;
+}
 
+/* A page of a listing, kept under the NATS server's max payload whatever the items' sizes:
+ * when the next item would not fit, the page ends early and "next" carries on from the last
+ * item that did. */
+struct page {
+	json_t *items;
+	size_t used, budget, taken;
+	char last[ID_LEN + 1];
+	bool cut;
+};
+
+static void page_begin(struct svc *svc, struct page *p)
+{
+	int64_t max_payload = natsConnection_GetMaxPayload(svc->nc);
+	p->items = json_array();
+	p->budget = max_payload > 4096 ? (size_t)max_payload - 1024 : 64 * 1024;
+	p->used = 64;
+	p->taken = 0;
+	p->last[0] = '\0';
+	p->cut = false;
+}
+
+/* Append item (the reference is stolen); false when it did not fit and the page is done. */
+static bool page_add(struct page *p, json_t *item, const char *id)
+{
+	size_t size = json_dumpb(item, NULL, 0, JSON_COMPACT) + 1;
+	if (p->taken > 0 && p->used + size > p->budget) {
+		json_decref(item);
+		p->cut = true;
+		return false;
+	}
+	p->used += size;
+	json_array_append_new(p->items, item);
+	snprintf(p->last, sizeof(p->last), "%s", id);
+	p->taken++;
+	return true;
+}
+
+static void page_reply(struct svc *svc, const char *reply, struct page *p, const char *key,
+                       bool more)
+{
+	json_t *next = (more || p->cut) && p->taken > 0 ? json_string(p->last) : json_null();
+	json_t *body = json_pack("{s:o, s:o}", key, p->items, "next", next);
+	reply_json(svc, reply, body);
+	json_decref(body);
+}
+
+static void on_list(struct svc *svc, const char *reply, json_t *req)
+{
+	json_int_t limit;
+	const char *after;
+	if (!want_page(svc, reply, req, &limit, &after))
+		return;
 	/* One more than asked tells whether another page follows. */
 	size_t want = (size_t)limit + 1, n = 0;
 	struct store_webhook *rows = malloc(want * sizeof(*rows));
@@ -292,29 +361,13 @@ static void on_list(struct svc *svc, const char *reply, json_t *req)
 		free(rows);
 		return;
 	}
-	/* A page must fit in one NATS message, whatever the URLs' lengths: stop early and let
-	 * "next" carry on from the last webhook that fit. */
-	int64_t max_payload = natsConnection_GetMaxPayload(svc->nc);
-	size_t budget = max_payload > 4096 ? (size_t)max_payload - 1024 : 64 * 1024;
-	json_t *arr = json_array();
-	size_t used = 64, taken = 0;
-	bool more = n > (size_t)limit;
+	struct page page;
+	page_begin(svc, &page);
 	for (size_t i = 0; i < n && i < (size_t)limit; i++) {
-		json_t *o = webhook_json(&rows[i], true);
-		size_t size = json_dumpb(o, NULL, 0, JSON_COMPACT) + 1;
-		if (taken > 0 && used + size > budget) {
-			json_decref(o);
-			more = true;
+		if (!page_add(&page, webhook_json(&rows[i], true), rows[i].id))
 			break;
-		}
-		used += size;
-		json_array_append_new(arr, o);
-		taken++;
 	}
-	json_t *next = more && taken > 0 ? json_string(rows[taken - 1].id) : json_null();
-	json_t *body = json_pack("{s:o, s:o}", "webhooks", arr, "next", next);
-	reply_json(svc, reply, body);
-	json_decref(body);
+	page_reply(svc, reply, &page, "webhooks", n > (size_t)limit);
 	free(rows);
 }
 
@@ -323,22 +376,120 @@ static void on_trigger(struct svc *svc, const char *reply, json_t *req)
 	const char *ip = want_string(svc, reply, req, "ipAddress");
 	if (ip == NULL)
 		return;
-	if (ip[0] == '\0' || strlen(ip) > 64) {
-		reply_error(svc, reply, ERR_INVALID_ARGUMENT, "ipAddress must be an IP address");
+	/* The address goes into every delivery's body: accept only a real IP address. */
+	unsigned char bin[sizeof(struct in6_addr)];
+	if (strlen(ip) >= STORE_IP_LEN ||
+	    (inet_pton(AF_INET, ip, bin) != 1 && inet_pton(AF_INET6, ip, bin) != 1)) {
+		reply_error(svc, reply, ERR_INVALID_ARGUMENT,
+		            "ipAddress must be an IPv4 or IPv6 address");
+		return;
+	}
+	if (dq_reserve(svc->queue) != 0) {
+		reply_error(svc, reply, ERR_UNAVAILABLE,
+		            "too many events are being delivered; try again later");
 		return;
 	}
 	int64_t count = 0;
 	char err[STORE_ERR_LEN];
 	int rc = store_count(svc->store, &count, err, sizeof(err));
 	if (rc != 0) {
+		dq_unreserve(svc->queue);
 		reply_store_error(svc, reply, rc, err);
 		return;
 	}
-	char event_id[ID_LEN + 1];
-	id_generate(event_id);
-	json_t *o = json_pack("{s:s, s:I}", "eventId", event_id, "targets", (json_int_t)count);
+	struct store_op op = {.kind = STORE_OP_EVENT_INSERT};
+	id_generate(op.event.id);
+	snprintf(op.event.ip, sizeof(op.event.ip), "%s", ip);
+	op.event.created_ms = time_now_ms();
+	op.event.targets = count;
+	/* The event is stored before it is acknowledged; delivery starts after the reply. */
+	if (!submit_write(svc, reply, &op))
+		dq_unreserve(svc->queue);
+}
+
+static json_t *event_json(const struct store_event *ev)
+{
+	char created[TIME_RFC3339_LEN + 1];
+	time_rfc3339(ev->created_ms, created);
+	int64_t pending = ev->targets - ev->succeeded - ev->failed;
+	return json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "eventId", ev->id, "ipAddress",
+	                 ev->ip, "createdAt", created, "targets", (json_int_t)ev->targets,
+	                 "succeeded", (json_int_t)ev->succeeded, "failed", (json_int_t)ev->failed,
+	                 "pending", (json_int_t)(pending > 0 ? pending : 0));
+}
+
+/* Read the id of an existing event into ev; a string that is no UUID names no event (404).
+ * On failure reply and return false. */
+static bool want_event(struct svc *svc, const char *reply, json_t *req, struct store_event *ev)
+{
+	const char *id = want_string(svc, reply, req, "id");
+	if (id == NULL)
+		return false;
+	char err[STORE_ERR_LEN];
+	int rc = id_valid(id) ? store_get_event(svc->store, id, ev, err, sizeof(err)) : -ENOENT;
+	if (rc == -ENOENT) {
+		snprintf(err, sizeof(err), "no event with id '%.40s'", id);
+		reply_error(svc, reply, ERR_NOT_FOUND, err);
+		return false;
+	}
+	if (rc != 0) {
+		reply_store_error(svc, reply, rc, err);
+		return false;
+	}
+	return true;
+}
+
+static void on_event(struct svc *svc, const char *reply, json_t *req)
+{
+	struct store_event ev;
+	if (!want_event(svc, reply, req, &ev))
+		return;
+	json_t *o = event_json(&ev);
 	reply_json(svc, reply, o);
 	json_decref(o);
+}
+
+static const char *const status_names[] = {
+    [STORE_DELIVERY_PENDING] = "pending",
+    [STORE_DELIVERY_SUCCEEDED] = "succeeded",
+    [STORE_DELIVERY_FAILED] = "failed",
+};
+
+static void on_deliveries(struct svc *svc, const char *reply, json_t *req)
+{
+	struct store_event ev;
+	const char *after = NULL;
+	json_int_t limit;
+	if (!want_event(svc, reply, req, &ev) || !want_page(svc, reply, req, &limit, &after))
+		return;
+	size_t want = (size_t)limit + 1, n = 0;
+	struct store_delivery *rows = calloc(want, sizeof(*rows));
+	char err[STORE_ERR_LEN];
+	if (rows == NULL) {
+		reply_error(svc, reply, ERR_INTERNAL, "out of memory");
+		return;
+	}
+	int rc = store_list_deliveries(svc->store, ev.id, after, want, rows, &n, err, sizeof(err));
+	if (rc != 0) {
+		reply_store_error(svc, reply, rc, err);
+		free(rows);
+		return;
+	}
+	struct page page;
+	page_begin(svc, &page);
+	for (size_t i = 0; i < n && i < (size_t)limit; i++) {
+		json_error_t jerr;
+		json_t *attempts = json_loads(rows[i].attempts_json, 0, &jerr);
+		json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:o}", "id", rows[i].id, "webhookId",
+		                      rows[i].webhook_id, "targetUrl", rows[i].target_url, "status",
+		                      status_names[rows[i].status], "attempts",
+		                      attempts != NULL ? attempts : json_array());
+		if (!page_add(&page, o, rows[i].id))
+			break;
+	}
+	page_reply(svc, reply, &page, "deliveries", n > (size_t)limit);
+	store_deliveries_free(rows, n);
+	free(rows);
 }
 
 typedef void (*handler_fn)(struct svc *svc, const char *reply, json_t *req);
@@ -350,6 +501,7 @@ static const struct route {
     {"webhooks.register", on_register}, {"webhooks.get", on_get},
     {"webhooks.list", on_list},         {"webhooks.update", on_update},
     {"webhooks.delete", on_delete},     {"webhooks.trigger", on_trigger},
+    {"webhooks.event", on_event},       {"webhooks.deliveries", on_deliveries},
 };
 
 /* Runs on the subscription's delivery thread; owns msg. */

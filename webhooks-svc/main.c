@@ -3,14 +3,19 @@
  * The main thread does no request work. Its loop:
  *   1. parse the configuration (a bad value stops the process with one line);
  *   2. block SIGTERM/SIGINT in every thread, so that only the main thread sees them;
- *   3. open the store, start the group-commit writer, connect to NATS (retrying forever in
- *      the background when the server is down) and subscribe in the queue group;
+ *   3. open the store, start the group-commit writers (API writes; delivery records), the
+ *      delivery queue and the dispatcher thread, connect to NATS (retrying forever in the
+ *      background when the server is down) and subscribe in the queue group;
  *   4. wait in sigwait() until SIGTERM or SIGINT: requests are handled meanwhile on the NATS
- *      library's delivery threads and the writer thread;
- *   5. drain: stop taking requests, finish the ones received, complete every queued write,
- *      flush the replies, close NATS and the store, exit 0.
+ *      library's delivery threads, writes on the writer threads, deliveries on the
+ *      dispatcher's thread;
+ *   5. drain, within 5 s in all: stop taking requests and finish the ones received
+ *      (DRAIN_MS), complete the queued writes and reply, let in-flight deliveries finish
+ *      (DISPATCH_DRAIN_MS) and record the rest as pending, flush the records, close NATS
+ *      and the store, exit 0.
  */
 #include <errno.h>
+#include <curl/curl.h>
 #include <nats/nats.h>
 #include <signal.h>
 #include <stdio.h>
@@ -22,9 +27,13 @@
 #include "log.h"
 #include "svc.h"
 
-#define WRITER_CAPACITY 4096
-#define WRITER_BATCH    512
-#define DRAIN_MS        4000
+#define WRITER_CAPACITY     4096
+#define WRITER_BATCH        512
+#define DRAIN_MS            1000
+#define DISPATCH_DRAIN_MS   2500
+#define RECORDER_CAPACITY   4096
+#define MAX_EVENTS          10000
+#define MAX_RETRIES_WAITING 65536
 
 static const char *check_store_url(const char *v)
 {
@@ -43,6 +52,8 @@ static const char *check_nats_url(const char *v)
 
 static void on_disconnected(natsConnection *nc, void *closure)
 {
+	if (natsConnection_IsClosed(nc))
+		return; /* our own shutdown */
 	log_warn("disconnected from NATS; reconnecting");
 }
 
@@ -88,6 +99,21 @@ static natsStatus connect_nats(struct svc *svc)
 	return s;
 }
 
+/* The queue's recorder: attempts go to their own group-commit writer, so that recording
+ * thousands of them never queues API writes behind them. Blocks when that writer is full,
+ * which slows the dispatcher down instead of growing memory. */
+static void record(void *ctx, const struct store_op *op)
+{
+	struct svc *svc = ctx;
+	if (writer_submit(svc->recorder, op, NULL) != 0)
+		log_warn("delivery record dropped: the service is stopping");
+}
+
+static void record_done(void *ctx, const struct store_op *op, int batch_rc, const char *err)
+{
+	/* Nobody waits for a record; the writer has already logged a failed batch. */
+}
+
 int main(int argc, char **argv)
 {
 	struct svc svc = {0};
@@ -123,6 +149,10 @@ int main(int argc, char **argv)
 	}
 	log_set_level(c->log_level);
 
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		fprintf(stderr, "webhooks-svc: libcurl failed to initialise\n");
+		return 1;
+	}
 	sigset_t stop;
 	sigemptyset(&stop);
 	sigaddset(&stop, SIGTERM);
@@ -142,6 +172,35 @@ int main(int argc, char **argv)
 		log_error("%s", err);
 		goto out;
 	}
+	svc.recorder = writer_create(svc.store, record_done, RECORDER_CAPACITY, WRITER_BATCH, err,
+	                             sizeof(err));
+	if (svc.recorder == NULL) {
+		log_error("%s", err);
+		goto out;
+	}
+	const struct dq_config qcfg = {
+	    .max_retries = c->max_retries,
+	    .schedule = &c->retry_schedule,
+	    .max_events = MAX_EVENTS,
+	    .max_retries_waiting = MAX_RETRIES_WAITING,
+	};
+	svc.queue = dq_create(svc.store, &qcfg, record, &svc);
+	if (svc.queue == NULL) {
+		log_error("out of memory");
+		goto out;
+	}
+	const struct dispatch_config dcfg = {
+	    .max_in_flight = (size_t)c->max_in_flight,
+	    .timeout_ms = c->delivery_timeout_ms,
+	    .connect_timeout_ms =
+	        c->delivery_timeout_ms / 2 < 3000 ? c->delivery_timeout_ms / 2 : 3000,
+	    .drain_ms = DISPATCH_DRAIN_MS,
+	};
+	svc.dispatch = dispatch_create(&dcfg, svc.queue, err, sizeof(err));
+	if (svc.dispatch == NULL) {
+		log_error("%s", err);
+		goto out;
+	}
 	natsStatus ns = connect_nats(&svc);
 	if (ns != NATS_OK) {
 		log_error("cannot connect to NATS at %s: %s", c->nats_url, natsStatus_GetText(ns));
@@ -151,8 +210,8 @@ int main(int argc, char **argv)
 		log_error("%s", err);
 		goto out;
 	}
-	log_info("ready: store %s, NATS %s, queue group %s", store_backend(svc.store), c->nats_url,
-	         SVC_QUEUE_GROUP);
+	log_info("ready: store %s, NATS %s, queue group %s, at most %ld deliveries in flight",
+	         store_backend(svc.store), c->nats_url, SVC_QUEUE_GROUP, c->max_in_flight);
 
 	int sig = 0;
 	sigwait(&stop, &sig);
@@ -163,6 +222,9 @@ out:
 		handlers_drain(&svc, DRAIN_MS);
 	/* Complete queued writes while NATS is still open, so their replies go out. */
 	writer_destroy(svc.writer);
+	dispatch_destroy(svc.dispatch);
+	writer_destroy(svc.recorder);
+	dq_destroy(svc.queue);
 	if (svc.nc != NULL) {
 		natsConnection_FlushTimeout(svc.nc, 1000);
 		natsConnection_Close(svc.nc);
@@ -170,6 +232,7 @@ out:
 	}
 	store_destroy(svc.store);
 	nats_CloseAndWait(2000);
+	curl_global_cleanup();
 	if (exit_code == 0)
 		log_info("stopped");
 	return exit_code;

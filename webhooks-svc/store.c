@@ -1,8 +1,14 @@
 /* store.c -- picks the store backend from STORE_URL and forwards calls to it. */
 #include "store_backend.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
+
+#include "timeutil.h"
 
 struct store *store_open(const char *url, char *err, size_t errlen)
 {
@@ -44,4 +50,50 @@ int store_list(struct store *s, const char *after, size_t limit, struct store_we
 int store_count(struct store *s, int64_t *count, char *err, size_t errlen)
 {
 	return s->vt->count(s, count, err, errlen);
+}
+
+int store_get_event(struct store *s, const char *id, struct store_event *out, char *err,
+                    size_t errlen)
+{
+	if (s->vt->get_event == NULL) {
+		snprintf(err, errlen, "the %s store does not record events", s->vt->name);
+		return -EIO;
+	}
+	return s->vt->get_event(s, id, out, err, errlen);
+}
+
+int store_list_deliveries(struct store *s, const char *event_id, const char *after, size_t limit,
+                          struct store_delivery *out, size_t *n, char *err, size_t errlen)
+{
+	*n = 0;
+	if (s->vt->list_deliveries == NULL) {
+		snprintf(err, errlen, "the %s store does not record deliveries", s->vt->name);
+		return -EIO;
+	}
+	return s->vt->list_deliveries(s, event_id, after, limit, out, n, err, errlen);
+}
+
+void store_deliveries_free(struct store_delivery *out, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(out[i].attempts_json);
+		out[i].attempts_json = NULL;
+	}
+}
+
+void store_attempt_json(const struct store_attempt *a, char *out, size_t outlen)
+{
+	char at[TIME_RFC3339_LEN + 1];
+	time_rfc3339(a->at_ms, at);
+	json_t *o =
+	    json_pack("{s:i, s:s, s:o, s:o, s:I}", "attempt", a->number, "at", at, "httpStatus",
+	              a->http_status > 0 ? json_integer(a->http_status) : json_null(), "error",
+	              a->error[0] != '\0' ? json_string(a->error) : json_null(), "durationMs",
+	              (json_int_t)a->duration_ms);
+	size_t n = o != NULL ? json_dumpb(o, out, outlen - 1, JSON_COMPACT) : 0;
+	if (n == 0 || n >= outlen)
+		snprintf(out, outlen, "{\"attempt\":%d}", a->number);
+	else
+		out[n] = '\0';
+	json_decref(o);
 }

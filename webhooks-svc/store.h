@@ -25,16 +25,66 @@ struct store_webhook {
 	int64_t updated_ms;
 };
 
+/* The address of the visitor whose /ip call started an event (IPv6 text is at most 45). */
+#define STORE_IP_LEN 64
+
+/* An event: one /ip call, delivered to every webhook registered at the time. */
+struct store_event {
+	char id[ID_LEN + 1];
+	char ip[STORE_IP_LEN];
+	int64_t created_ms;
+	int64_t targets;   /* deliveries the event has; final once its fan-out is complete */
+	int64_t succeeded; /* deliveries that ended with a 2xx */
+	int64_t failed;    /* deliveries that ran out of retries */
+};
+
+enum store_delivery_status {
+	STORE_DELIVERY_PENDING = 0,
+	STORE_DELIVERY_SUCCEEDED,
+	STORE_DELIVERY_FAILED,
+};
+
+/* One attempt of one delivery, as recorded. */
+struct store_attempt {
+	char delivery_id[ID_LEN + 1];
+	char event_id[ID_LEN + 1];
+	char webhook_id[ID_LEN + 1];
+	char target_url[URL_MAX_LEN + 1];
+	int number;      /* 1 for the first attempt */
+	int64_t at_ms;   /* when it was sent, wall clock */
+	int http_status; /* 0 when no HTTP answer came */
+	char error[128]; /* empty on an HTTP answer, else what went wrong */
+	int64_t duration_ms;
+	enum store_delivery_status status; /* the delivery's status after this attempt */
+};
+
+/* A delivery as listed: attempts is a JSON array text owned by the struct. */
+struct store_delivery {
+	char id[ID_LEN + 1];
+	char webhook_id[ID_LEN + 1];
+	char target_url[URL_MAX_LEN + 1];
+	enum store_delivery_status status;
+	char *attempts_json; /* free with store_deliveries_free */
+};
+
 enum store_op_kind {
 	STORE_OP_INSERT, /* hook: every field */
 	STORE_OP_UPDATE, /* hook: id, target_url, updated_ms; created_ms is filled on success */
 	STORE_OP_DELETE, /* hook: id */
+	STORE_OP_EVENT_INSERT,  /* event: id, ip, created_ms, targets */
+	STORE_OP_EVENT_TARGETS, /* event: id, targets (the final count once fan-out is done) */
+	STORE_OP_ATTEMPT,       /* attempt: creates the delivery on its first attempt, appends the
+	                         * attempt, sets the status, and counts a final status in the event */
 };
 
 /* One write of a batch. result is set by store_apply: 0, -ENOENT or -EEXIST. */
 struct store_op {
 	enum store_op_kind kind;
-	struct store_webhook hook;
+	union {
+		struct store_webhook hook;
+		struct store_event event;
+		struct store_attempt attempt;
+	};
 	int result;
 };
 
@@ -71,5 +121,20 @@ __attribute__((warn_unused_result)) int store_list(struct store *s, const char *
 /* Count the registered webhooks into *count. Returns 0 or -EAGAIN, -EIO. */
 __attribute__((warn_unused_result)) int store_count(struct store *s, int64_t *count, char *err,
                                                     size_t errlen);
+
+/* Read an event's summary by id. Returns 0 or -ENOENT, -EAGAIN, -EIO. */
+__attribute__((warn_unused_result)) int
+store_get_event(struct store *s, const char *id, struct store_event *out, char *err, size_t errlen);
+
+/* Read up to limit deliveries of an event with id greater than after (NULL or "" for the
+ * first page), in ascending id order, into out[0..*n). The caller frees the attempts with
+ * store_deliveries_free(out, *n). Returns 0 or -EAGAIN, -EIO. */
+__attribute__((warn_unused_result)) int store_list_deliveries(struct store *s, const char *event_id,
+                                                              const char *after, size_t limit,
+                                                              struct store_delivery *out, size_t *n,
+                                                              char *err, size_t errlen);
+
+/* Free what store_list_deliveries allocated in out[0..n). */
+void store_deliveries_free(struct store_delivery *out, size_t n);
 
 #endif

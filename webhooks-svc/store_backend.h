@@ -13,12 +13,27 @@ struct store_vtable {
 	int (*list)(struct store *s, const char *after, size_t limit, struct store_webhook *out,
 	            size_t *n, char *err, size_t errlen);
 	int (*count)(struct store *s, int64_t *count, char *err, size_t errlen);
+	int (*get_event)(struct store *s, const char *id, struct store_event *out, char *err,
+	                 size_t errlen);
+	int (*list_deliveries)(struct store *s, const char *event_id, const char *after,
+	                       size_t limit, struct store_delivery *out, size_t *n, char *err,
+	                       size_t errlen);
 };
 
 /* Every backend's state begins with this header. */
 struct store {
 	const struct store_vtable *vt;
 };
+
+/* One attempt as the JSON object the API shows, written into out (NUL-terminated):
+ * {"attempt", "at", "httpStatus" (null without an answer), "error" (null on an answer),
+ * "durationMs"}. Both backends record exactly this. */
+void store_attempt_json(const struct store_attempt *a, char *out, size_t outlen);
+
+/* One attempt as the JSON object the API shows, written into out (NUL-terminated):
+ * {"attempt", "at", "httpStatus" (null without an answer), "error" (null on an answer),
+ * "durationMs"}. Both backends record exactly this. */
+void store_attempt_json(const struct store_attempt *a, char *out, size_t outlen);
 
 /* Backend constructors: path is what follows "sqlite:"; url is the whole MongoDB URI. */
 struct store *store_sqlite_open(const char *path, char *err, size_t errlen);

@@ -25,6 +25,13 @@ enum stmt_id {
 	ST_LIST_FIRST,
 	ST_LIST_AFTER,
 	ST_COUNT,
+	ST_EVENT_INSERT,
+	ST_EVENT_TARGETS,
+	ST_EVENT_COUNT,
+	ST_EVENT_GET,
+	ST_ATTEMPT,
+	ST_DELIVERIES_FIRST,
+	ST_DELIVERIES_AFTER,
 	ST_BEGIN,
 	ST_COMMIT,
 	ST_ROLLBACK,
@@ -43,6 +50,25 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_LIST_AFTER] = "SELECT id, target_url, created_ms, updated_ms FROM webhooks "
                       "WHERE id > ?2 ORDER BY id LIMIT ?1",
     [ST_COUNT] = "SELECT count(*) FROM webhooks",
+    [ST_EVENT_INSERT] = "INSERT INTO events (id, ip, created_ms, targets) VALUES (?1, ?2, ?3, ?4)",
+    [ST_EVENT_TARGETS] = "UPDATE events SET targets = ?2 WHERE id = ?1",
+    [ST_EVENT_COUNT] = "UPDATE events SET succeeded = succeeded + ?2, failed = failed + ?3 "
+                       "WHERE id = ?1",
+    [ST_EVENT_GET] = "SELECT id, ip, created_ms, targets, succeeded, failed FROM events "
+                     "WHERE id = ?1",
+    /* The first attempt creates the delivery; later ones append to its attempts. A record
+     * without a URL (a retry dropped because its webhook was deleted) keeps the old one. */
+    [ST_ATTEMPT] = "INSERT INTO deliveries (event_id, id, webhook_id, target_url, status, "
+                   "attempts) VALUES (?1, ?2, ?3, ?4, ?5, json_array(json(?6))) "
+                   "ON CONFLICT (event_id, id) DO UPDATE SET status = excluded.status, "
+                   "target_url = CASE excluded.target_url WHEN '' THEN target_url "
+                   "ELSE excluded.target_url END, "
+                   "attempts = json_insert(attempts, '$[#]', json(?6))",
+    [ST_DELIVERIES_FIRST] = "SELECT id, webhook_id, target_url, status, attempts "
+                            "FROM deliveries WHERE event_id = ?1 ORDER BY id LIMIT ?2",
+    [ST_DELIVERIES_AFTER] = "SELECT id, webhook_id, target_url, status, attempts "
+                            "FROM deliveries WHERE event_id = ?1 AND id > ?3 "
+                            "ORDER BY id LIMIT ?2",
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
@@ -53,6 +79,25 @@ static const char schema_sql[] = "CREATE TABLE IF NOT EXISTS webhooks ("
                                  " target_url TEXT NOT NULL,"
                                  " created_ms INTEGER NOT NULL,"
                                  " updated_ms INTEGER NOT NULL"
+                                 ") WITHOUT ROWID;"
+                                 "CREATE TABLE IF NOT EXISTS events ("
+                                 " id TEXT PRIMARY KEY NOT NULL,"
+                                 " ip TEXT NOT NULL,"
+                                 " created_ms INTEGER NOT NULL,"
+                                 " targets INTEGER NOT NULL,"
+                                 " succeeded INTEGER NOT NULL DEFAULT 0,"
+                                 " failed INTEGER NOT NULL DEFAULT 0"
+                                 ") WITHOUT ROWID;"
+                                 /* Keyed by event first: an event's deliveries page as
+                                  * one range scan. */
+                                 "CREATE TABLE IF NOT EXISTS deliveries ("
+                                 " event_id TEXT NOT NULL,"
+                                 " id TEXT NOT NULL,"
+                                 " webhook_id TEXT NOT NULL,"
+                                 " target_url TEXT NOT NULL,"
+                                 " status INTEGER NOT NULL,"
+                                 " attempts TEXT NOT NULL,"
+                                 " PRIMARY KEY (event_id, id)"
                                  ") WITHOUT ROWID;";
 
 /* A connection with its prepared statements. */
@@ -172,6 +217,35 @@ static int step_once(sqlite3_stmt *st)
 	return rc;
 }
 
+/* Record one attempt: upsert the delivery, append the attempt, count a final outcome. */
+static int apply_attempt(struct conn *c, const struct store_attempt *a, bool *fatal, char *err,
+                         size_t errlen)
+{
+	char json[512];
+	store_attempt_json(a, json, sizeof(json));
+	sqlite3_stmt *st = c->st[ST_ATTEMPT];
+	sqlite3_bind_text(st, 1, a->event_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, a->delivery_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, a->webhook_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, a->target_url, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 5, (int)a->status);
+	sqlite3_bind_text(st, 6, json, -1, SQLITE_STATIC);
+	if (step_once(st) != SQLITE_DONE)
+		goto fail;
+	if (a->status == STORE_DELIVERY_PENDING)
+		return 0;
+	st = c->st[ST_EVENT_COUNT];
+	sqlite3_bind_text(st, 1, a->event_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, a->status == STORE_DELIVERY_SUCCEEDED);
+	sqlite3_bind_int(st, 3, a->status == STORE_DELIVERY_FAILED);
+	if (step_once(st) != SQLITE_DONE)
+		goto fail;
+	return 0;
+fail:
+	*fatal = true;
+	return fail(c->db, "recording an attempt", err, errlen);
+}
+
 /* Run one write op inside the open transaction; returns the op's result, or a negative
  * code with err filled when the transaction itself must be abandoned. */
 static int apply_op(struct conn *c, struct store_op *op, bool *fatal, char *err, size_t errlen)
@@ -214,6 +288,28 @@ static int apply_op(struct conn *c, struct store_op *op, bool *fatal, char *err,
 		if (rc == SQLITE_DONE)
 			return sqlite3_changes(c->db) > 0 ? 0 : -ENOENT;
 		break;
+	case STORE_OP_EVENT_INSERT:
+		st = c->st[ST_EVENT_INSERT];
+		sqlite3_bind_text(st, 1, op->event.id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, op->event.ip, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, op->event.created_ms);
+		sqlite3_bind_int64(st, 4, op->event.targets);
+		rc = step_once(st);
+		if (rc == SQLITE_DONE)
+			return 0;
+		if (sqlite3_extended_errcode(c->db) == SQLITE_CONSTRAINT_PRIMARYKEY)
+			return -EEXIST;
+		break;
+	case STORE_OP_EVENT_TARGETS:
+		st = c->st[ST_EVENT_TARGETS];
+		sqlite3_bind_text(st, 1, op->event.id, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, op->event.targets);
+		rc = step_once(st);
+		if (rc == SQLITE_DONE)
+			return sqlite3_changes(c->db) > 0 ? 0 : -ENOENT;
+		break;
+	case STORE_OP_ATTEMPT:
+		return apply_attempt(c, &op->attempt, fatal, err, errlen);
 	}
 	*fatal = true;
 	return fail(c->db, "write", err, errlen);
@@ -316,6 +412,82 @@ static int sq_count(struct store *base, int64_t *count, char *err, size_t errlen
 	return result;
 }
 
+static int sq_get_event(struct store *base, const char *id, struct store_event *out, char *err,
+                        size_t errlen)
+{
+	struct store_sqlite *s = (struct store_sqlite *)base;
+	struct conn *c = reader_take(s, err, errlen);
+	if (c == NULL)
+		return -EIO;
+	sqlite3_stmt *st = c->st[ST_EVENT_GET];
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st), result = 0;
+	if (rc == SQLITE_ROW) {
+		const unsigned char *ip = sqlite3_column_text(st, 1);
+		snprintf(out->id, sizeof(out->id), "%s", id);
+		snprintf(out->ip, sizeof(out->ip), "%s", ip != NULL ? (const char *)ip : "");
+		out->created_ms = sqlite3_column_int64(st, 2);
+		out->targets = sqlite3_column_int64(st, 3);
+		out->succeeded = sqlite3_column_int64(st, 4);
+		out->failed = sqlite3_column_int64(st, 5);
+	} else if (rc == SQLITE_DONE) {
+		snprintf(err, errlen, "no event with id '%s'", id);
+		result = -ENOENT;
+	} else {
+		result = fail(c->db, "get event", err, errlen);
+	}
+	sqlite3_reset(st);
+	reader_give(s, c);
+	return result;
+}
+
+static int sq_list_deliveries(struct store *base, const char *event_id, const char *after,
+                              size_t limit, struct store_delivery *out, size_t *n, char *err,
+                              size_t errlen)
+{
+	struct store_sqlite *s = (struct store_sqlite *)base;
+	*n = 0;
+	struct conn *c = reader_take(s, err, errlen);
+	if (c == NULL)
+		return -EIO;
+	bool first = after == NULL || after[0] == '\0';
+	sqlite3_stmt *st = c->st[first ? ST_DELIVERIES_FIRST : ST_DELIVERIES_AFTER];
+	sqlite3_bind_text(st, 1, event_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)limit);
+	if (!first)
+		sqlite3_bind_text(st, 3, after, -1, SQLITE_STATIC);
+	int rc = SQLITE_DONE, result = 0;
+	while (*n < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct store_delivery *d = &out[*n];
+		const char *cols[3];
+		for (int i = 0; i < 3; i++) {
+			const unsigned char *t = sqlite3_column_text(st, i);
+			cols[i] = t != NULL ? (const char *)t : "";
+		}
+		snprintf(d->id, sizeof(d->id), "%s", cols[0]);
+		snprintf(d->webhook_id, sizeof(d->webhook_id), "%s", cols[1]);
+		snprintf(d->target_url, sizeof(d->target_url), "%s", cols[2]);
+		d->status = (enum store_delivery_status)sqlite3_column_int(st, 3);
+		const unsigned char *attempts = sqlite3_column_text(st, 4);
+		d->attempts_json = strdup(attempts != NULL ? (const char *)attempts : "[]");
+		if (d->attempts_json == NULL) {
+			snprintf(err, errlen, "out of memory");
+			result = -EIO;
+			break;
+		}
+		(*n)++;
+	}
+	if (result == 0 && *n < limit && rc != SQLITE_DONE)
+		result = fail(c->db, "list deliveries", err, errlen);
+	sqlite3_reset(st);
+	reader_give(s, c);
+	if (result != 0) {
+		store_deliveries_free(out, *n);
+		*n = 0;
+	}
+	return result;
+}
+
 static void sq_destroy(struct store *base)
 {
 	struct store_sqlite *s = (struct store_sqlite *)base;
@@ -338,6 +510,8 @@ static const struct store_vtable sqlite_vt = {
     .get = sq_get,
     .list = sq_list,
     .count = sq_count,
+    .get_event = sq_get_event,
+    .list_deliveries = sq_list_deliveries,
 };
 
 /* Create the directories leading to path, like mkdir -p on its dirname. */

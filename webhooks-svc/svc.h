@@ -6,6 +6,8 @@
 #include <stdbool.h>
 
 #include "config.h"
+#include "dispatch.h"
+#include "dqueue.h"
 #include "log.h"
 #include "store.h"
 #include "writer.h"
@@ -27,7 +29,10 @@ struct svc {
 	struct svc_config cfg;
 	natsConnection *nc;
 	struct store *store;
-	struct writer *writer;
+	struct writer *writer;   /* API writes: webhooks and events, replied when durable */
+	struct writer *recorder; /* delivery attempts, batched apart from API writes */
+	struct dqueue *queue;
+	struct dispatch *dispatch;
 	natsSubscription *subs[16];
 	int nsubs;
 };

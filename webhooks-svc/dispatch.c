@@ -1,0 +1,324 @@
+/* dispatch.c -- the dispatcher: one thread, one libcurl multi handle, at most MAX_IN_FLIGHT
+ * transfers at once.
+ *
+ * The thread's loop, one turn at a time:
+ *   1. reap: read finished transfers from the multi handle (CURLMSG_DONE), turn each into an
+ *      outcome (2xx, another status, or an error such as a timeout), report it to the queue
+ *      (which records it and schedules a retry or ends the delivery) and free its slot;
+ *   2. stop check: once stopping, start nothing new; when nothing is in flight or the drain
+ *      deadline has passed, abandon what is left (recorded as pending) and leave the loop;
+ *   3. fill: take as many due deliveries from the queue as there are free slots and start
+ *      each on a reused easy handle (same connection cache, same DNS cache);
+ *   4. wait: curl_multi_poll() until a socket is ready, libcurl's own timer fires, the next
+ *      retry is due, or dispatch_wakeup() is called (curl_multi_wakeup); then
+ *      curl_multi_perform() drives the transfers.
+ * No sleep-polling: the only waits are in curl_multi_poll, bounded by real deadlines. */
+#include "dispatch.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "timeutil.h"
+
+#define USER_AGENT        "webhooks/" WEBHOOKS_VERSION
+#define MAX_RESPONSE_BODY (64 * 1024) /* read and thrown away; more aborts the transfer */
+#define MAX_WAIT_MS       1000
+
+/* One transfer slot. Its easy handle lives as long as the dispatcher and is reused. */
+struct slot {
+	CURL *easy;
+	struct curl_slist *headers;
+	struct delivery d;
+	char body[160];
+	int64_t started_us;
+	int64_t at_ms;
+	size_t received;
+	bool body_capped;
+	char errbuf[CURL_ERROR_SIZE];
+	struct slot *next_free;
+};
+
+struct dispatch {
+	struct dispatch_config cfg;
+	struct dqueue *q;
+	CURLM *multi;
+	struct slot *slots;
+	struct slot *free_slots;
+	size_t in_flight;
+	struct delivery *batch; /* max_in_flight entries, for dq_take */
+	_Atomic bool stopping;
+	_Atomic size_t stat_in_flight, stat_peak;
+	_Atomic uint64_t stat_attempts;
+	pthread_t thread;
+};
+
+static size_t discard_body(char *data, size_t size, size_t nmemb, void *userp)
+{
+	struct slot *s = userp;
+	size_t n = size * nmemb;
+	s->received += n;
+	if (s->received > MAX_RESPONSE_BODY) {
+		/* Enough: the status line is all we need. Returning short aborts the read. */
+		s->body_capped = true;
+		return 0;
+	}
+	return n;
+}
+
+static int setup_easy(struct dispatch *d, struct slot *s)
+{
+	s->easy = curl_easy_init();
+	if (s->easy == NULL)
+		return -ENOMEM;
+	CURL *e = s->easy;
+	curl_easy_setopt(e, CURLOPT_PRIVATE, s);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)d->cfg.timeout_ms);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)d->cfg.connect_timeout_ms);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard_body);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, s);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->errbuf);
+	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(e, CURLOPT_USERAGENT, USER_AGENT);
+	return 0;
+}
+
+static void start(struct dispatch *d, const struct delivery *dl)
+{
+	struct slot *s = d->free_slots;
+	d->free_slots = s->next_free;
+	s->d = *dl;
+	s->received = 0;
+	s->body_capped = false;
+	s->errbuf[0] = '\0';
+	if (s->easy == NULL && setup_easy(d, s) != 0)
+		goto fail;
+
+	char hdr[64];
+	snprintf(hdr, sizeof(hdr), "webhook-id: %s", s->d.id);
+	curl_slist_free_all(s->headers);
+	s->headers = NULL;
+	struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+	if (h != NULL)
+		s->headers = h;
+	/* A 100-continue round trip would only add latency to a small body. */
+	if (h != NULL && (h = curl_slist_append(s->headers, "Expect:")) != NULL)
+		h = curl_slist_append(s->headers, hdr);
+	if (h == NULL)
+		goto fail;
+
+	s->at_ms = time_now_ms();
+	snprintf(s->body, sizeof(s->body), "{\"ipAddress\":\"%s\",\"timestamp\":%" PRId64 "}",
+	         s->d.ip, s->at_ms / 1000);
+	curl_easy_setopt(s->easy, CURLOPT_URL, s->d.target_url);
+	curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, s->headers);
+	curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, s->body);
+	curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE, (long)strlen(s->body));
+	s->started_us = time_mono_us();
+	if (curl_multi_add_handle(d->multi, s->easy) != CURLM_OK)
+		goto fail;
+	d->in_flight++;
+	atomic_store(&d->stat_in_flight, d->in_flight);
+	if (d->in_flight > atomic_load(&d->stat_peak))
+		atomic_store(&d->stat_peak, d->in_flight);
+	atomic_fetch_add(&d->stat_attempts, 1);
+	return;
+fail : {
+	struct delivery_outcome o = {.at_ms = time_now_ms(), .retry_after_ms = -1};
+	snprintf(o.error, sizeof(o.error), "could not start the transfer (out of memory)");
+	dq_report(d->q, &s->d, &o, time_mono_ms());
+	s->next_free = d->free_slots;
+	d->free_slots = s;
+}
+}
+
+/* Describe how a finished transfer went. */
+static void outcome_of(struct slot *s, CURLcode rc, struct delivery_outcome *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->at_ms = s->at_ms;
+	o->duration_ms = (time_mono_us() - s->started_us) / 1000;
+	o->retry_after_ms = -1;
+	long status = 0;
+	curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
+	/* A capped body still carries a complete status line. */
+	if (rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && s->body_capped && status > 0)) {
+		o->http_status = (int)status;
+		curl_off_t after = 0;
+		if (curl_easy_getinfo(s->easy, CURLINFO_RETRY_AFTER, &after) == CURLE_OK &&
+		    after > 0)
+			o->retry_after_ms = (int64_t)after * 1000;
+		return;
+	}
+	if (rc == CURLE_OPERATION_TIMEDOUT)
+		snprintf(o->error, sizeof(o->error), "timed out: %.110s",
+		         s->errbuf[0] ? s->errbuf : curl_easy_strerror(rc));
+	else
+		snprintf(o->error, sizeof(o->error), "%.120s",
+		         s->errbuf[0] ? s->errbuf : curl_easy_strerror(rc));
+}
+
+static void release(struct dispatch *d, struct slot *s)
+{
+	curl_multi_remove_handle(d->multi, s->easy);
+	d->in_flight--;
+	atomic_store(&d->stat_in_flight, d->in_flight);
+	s->next_free = d->free_slots;
+	d->free_slots = s;
+}
+
+static void reap(struct dispatch *d)
+{
+	CURLMsg *m;
+	int left;
+	while ((m = curl_multi_info_read(d->multi, &left)) != NULL) {
+		if (m->msg != CURLMSG_DONE)
+			continue;
+		struct slot *s = NULL;
+		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&s);
+		CURLcode rc = m->data.result;
+		struct delivery_outcome o;
+		outcome_of(s, rc, &o);
+		log_debug("delivery %s attempt %d to %s: %d %s (%" PRId64 " ms)", s->d.id,
+		          s->d.attempt, s->d.target_url, o.http_status, o.error, o.duration_ms);
+		/* Release before reporting: m points into the handle's state. */
+		release(d, s);
+		dq_report(d->q, &s->d, &o, time_mono_ms());
+	}
+}
+
+static void abandon_all(struct dispatch *d)
+{
+	for (size_t i = 0; i < d->cfg.max_in_flight; i++) {
+		struct slot *s = &d->slots[i];
+		if (s->easy == NULL)
+			continue;
+		bool busy = true;
+		for (struct slot *f = d->free_slots; f != NULL; f = f->next_free)
+			if (f == s)
+				busy = false;
+		if (!busy)
+			continue;
+		struct delivery_outcome o = {.at_ms = s->at_ms, .retry_after_ms = -1};
+		o.duration_ms = (time_mono_us() - s->started_us) / 1000;
+		snprintf(o.error, sizeof(o.error), "abandoned at shutdown");
+		release(d, s);
+		dq_abandon(d->q, &s->d, &o);
+	}
+}
+
+static void *run(void *arg)
+{
+	struct dispatch *d = arg;
+	int64_t drain_deadline = 0;
+	for (;;) {
+		reap(d);
+
+		int64_t now = time_mono_ms();
+		if (atomic_load(&d->stopping)) {
+			if (drain_deadline == 0)
+				drain_deadline = now + d->cfg.drain_ms;
+			if (d->in_flight == 0 || now >= drain_deadline)
+				break;
+		}
+
+		int64_t next_due = INT64_MAX;
+		size_t free_n = d->cfg.max_in_flight - d->in_flight;
+		if (!atomic_load(&d->stopping) && free_n > 0) {
+			size_t n = dq_take(d->q, now, d->batch, free_n, &next_due);
+			for (size_t i = 0; i < n; i++)
+				start(d, &d->batch[i]);
+		}
+
+		int64_t wait = MAX_WAIT_MS;
+		if (next_due != INT64_MAX && next_due - now < wait)
+			wait = next_due > now ? next_due - now : 0;
+		if (drain_deadline != 0 && drain_deadline - now < wait)
+			wait = drain_deadline > now ? drain_deadline - now : 0;
+		/* With free slots and work left, dq_take returned less only because nothing is
+		 * due; a full house waits for a transfer to finish. */
+		curl_multi_poll(d->multi, NULL, 0, (int)wait, NULL);
+		int running = 0;
+		curl_multi_perform(d->multi, &running);
+	}
+	abandon_all(d);
+	return NULL;
+}
+
+struct dispatch *dispatch_create(const struct dispatch_config *cfg, struct dqueue *q, char *err,
+                                 size_t errlen)
+{
+	struct dispatch *d = calloc(1, sizeof(*d));
+	if (d == NULL)
+		goto nomem;
+	d->cfg = *cfg;
+	d->q = q;
+	d->slots = calloc(cfg->max_in_flight, sizeof(*d->slots));
+	d->batch = calloc(cfg->max_in_flight, sizeof(*d->batch));
+	d->multi = curl_multi_init();
+	if (d->slots == NULL || d->batch == NULL || d->multi == NULL)
+		goto nomem;
+	for (size_t i = cfg->max_in_flight; i-- > 0;) {
+		d->slots[i].next_free = d->free_slots;
+		d->free_slots = &d->slots[i];
+	}
+	/* Keep enough idle connections that every slot can reuse one. */
+	curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS, (long)(cfg->max_in_flight * 2 + 16));
+	if (pthread_create(&d->thread, NULL, run, d) != 0) {
+		snprintf(err, errlen, "cannot start the dispatcher thread");
+		goto fail;
+	}
+	return d;
+nomem:
+	snprintf(err, errlen, "out of memory");
+fail:
+	if (d != NULL) {
+		if (d->multi != NULL)
+			curl_multi_cleanup(d->multi);
+		free(d->slots);
+		free(d->batch);
+		free(d);
+	}
+	return NULL;
+}
+
+void dispatch_wakeup(struct dispatch *d)
+{
+	curl_multi_wakeup(d->multi);
+}
+
+void dispatch_destroy(struct dispatch *d)
+{
+	if (d == NULL)
+		return;
+	atomic_store(&d->stopping, true);
+	curl_multi_wakeup(d->multi);
+	pthread_join(d->thread, NULL);
+	for (size_t i = 0; i < d->cfg.max_in_flight; i++) {
+		if (d->slots[i].easy != NULL)
+			curl_easy_cleanup(d->slots[i].easy);
+		curl_slist_free_all(d->slots[i].headers);
+	}
+	curl_multi_cleanup(d->multi);
+	free(d->slots);
+	free(d->batch);
+	free(d);
+}
+
+void dispatch_stats(struct dispatch *d, struct dispatch_stats *out)
+{
+	out->in_flight = atomic_load(&d->stat_in_flight);
+	out->peak_in_flight = atomic_load(&d->stat_peak);
+	out->attempts = atomic_load(&d->stat_attempts);
+}

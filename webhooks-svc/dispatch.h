@@ -1,0 +1,40 @@
+/* dispatch.h -- the dispatcher: one thread, one libcurl multi handle, at most MAX_IN_FLIGHT
+ * transfers at once, fed by the delivery queue. */
+#ifndef WEBHOOKS_DISPATCH_H
+#define WEBHOOKS_DISPATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dqueue.h"
+
+struct dispatch_config {
+	size_t max_in_flight;
+	int64_t timeout_ms;         /* whole attempt */
+	int64_t connect_timeout_ms; /* connection set-up, shorter */
+	int64_t drain_ms;           /* at shutdown, how long in-flight transfers may finish */
+};
+
+struct dispatch;
+
+/* Start the dispatcher thread over queue q (which it does not own). Returns NULL with err
+ * filled on failure. */
+struct dispatch *dispatch_create(const struct dispatch_config *cfg, struct dqueue *q, char *err,
+                                 size_t errlen);
+
+/* Wake the dispatcher because new work was submitted to the queue. Thread-safe. */
+void dispatch_wakeup(struct dispatch *d);
+
+/* Stop starting transfers, let in-flight ones finish for up to drain_ms, record the rest as
+ * abandoned (pending), stop the thread and free everything. Accepts NULL. */
+void dispatch_destroy(struct dispatch *d);
+
+/* Transfers in flight now and the most seen at once, for tests and logs. */
+struct dispatch_stats {
+	size_t in_flight;
+	size_t peak_in_flight;
+	uint64_t attempts;
+};
+void dispatch_stats(struct dispatch *d, struct dispatch_stats *out);
+
+#endif
