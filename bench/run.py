@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""run.py -- the benchmarks behind BENCHMARKS.md, each beside its ceiling measured in the same run.
+
+  1. API: wrk at 32 connections against bench-const-server (the ceiling: libmicrohttpd answering
+     a constant), then POST /webhooks (SQLite) and GET /webhooks/{id} through the real gateway,
+     NATS and webhooks-svc.
+  2. Fan-out: N webhooks on distinct paths of webhook-target on 4 loopback ports,
+     MAX_IN_FLIGHT=64, one GET /ip; deliveries/s from the reply to the last delivery, time from
+     the reply to the first delivery, and the service's peak RSS (VmHWM). The ceiling: wrk
+     POSTing the same body to the same target with 64 connections.
+
+Only 127.0.0.1 is used. Every process started here is stopped at the end.
+Usage: run.py BUILD_DIR [--duration S] [--fanout 10000,100000] [--rss-webhooks 1000000]
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOKEN = "bench-token-0123456789abcdef"
+procs = []
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, deadline_s=10):
+    end = time.time() + deadline_s
+    while time.time() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"port {port} did not open")
+
+
+def start(argv, env=None, log=None, stdout=None):
+    p = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=stdout or subprocess.DEVNULL,
+                         stderr=log or subprocess.DEVNULL, start_new_session=True)
+    procs.append(p)
+    return p
+
+
+def stop(p):
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def stop_all():
+    for p in reversed(procs):
+        stop(p)
+
+
+def wrk(url, script, conns, duration, env=None):
+    out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{duration}s", "-s", script, url],
+                         env={**os.environ, **(env or {})}, capture_output=True, text=True, check=True).stdout
+    line = [l for l in out.splitlines() if l.startswith("RESULT")][-1]
+    return {k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
+
+
+def http(method, url, body=None, token=True):
+    req = urllib.request.Request(url, method=method, data=body)
+    if token:
+        req.add_header("Authorization", "Bearer " + TOKEN)
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.status, json.loads(r.read() or b"null")
+
+
+class System:
+    """nats-server + webhooks-svc + webhooks-gateway on free ports, SQLite in a temp dir."""
+
+    def __init__(self, bindir, work, svc_env=None):
+        self.bindir, self.work = bindir, work
+        self.nats_port, self.http_port = free_port(), free_port()
+        self.nats = start(["nats-server", "-a", "127.0.0.1", "-p", str(self.nats_port)])
+        wait_port(self.nats_port)
+        self.db = os.path.join(work, "webhooks.db")
+        self.svc_env = {"NATS_URL": f"nats://127.0.0.1:{self.nats_port}",
+                        "STORE_URL": "sqlite:" + self.db, "LOG_LEVEL": "warn", **(svc_env or {})}
+        self.svc = None
+        self.gw = start([os.path.join(bindir, "webhooks-gateway")],
+                        {"NATS_URL": f"nats://127.0.0.1:{self.nats_port}", "GATEWAY_BIND": "127.0.0.1",
+                         "GATEWAY_PORT": str(self.http_port), "ADMIN_TOKEN": TOKEN, "LOG_LEVEL": "warn"})
+        wait_port(self.http_port)
+        self.base = f"http://127.0.0.1:{self.http_port}"
+
+    def start_svc(self):
+        self.svc = start([os.path.join(self.bindir, "webhooks-svc")], self.svc_env)
+        end = time.time() + 10
+        while time.time() < end:
+            try:
+                if http("GET", self.base + "/healthz", token=False)[0] == 200:
+                    return
+            except Exception:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("webhooks-svc did not come up")
+
+    def stop_svc(self):
+        stop(self.svc)
+
+    def peak_rss_kib(self):
+        with open(f"/proc/{self.svc.pid}/status") as f:
+            return int(re.search(r"VmHWM:\s+(\d+) kB", f.read()).group(1))
+
+
+def bench_api(bindir, duration, work):
+    res = {}
+    port = free_port()
+    const = start([os.path.join(bindir, "bench-const-server"), "--port", str(port)])
+    wait_port(port)
+    res["ceiling"] = wrk(f"http://127.0.0.1:{port}/", os.path.join(HERE, "get_const.lua"), 32, duration)
+    stop(const)
+
+    system = System(bindir, work)
+    system.start_svc()
+    env = {"ADMIN_TOKEN": TOKEN}
+    res["register"] = wrk(system.base, os.path.join(HERE, "post_webhook.lua"), 32, duration, env)
+    ids, after = [], None
+    while len(ids) < 10000:
+        q = "?limit=1000" + (f"&after={after}" if after else "")
+        _, page = http("GET", system.base + "/webhooks" + q)
+        ids += [w["id"] for w in page["webhooks"]]
+        after = page["next"]
+        if not after:
+            break
+    ids_file = os.path.join(work, "ids.txt")
+    with open(ids_file, "w") as f:
+        f.write("\n".join(ids) + "\n")
+    res["get"] = wrk(system.base, os.path.join(HERE, "get_webhook.lua"), 32, duration, {**env, "IDS_FILE": ids_file})
+    system.stop_svc()
+    stop(system.gw)
+    stop(system.nats)
+    return res
+
+
+def seed(db, n, ports):
+    """Register n webhooks straight into the SQLite store (the schema webhooks-svc created):
+    registering a million through HTTP would measure the API again, not the fan-out."""
+    con = sqlite3.connect(db)
+    now = int(time.time() * 1000) - 1000
+    rows = ((str(uuid.uuid4()), f"http://127.0.0.1:{ports[i % len(ports)]}/ok/hook-{i}", now, now)
+            for i in range(n))
+    con.executemany("INSERT INTO webhooks (id, target_url, created_ms, updated_ms) VALUES (?,?,?,?)", rows)
+    con.commit()
+    con.close()
+
+
+def bench_fanout(bindir, n, work, wait_s):
+    tgt = start([os.path.join(bindir, "webhook-target"), "--no-record", "--quiet"] +
+                sum([["--port", "0"] for _ in range(4)], []), stdout=subprocess.PIPE)
+    ports = [int(tgt.stdout.readline().split()[1]) for _ in range(4)]
+    system = System(bindir, work, {"MAX_IN_FLIGHT": "64"})
+    system.start_svc()  # creates the schema
+    system.stop_svc()
+    seed(system.db, n, ports)
+    system.start_svc()
+    ceiling = wrk(f"http://127.0.0.1:{ports[0]}", os.path.join(HERE, "post_target.lua"), 64, 5)
+    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{ports[0]}/_control/reset", method="POST")).read()
+
+    status, body = http("GET", system.base + "/ip", token=False)
+    replied_us = time.time() * 1e6
+    assert status == 202 and body["targets"] == n, (status, body)
+    stats, end = None, time.time() + wait_s
+    while time.time() < end:
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/_control/stats") as r:
+            stats = json.loads(r.read())
+        if stats["total"] >= n:
+            break
+        time.sleep(0.05)
+    rss = system.peak_rss_kib()
+    total = stats["total"]
+    span_s = (stats["lastArrivalUs"] - replied_us) / 1e6
+    out = {"webhooks": n, "delivered": total, "deliveries_per_sec": total / span_s if span_s > 0 else 0,
+           "first_delivery_ms": (stats["firstArrivalUs"] - replied_us) / 1000, "peak_rss_mib": rss / 1024,
+           "ceiling_requests_per_sec": ceiling["requests_per_sec"]}
+    system.stop_svc()
+    stop(system.gw)
+    stop(system.nats)
+    stop(tgt)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("build")
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--fanout", default="10000,100000")
+    ap.add_argument("--rss-webhooks", type=int, default=1000000)
+    ap.add_argument("--skip-api", action="store_true")
+    args = ap.parse_args()
+    bindir = os.path.join(os.path.abspath(args.build), "bin")
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2**30} GiB, {platform.platform()}")
+    try:
+        if not args.skip_api:
+            with tempfile.TemporaryDirectory() as work:
+                r = bench_api(bindir, args.duration, work)
+            for name, v in r.items():
+                print(f"api {name:9s} {v['requests_per_sec']:9.0f} req/s  p99 {v['p99_ms']:6.2f} ms  "
+                      f"non2xx {int(v['non2xx'])}")
+        sizes = [int(x) for x in args.fanout.split(",") if x]
+        if args.rss_webhooks:
+            sizes.append(args.rss_webhooks)
+        for n in sizes:
+            with tempfile.TemporaryDirectory() as work:
+                r = bench_fanout(bindir, n, work, wait_s=max(60, n / 2000))
+            print(f"fanout {r['webhooks']:8d} webhooks: delivered {r['delivered']}, "
+                  f"{r['deliveries_per_sec']:8.0f}/s (ceiling wrk {r['ceiling_requests_per_sec']:.0f}/s), "
+                  f"first delivery {r['first_delivery_ms']:.2f} ms after the reply, "
+                  f"peak RSS {r['peak_rss_mib']:.1f} MiB")
+    finally:
+        stop_all()
+
+
+if __name__ == "__main__":
+    main()
