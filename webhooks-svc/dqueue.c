@@ -300,9 +300,12 @@ size_t dq_take(struct dqueue *q, int64_t now_ms, struct delivery *out, size_t ma
                int64_t *next_due_ms)
 {
 	size_t n = take_retries(q, now_ms, out, max);
-	bool store_failed = false;
-	n += take_fresh(q, out + n, max - n, &store_failed);
+	/* Count the retries as outstanding before taking fresh work, which is bounded by it. */
 	q->outstanding += n;
+	bool store_failed = false;
+	size_t fresh = take_fresh(q, out + n, max - n, &store_failed);
+	q->outstanding += fresh;
+	n += fresh;
 	*next_due_ms = q->nheap > 0 ? q->heap[0].due_ms : INT64_MAX;
 	/* After a store failure, come back in a second rather than spin. */
 	if (store_failed && *next_due_ms > now_ms + 1000)
