@@ -42,6 +42,7 @@ struct slot {
 	int64_t at_ms;
 	size_t received;
 	bool body_capped;
+	bool busy; /* added to the multi handle */
 	char errbuf[CURL_ERROR_SIZE];
 	struct slot *next_free;
 };
@@ -128,6 +129,7 @@ static void start(struct dispatch *d, const struct delivery *dl)
 	s->started_us = time_mono_us();
 	if (curl_multi_add_handle(d->multi, s->easy) != CURLM_OK)
 		goto fail;
+	s->busy = true;
 	d->in_flight++;
 	atomic_store(&d->stat_in_flight, d->in_flight);
 	if (d->in_flight > atomic_load(&d->stat_peak))
@@ -172,6 +174,7 @@ static void outcome_of(struct slot *s, CURLcode rc, struct delivery_outcome *o)
 static void release(struct dispatch *d, struct slot *s)
 {
 	curl_multi_remove_handle(d->multi, s->easy);
+	s->busy = false;
 	d->in_flight--;
 	atomic_store(&d->stat_in_flight, d->in_flight);
 	s->next_free = d->free_slots;
@@ -202,13 +205,7 @@ static void abandon_all(struct dispatch *d)
 {
 	for (size_t i = 0; i < d->cfg.max_in_flight; i++) {
 		struct slot *s = &d->slots[i];
-		if (s->easy == NULL)
-			continue;
-		bool busy = true;
-		for (struct slot *f = d->free_slots; f != NULL; f = f->next_free)
-			if (f == s)
-				busy = false;
-		if (!busy)
+		if (!s->busy)
 			continue;
 		struct delivery_outcome o = {.at_ms = s->at_ms, .retry_after_ms = -1};
 		o.duration_ms = (time_mono_us() - s->started_us) / 1000;

@@ -1,17 +1,24 @@
-/* store_mongo.c -- the MongoDB store: one document per webhook, through a libmongoc client pool.
+/* store_mongo.c -- the MongoDB store: one document per record, through a libmongoc client pool.
  *
- * Layout: the collection "webhooks" of the URI's database ("webhooks" when the URI names none)
- * holds one document per webhook:
+ * Layout, in the URI's database ("webhooks" when the URI names none):
  *
- *   { _id: "<uuid, 36 lower-case characters>", targetUrl: "<url>",
- *     createdAt: <int64 ms since the epoch>, updatedAt: <int64 ms since the epoch> }
+ *   webhooks    { _id: "<webhook uuid>", targetUrl: "<url>",
+ *                 createdAt: <int64 ms since the epoch>, updatedAt: <int64 ms> }
+ *   events      { _id: "<event uuid>", ip: "<address>", createdAt: <int64 ms>,
+ *                 targets: <int64>, succeeded: <int64>, failed: <int64> }
+ *   deliveries  { _id: "<event uuid>:<delivery uuid>", eventId, deliveryId, webhookId,
+ *                 targetUrl, status: <int32: 0 pending, 1 succeeded, 2 failed>,
+ *                 attempts: [ { attempt, at, httpStatus, error, durationMs }, ... ] }
  *
- * The id is the _id itself, so MongoDB's built-in unique index on _id is the unique index on the
- * id, and the only index the store needs: get, update and delete look a document up by _id, and
- * list pages are range scans over the same index ({_id: {$gt: after}} sorted by _id), so nothing
- * is created at open. The UUID is kept as a string (not BinData) so that ids sort byte-wise exactly
- * as in the SQLite backend and read plainly in the mongo shell. Times are int64 milliseconds, the
- * interface's own unit, so they round-trip without conversion.
+ * Every id is the _id itself, so MongoDB's built-in unique index on _id is the unique index on
+ * the id, and the only index the store needs: get, update and delete look a document up by _id,
+ * and pages are range scans over the same index ({_id: {$gt: after}} sorted by _id). A
+ * delivery's _id starts with its event's id and ':', so an event's deliveries are one _id range
+ * ("E:" < _id < "E;", ';' being the character after ':'), in delivery id order. Nothing is
+ * created at open. UUIDs are strings (not BinData) so that ids sort byte-wise exactly as in the
+ * SQLite backend and read plainly in the mongo shell. Times are int64 milliseconds, the
+ * interface's own unit, so they round-trip without conversion. An attempt is the document form
+ * of store_attempt_json's object, so both backends show exactly the same attempts.
  *
  * Connections: open parses the URI and creates the pool but does no network I/O; the pool
  * connects on the first call. The service therefore starts while MongoDB is down, and each call
@@ -21,10 +28,13 @@
  * to be acknowledged) and waitQueueTimeoutMS=5000 (waiting for a free client of the pool).
  *
  * Durability: every write uses write concern {w: "majority", j: true}, whatever the URI says,
- * so nothing is acknowledged before a majority of the replica set has it in its journal. */
+ * so nothing is acknowledged before a majority of the replica set has it in its journal. A batch
+ * is applied in order but is not atomic (that would take a replica-set transaction): when it
+ * fails midway, the ops before the failure may be applied although none is acknowledged. */
 #include "store_backend.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <mongoc/mongoc.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -35,8 +45,18 @@
 #include "log.h"
 
 #define DEFAULT_DB         "webhooks"
-#define COLLECTION         "webhooks"
 #define DUPLICATE_KEY_CODE 11000
+#define ATTEMPT_JSON_LEN   512
+/* "<event id>:<delivery id>" */
+#define DELIVERY_KEY_LEN (2 * ID_LEN + 1)
+
+enum coll { COLL_WEBHOOKS, COLL_EVENTS, COLL_DELIVERIES, COLL__COUNT };
+
+static const char *const coll_names[COLL__COUNT] = {
+    [COLL_WEBHOOKS] = "webhooks",
+    [COLL_EVENTS] = "events",
+    [COLL_DELIVERIES] = "deliveries",
+};
 
 struct store_mongo {
 	struct store base;
@@ -45,10 +65,10 @@ struct store_mongo {
 	char *db;
 };
 
-/* A client of the pool and the collection on it, held for the length of one call. */
+/* A client of the pool and its collections, held for the length of one call. */
 struct lease {
 	mongoc_client_t *client;
-	mongoc_collection_t *coll;
+	mongoc_collection_t *coll[COLL__COUNT];
 };
 
 /* Server error codes that mean "the server is unreachable, stepping down or shutting down now":
@@ -104,17 +124,22 @@ static int lease_take(struct store_mongo *s, struct lease *l, char *err, size_t 
 		snprintf(err, errlen, "mongodb: every connection of the pool is busy");
 		return -EAGAIN;
 	}
-	l->coll = mongoc_client_get_collection(l->client, s->db, COLLECTION);
-	mongoc_collection_set_write_concern(l->coll, s->wc);
+	/* Collection handles are plain structs: making them does no I/O. */
+	for (int i = 0; i < COLL__COUNT; i++) {
+		l->coll[i] = mongoc_client_get_collection(l->client, s->db, coll_names[i]);
+		mongoc_collection_set_write_concern(l->coll[i], s->wc);
+	}
 	return 0;
 }
 
 static void lease_give(struct store_mongo *s, struct lease *l)
 {
-	mongoc_collection_destroy(l->coll);
+	for (int i = 0; i < COLL__COUNT; i++) {
+		mongoc_collection_destroy(l->coll[i]);
+		l->coll[i] = NULL;
+	}
 	if (l->client != NULL)
 		mongoc_client_pool_push(s->pool, l->client);
-	l->coll = NULL;
 	l->client = NULL;
 }
 
@@ -133,58 +158,188 @@ static bool copy_utf8(const bson_iter_t *it, char *out, size_t max)
 	return true;
 }
 
-/* Read a webhook document into out. Returns 0, or -EIO with err filled when a field is
- * missing or has the wrong type (a document not written by this backend). */
-static int doc_to_hook(const bson_t *doc, struct store_webhook *out, char *err, size_t errlen)
+static bool copy_int(const bson_iter_t *it, int64_t *out)
 {
-	bson_iter_t it;
-	unsigned seen = 0;
-	if (!bson_iter_init(&it, doc))
-		goto malformed;
-	while (bson_iter_next(&it)) {
-		const char *key = bson_iter_key(&it);
-		if (strcmp(key, "_id") == 0) {
-			if (!copy_utf8(&it, out->id, ID_LEN))
-				goto malformed;
-			seen |= 1;
-		} else if (strcmp(key, "targetUrl") == 0) {
-			if (!copy_utf8(&it, out->target_url, URL_MAX_LEN))
-				goto malformed;
-			seen |= 2;
-		} else if (strcmp(key, "createdAt") == 0 && BSON_ITER_HOLDS_INT(&it)) {
-			out->created_ms = bson_iter_as_int64(&it);
-			seen |= 4;
-		} else if (strcmp(key, "updatedAt") == 0 && BSON_ITER_HOLDS_INT(&it)) {
-			out->updated_ms = bson_iter_as_int64(&it);
-			seen |= 8;
-		}
-	}
-	if (seen == 15)
-		return 0;
-malformed:
-	snprintf(err, errlen, "mongodb: a document of %s is not a webhook", COLLECTION);
+	if (!BSON_ITER_HOLDS_INT(it))
+		return false;
+	*out = bson_iter_as_int64(it);
+	return true;
+}
+
+static int malformed(const char *coll, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "mongodb: a document of %s is malformed", coll);
 	return -EIO;
 }
 
-static void hook_to_doc(const struct store_webhook *h, bson_t *doc)
+/* Read a webhook document into out. Returns 0, or -EIO with err filled when a field is
+ * missing or has the wrong type (a document not written by this backend). */
+static int doc_to_hook(const bson_t *doc, void *rows, size_t i, char *err, size_t errlen)
 {
-	BSON_APPEND_UTF8(doc, "_id", h->id);
-	BSON_APPEND_UTF8(doc, "targetUrl", h->target_url);
-	BSON_APPEND_INT64(doc, "createdAt", h->created_ms);
-	BSON_APPEND_INT64(doc, "updatedAt", h->updated_ms);
+	struct store_webhook *out = (struct store_webhook *)rows + i;
+	bson_iter_t it;
+	unsigned seen = 0;
+	if (!bson_iter_init(&it, doc))
+		return malformed("webhooks", err, errlen);
+	while (bson_iter_next(&it)) {
+		const char *key = bson_iter_key(&it);
+		bool ok = true;
+		if (strcmp(key, "_id") == 0)
+			ok = copy_utf8(&it, out->id, ID_LEN) && (seen |= 1);
+		else if (strcmp(key, "targetUrl") == 0)
+			ok = copy_utf8(&it, out->target_url, URL_MAX_LEN) && (seen |= 2);
+		else if (strcmp(key, "createdAt") == 0)
+			ok = copy_int(&it, &out->created_ms) && (seen |= 4);
+		else if (strcmp(key, "updatedAt") == 0)
+			ok = copy_int(&it, &out->updated_ms) && (seen |= 8);
+		if (!ok)
+			return malformed("webhooks", err, errlen);
+	}
+	return seen == 15 ? 0 : malformed("webhooks", err, errlen);
+}
+
+static int doc_to_event(const bson_t *doc, void *rows, size_t i, char *err, size_t errlen)
+{
+	struct store_event *out = (struct store_event *)rows + i;
+	bson_iter_t it;
+	unsigned seen = 0;
+	if (!bson_iter_init(&it, doc))
+		return malformed("events", err, errlen);
+	while (bson_iter_next(&it)) {
+		const char *key = bson_iter_key(&it);
+		bool ok = true;
+		if (strcmp(key, "_id") == 0)
+			ok = copy_utf8(&it, out->id, ID_LEN) && (seen |= 1);
+		else if (strcmp(key, "ip") == 0)
+			ok = copy_utf8(&it, out->ip, STORE_IP_LEN - 1) && (seen |= 2);
+		else if (strcmp(key, "createdAt") == 0)
+			ok = copy_int(&it, &out->created_ms) && (seen |= 4);
+		else if (strcmp(key, "targets") == 0)
+			ok = copy_int(&it, &out->targets) && (seen |= 8);
+		else if (strcmp(key, "succeeded") == 0)
+			ok = copy_int(&it, &out->succeeded) && (seen |= 16);
+		else if (strcmp(key, "failed") == 0)
+			ok = copy_int(&it, &out->failed) && (seen |= 32);
+		if (!ok)
+			return malformed("events", err, errlen);
+	}
+	return seen == 63 ? 0 : malformed("events", err, errlen);
+}
+
+/* The JSON form of a BSON value of an attempt (a document written from JSON, so only JSON's
+ * types occur). Returns a new reference, or NULL for any other type. */
+static json_t *value_to_json(const bson_iter_t *it)
+{
+	switch (bson_iter_type(it)) {
+	case BSON_TYPE_UTF8: {
+		uint32_t len;
+		const char *text = bson_iter_utf8(it, &len);
+		return json_stringn(text, len);
+	}
+	case BSON_TYPE_INT32:
+	case BSON_TYPE_INT64:
+		return json_integer((json_int_t)bson_iter_as_int64(it));
+	case BSON_TYPE_DOUBLE:
+		return json_real(bson_iter_double(it));
+	case BSON_TYPE_BOOL:
+		return json_boolean(bson_iter_bool(it));
+	case BSON_TYPE_NULL:
+		return json_null();
+	case BSON_TYPE_DOCUMENT:
+	case BSON_TYPE_ARRAY: {
+		bool is_array = bson_iter_type(it) == BSON_TYPE_ARRAY;
+		json_t *out = is_array ? json_array() : json_object();
+		bson_iter_t child;
+		if (out == NULL || !bson_iter_recurse(it, &child))
+			goto bad;
+		while (bson_iter_next(&child)) {
+			json_t *v = value_to_json(&child);
+			if (v == NULL)
+				goto bad;
+			if ((is_array ? json_array_append_new(out, v)
+			              : json_object_set_new(out, bson_iter_key(&child), v)) != 0)
+				goto bad;
+		}
+		return out;
+	bad:
+		json_decref(out);
+		return NULL;
+	}
+	default:
+		return NULL;
+	}
+}
+
+static int doc_to_delivery(const bson_t *doc, void *rows, size_t i, char *err, size_t errlen)
+{
+	struct store_delivery *out = (struct store_delivery *)rows + i;
+	bson_iter_t it;
+	unsigned seen = 0;
+	int64_t status = 0;
+	json_t *attempts = NULL;
+
+	out->attempts_json = NULL;
+	if (!bson_iter_init(&it, doc))
+		goto bad;
+	while (bson_iter_next(&it)) {
+		const char *key = bson_iter_key(&it);
+		bool ok = true;
+		if (strcmp(key, "deliveryId") == 0)
+			ok = copy_utf8(&it, out->id, ID_LEN) && (seen |= 1);
+		else if (strcmp(key, "webhookId") == 0)
+			ok = copy_utf8(&it, out->webhook_id, ID_LEN) && (seen |= 2);
+		else if (strcmp(key, "targetUrl") == 0)
+			ok = copy_utf8(&it, out->target_url, URL_MAX_LEN) && (seen |= 4);
+		else if (strcmp(key, "status") == 0)
+			ok = copy_int(&it, &status) && status >= STORE_DELIVERY_PENDING &&
+			     status <= STORE_DELIVERY_FAILED && (seen |= 8);
+		else if (strcmp(key, "attempts") == 0)
+			ok = BSON_ITER_HOLDS_ARRAY(&it) &&
+			     (attempts = value_to_json(&it)) != NULL && (seen |= 16);
+		if (!ok)
+			goto bad;
+	}
+	if (seen != 31)
+		goto bad;
+	out->status = (enum store_delivery_status)status;
+	out->attempts_json = json_dumps(attempts, JSON_COMPACT);
+	json_decref(attempts);
+	if (out->attempts_json == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -EIO;
+	}
+	return 0;
+bad:
+	json_decref(attempts);
+	return malformed("deliveries", err, errlen);
+}
+
+static void hook_to_doc(const struct store_op *op, bson_t *doc)
+{
+	BSON_APPEND_UTF8(doc, "_id", op->hook.id);
+	BSON_APPEND_UTF8(doc, "targetUrl", op->hook.target_url);
+	BSON_APPEND_INT64(doc, "createdAt", op->hook.created_ms);
+	BSON_APPEND_INT64(doc, "updatedAt", op->hook.updated_ms);
+}
+
+static void event_to_doc(const struct store_op *op, bson_t *doc)
+{
+	BSON_APPEND_UTF8(doc, "_id", op->event.id);
+	BSON_APPEND_UTF8(doc, "ip", op->event.ip);
+	BSON_APPEND_INT64(doc, "createdAt", op->event.created_ms);
+	BSON_APPEND_INT64(doc, "targets", op->event.targets);
+	BSON_APPEND_INT64(doc, "succeeded", 0);
+	BSON_APPEND_INT64(doc, "failed", 0);
 }
 
 /* The first write error of an insert reply: its index in the command and its code. */
 static bool first_write_error(const bson_t *reply, int64_t *index, int32_t *code)
 {
-	bson_iter_t it, err_it;
+	bson_iter_t it, err_it, field;
+	bool has_index = false, has_code = false;
 	if (!bson_iter_init_find(&it, reply, "writeErrors") || !BSON_ITER_HOLDS_ARRAY(&it) ||
 	    !bson_iter_recurse(&it, &err_it) || !bson_iter_next(&err_it) ||
-	    !BSON_ITER_HOLDS_DOCUMENT(&err_it))
-		return false;
-	bson_iter_t field;
-	bool has_index = false, has_code = false;
-	if (!bson_iter_recurse(&err_it, &field))
+	    !BSON_ITER_HOLDS_DOCUMENT(&err_it) || !bson_iter_recurse(&err_it, &field))
 		return false;
 	while (bson_iter_next(&field)) {
 		if (strcmp(bson_iter_key(&field), "index") == 0 && BSON_ITER_HOLDS_INT(&field)) {
@@ -210,11 +365,12 @@ static bool has_write_concern_errors(const bson_t *reply)
 	return len > 5; /* an empty BSON array is 5 bytes */
 }
 
-/* Insert ops[0..n), a run of consecutive INSERTs, with one ordered insert command (libmongoc
- * splits it only past the server's batch limits), so that a group commit of many registrations
- * costs one majority write instead of n. An ordered insert stops at its first error; a duplicate
- * id there is that op's -EEXIST, and the rest are sent again in a new command. */
-static int insert_run(struct lease *l, struct store_op *ops, size_t n, char *err, size_t errlen)
+/* Insert ops[0..n), a run of consecutive inserts of one kind, with one ordered insert command
+ * (libmongoc splits it only past the server's batch limits), so that a group commit of many
+ * registrations costs one majority write instead of n. An ordered insert stops at its first
+ * error; a duplicate id there is that op's -EEXIST, and the rest are sent again. */
+static int insert_run(mongoc_collection_t *coll, struct store_op *ops, size_t n,
+                      void (*to_doc)(const struct store_op *, bson_t *), char *err, size_t errlen)
 {
 	bson_t *docs = calloc(n, sizeof(*docs));
 	const bson_t **ptrs = calloc(n, sizeof(*ptrs));
@@ -222,12 +378,12 @@ static int insert_run(struct lease *l, struct store_op *ops, size_t n, char *err
 	int rc = 0;
 	if (docs == NULL || ptrs == NULL) {
 		snprintf(err, errlen, "out of memory");
-		rc = -ENOMEM;
+		rc = -EIO;
 		goto cleanup;
 	}
 	for (size_t i = 0; i < n; i++) {
 		bson_init(&docs[i]);
-		hook_to_doc(&ops[i].hook, &docs[i]);
+		to_doc(&ops[i], &docs[i]);
 		ptrs[i] = &docs[i];
 	}
 	while (done < n) {
@@ -235,7 +391,7 @@ static int insert_run(struct lease *l, struct store_op *ops, size_t n, char *err
 		bson_error_t error;
 		int64_t index = -1;
 		int32_t code = 0;
-		if (mongoc_collection_insert_many(l->coll, ptrs + done, n - done, NULL, &reply,
+		if (mongoc_collection_insert_many(coll, ptrs + done, n - done, NULL, &reply,
 		                                  &error)) {
 			for (size_t i = done; i < n; i++)
 				ops[i].result = 0;
@@ -264,11 +420,38 @@ cleanup:
 	return rc;
 }
 
+/* Run update_one and report how many documents matched (and, with upsert, were created). */
+static int update_doc(mongoc_collection_t *coll, const bson_t *selector, const bson_t *update,
+                      bool upsert, int64_t *matched, char *err, size_t errlen)
+{
+	bson_t opts = BSON_INITIALIZER;
+	bson_t reply;
+	bson_error_t error;
+	bson_iter_t it;
+	int rc = 0;
+
+	if (upsert)
+		BSON_APPEND_BOOL(&opts, "upsert", true);
+	if (!mongoc_collection_update_one(coll, selector, update, &opts, &reply, &error)) {
+		rc = fail(&error, "update", err, errlen);
+		goto cleanup;
+	}
+	*matched = 0;
+	if (bson_iter_init_find(&it, &reply, "matchedCount") && BSON_ITER_HOLDS_INT(&it))
+		*matched += bson_iter_as_int64(&it);
+	if (bson_iter_init_find(&it, &reply, "upsertedCount") && BSON_ITER_HOLDS_INT(&it))
+		*matched += bson_iter_as_int64(&it);
+cleanup:
+	bson_destroy(&reply);
+	bson_destroy(&opts);
+	return rc;
+}
+
 /* Update with findAndModify rather than update + find: one atomic round trip that both says
  * whether the id exists and returns the unchanged createdAt, with no window in which a concurrent
  * delete could make a successful update look like -ENOENT. No upsert: an unknown id stays
  * unknown. */
-static int update_one(struct lease *l, struct store_op *op, char *err, size_t errlen)
+static int update_hook(struct lease *l, struct store_op *op, char *err, size_t errlen)
 {
 	mongoc_find_and_modify_opts_t *fam = mongoc_find_and_modify_opts_new();
 	bson_t query = BSON_INITIALIZER, update = BSON_INITIALIZER, set, fields = BSON_INITIALIZER;
@@ -287,7 +470,8 @@ static int update_one(struct lease *l, struct store_op *op, char *err, size_t er
 	mongoc_find_and_modify_opts_set_fields(fam, &fields);
 	mongoc_find_and_modify_opts_set_flags(fam, MONGOC_FIND_AND_MODIFY_RETURN_NEW);
 
-	if (!mongoc_collection_find_and_modify_with_opts(l->coll, &query, fam, &reply, &error)) {
+	if (!mongoc_collection_find_and_modify_with_opts(l->coll[COLL_WEBHOOKS], &query, fam,
+	                                                 &reply, &error)) {
 		rc = fail(&error, "update", err, errlen);
 		goto cleanup;
 	}
@@ -296,12 +480,10 @@ static int update_one(struct lease *l, struct store_op *op, char *err, size_t er
 		goto cleanup;
 	}
 	if (!BSON_ITER_HOLDS_DOCUMENT(&it) || !bson_iter_recurse(&it, &value) ||
-	    !bson_iter_find(&value, "createdAt") || !BSON_ITER_HOLDS_INT(&value)) {
-		snprintf(err, errlen, "mongodb: update: the reply has no createdAt");
-		rc = -EIO;
+	    !bson_iter_find(&value, "createdAt") || !copy_int(&value, &op->hook.created_ms)) {
+		rc = malformed("webhooks", err, errlen);
 		goto cleanup;
 	}
-	op->hook.created_ms = bson_iter_as_int64(&value);
 	op->result = 0;
 cleanup:
 	bson_destroy(&reply);
@@ -312,7 +494,7 @@ cleanup:
 	return rc;
 }
 
-static int delete_one(struct lease *l, struct store_op *op, char *err, size_t errlen)
+static int delete_hook(struct lease *l, struct store_op *op, char *err, size_t errlen)
 {
 	bson_t selector = BSON_INITIALIZER;
 	bson_t reply;
@@ -321,7 +503,8 @@ static int delete_one(struct lease *l, struct store_op *op, char *err, size_t er
 	int rc = 0;
 
 	BSON_APPEND_UTF8(&selector, "_id", op->hook.id);
-	if (!mongoc_collection_delete_one(l->coll, &selector, NULL, &reply, &error)) {
+	if (!mongoc_collection_delete_one(l->coll[COLL_WEBHOOKS], &selector, NULL, &reply,
+	                                  &error)) {
 		rc = fail(&error, "delete", err, errlen);
 		goto cleanup;
 	}
@@ -337,9 +520,91 @@ cleanup:
 	return rc;
 }
 
-/* Apply the ops in order, one round trip per update or delete and one per run of inserts. A
- * batch is not atomic here (that would need a replica-set transaction): when it fails midway
- * with a negative code, the ops before the failure may be applied, but none is acknowledged. */
+static int set_event_targets(struct lease *l, struct store_op *op, char *err, size_t errlen)
+{
+	bson_t selector = BSON_INITIALIZER, update = BSON_INITIALIZER, set;
+	int64_t matched = 0;
+	int rc;
+
+	BSON_APPEND_UTF8(&selector, "_id", op->event.id);
+	BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
+	BSON_APPEND_INT64(&set, "targets", op->event.targets);
+	bson_append_document_end(&update, &set);
+	rc = update_doc(l->coll[COLL_EVENTS], &selector, &update, false, &matched, err, errlen);
+	if (rc == 0)
+		op->result = matched > 0 ? 0 : -ENOENT;
+	bson_destroy(&update);
+	bson_destroy(&selector);
+	return rc;
+}
+
+static void delivery_key(const char *event_id, const char *delivery_id,
+                         char out[DELIVERY_KEY_LEN + 1])
+{
+	snprintf(out, DELIVERY_KEY_LEN + 1, "%s:%s", event_id, delivery_id);
+}
+
+/* Record one attempt: the first creates the delivery (upsert), every one appends itself and
+ * sets the status, and a final status counts in the event. An attempt without a URL (a retry
+ * dropped because its webhook was deleted) keeps the URL recorded before. */
+static int record_attempt(struct lease *l, struct store_op *op, char *err, size_t errlen)
+{
+	const struct store_attempt *a = &op->attempt;
+	char key[DELIVERY_KEY_LEN + 1];
+	char json[ATTEMPT_JSON_LEN];
+	bson_t selector = BSON_INITIALIZER, update = BSON_INITIALIZER, attempt = BSON_INITIALIZER;
+	bson_t set, on_insert, push, counter;
+	bson_error_t error;
+	int64_t matched = 0;
+	int rc;
+
+	store_attempt_json(a, json, sizeof(json));
+	if (!bson_init_from_json(&attempt, json, -1, &error)) {
+		snprintf(err, errlen, "mongodb: recording an attempt: %s", error.message);
+		rc = -EIO;
+		goto cleanup;
+	}
+	delivery_key(a->event_id, a->delivery_id, key);
+	BSON_APPEND_UTF8(&selector, "_id", key);
+	BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
+	BSON_APPEND_INT32(&set, "status", (int32_t)a->status);
+	if (a->target_url[0] != '\0')
+		BSON_APPEND_UTF8(&set, "targetUrl", a->target_url);
+	bson_append_document_end(&update, &set);
+	BSON_APPEND_DOCUMENT_BEGIN(&update, "$setOnInsert", &on_insert);
+	BSON_APPEND_UTF8(&on_insert, "eventId", a->event_id);
+	BSON_APPEND_UTF8(&on_insert, "deliveryId", a->delivery_id);
+	BSON_APPEND_UTF8(&on_insert, "webhookId", a->webhook_id);
+	if (a->target_url[0] == '\0')
+		BSON_APPEND_UTF8(&on_insert, "targetUrl", "");
+	bson_append_document_end(&update, &on_insert);
+	BSON_APPEND_DOCUMENT_BEGIN(&update, "$push", &push);
+	BSON_APPEND_DOCUMENT(&push, "attempts", &attempt);
+	bson_append_document_end(&update, &push);
+	rc = update_doc(l->coll[COLL_DELIVERIES], &selector, &update, true, &matched, err, errlen);
+	if (rc != 0 || a->status == STORE_DELIVERY_PENDING)
+		goto cleanup;
+
+	/* The event's counters: a second write, so not atomic with the first (see the top). */
+	bson_reinit(&selector);
+	bson_reinit(&update);
+	BSON_APPEND_UTF8(&selector, "_id", a->event_id);
+	BSON_APPEND_DOCUMENT_BEGIN(&update, "$inc", &counter);
+	BSON_APPEND_INT64(&counter, a->status == STORE_DELIVERY_SUCCEEDED ? "succeeded" : "failed",
+	                  1);
+	bson_append_document_end(&update, &counter);
+	rc = update_doc(l->coll[COLL_EVENTS], &selector, &update, false, &matched, err, errlen);
+cleanup:
+	if (rc == 0)
+		op->result = 0;
+	bson_destroy(&attempt);
+	bson_destroy(&update);
+	bson_destroy(&selector);
+	return rc;
+}
+
+/* Apply the ops in order: one round trip per run of inserts into one collection, and one per
+ * other op (two for an attempt with a final status). */
 static int mongo_apply(struct store *base, struct store_op *ops, size_t n, char *err, size_t errlen)
 {
 	struct store_mongo *s = (struct store_mongo *)base;
@@ -352,37 +617,52 @@ static int mongo_apply(struct store *base, struct store_op *ops, size_t n, char 
 	if (rc != 0)
 		return rc;
 	for (size_t i = 0; i < n && rc == 0;) {
-		switch (ops[i].kind) {
-		case STORE_OP_INSERT: {
+		enum store_op_kind kind = ops[i].kind;
+		if (kind == STORE_OP_INSERT || kind == STORE_OP_EVENT_INSERT) {
 			size_t end = i + 1;
-			while (end < n && ops[end].kind == STORE_OP_INSERT)
+			while (end < n && ops[end].kind == kind)
 				end++;
-			rc = insert_run(&l, ops + i, end - i, err, errlen);
+			rc = kind == STORE_OP_INSERT
+			         ? insert_run(l.coll[COLL_WEBHOOKS], ops + i, end - i, hook_to_doc,
+			                      err, errlen)
+			         : insert_run(l.coll[COLL_EVENTS], ops + i, end - i, event_to_doc,
+			                      err, errlen);
 			i = end;
-			break;
+			continue;
 		}
+		switch (kind) {
 		case STORE_OP_UPDATE:
-			rc = update_one(&l, &ops[i++], err, errlen);
+			rc = update_hook(&l, &ops[i], err, errlen);
 			break;
 		case STORE_OP_DELETE:
-			rc = delete_one(&l, &ops[i++], err, errlen);
+			rc = delete_hook(&l, &ops[i], err, errlen);
+			break;
+		case STORE_OP_EVENT_TARGETS:
+			rc = set_event_targets(&l, &ops[i], err, errlen);
+			break;
+		case STORE_OP_ATTEMPT:
+			rc = record_attempt(&l, &ops[i], err, errlen);
 			break;
 		default:
-			snprintf(err, errlen, "mongodb: unknown store op %d", (int)ops[i].kind);
+			snprintf(err, errlen, "mongodb: unknown store op %d", (int)kind);
 			rc = -EIO;
 			break;
 		}
+		i++;
 	}
 	lease_give(s, &l);
 	return rc;
 }
 
-/* Run a find and copy up to max documents into out[0..*n). */
-static int find_hooks(struct store_mongo *s, const bson_t *filter, const bson_t *opts,
-                      struct store_webhook *out, size_t max, size_t *n, char *err, size_t errlen)
+typedef int (*row_fn)(const bson_t *doc, void *rows, size_t i, char *err, size_t errlen);
+
+/* Run a find on one collection and convert up to max documents into rows[0..*n). */
+static int find_rows(struct store_mongo *s, enum coll which, const bson_t *filter,
+                     const bson_t *opts, row_fn convert, void *rows, size_t max, size_t *n,
+                     char *err, size_t errlen)
 {
 	struct lease l = {0};
-	mongoc_cursor_t *cursor = NULL;
+	mongoc_cursor_t *cursor;
 	const bson_t *doc;
 	bson_error_t error;
 	int rc;
@@ -391,9 +671,9 @@ static int find_hooks(struct store_mongo *s, const bson_t *filter, const bson_t 
 	rc = lease_take(s, &l, err, errlen);
 	if (rc != 0)
 		return rc;
-	cursor = mongoc_collection_find_with_opts(l.coll, filter, opts, NULL);
+	cursor = mongoc_collection_find_with_opts(l.coll[which], filter, opts, NULL);
 	while (*n < max && mongoc_cursor_next(cursor, &doc)) {
-		rc = doc_to_hook(doc, &out[*n], err, errlen);
+		rc = convert(doc, rows, *n, err, errlen);
 		if (rc != 0)
 			goto cleanup;
 		(*n)++;
@@ -401,15 +681,14 @@ static int find_hooks(struct store_mongo *s, const bson_t *filter, const bson_t 
 	if (mongoc_cursor_error(cursor, &error))
 		rc = fail(&error, "find", err, errlen);
 cleanup:
-	if (rc != 0)
-		*n = 0;
 	mongoc_cursor_destroy(cursor);
 	lease_give(s, &l);
 	return rc;
 }
 
-static int mongo_get(struct store *base, const char *id, struct store_webhook *out, char *err,
-                     size_t errlen)
+/* find {_id: id} with limit 1 into *out; -ENOENT when there is none. */
+static int find_by_id(struct store_mongo *s, enum coll which, const char *id, row_fn convert,
+                      void *out, const char *what, char *err, size_t errlen)
 {
 	bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER;
 	size_t n = 0;
@@ -418,9 +697,9 @@ static int mongo_get(struct store *base, const char *id, struct store_webhook *o
 	BSON_APPEND_UTF8(&filter, "_id", id);
 	BSON_APPEND_INT64(&opts, "limit", 1);
 	BSON_APPEND_BOOL(&opts, "singleBatch", true);
-	rc = find_hooks((struct store_mongo *)base, &filter, &opts, out, 1, &n, err, errlen);
+	rc = find_rows(s, which, &filter, &opts, convert, out, 1, &n, err, errlen);
 	if (rc == 0 && n == 0) {
-		snprintf(err, errlen, "no webhook with id %s", id);
+		snprintf(err, errlen, "no %s with id %s", what, id);
 		rc = -ENOENT;
 	}
 	bson_destroy(&opts);
@@ -428,10 +707,29 @@ static int mongo_get(struct store *base, const char *id, struct store_webhook *o
 	return rc;
 }
 
+/* The options of a page: ascending _id, at most limit documents, all in the first reply
+ * (instead of 101 documents and then getMores). */
+static void page_opts(bson_t *opts, size_t limit)
+{
+	bson_t sort;
+	BSON_APPEND_DOCUMENT_BEGIN(opts, "sort", &sort);
+	BSON_APPEND_INT32(&sort, "_id", 1);
+	bson_append_document_end(opts, &sort);
+	BSON_APPEND_INT64(opts, "limit", (int64_t)limit);
+	BSON_APPEND_INT32(opts, "batchSize", (int32_t)limit);
+}
+
+static int mongo_get(struct store *base, const char *id, struct store_webhook *out, char *err,
+                     size_t errlen)
+{
+	return find_by_id((struct store_mongo *)base, COLL_WEBHOOKS, id, doc_to_hook, out,
+	                  "webhook", err, errlen);
+}
+
 static int mongo_list(struct store *base, const char *after, size_t limit,
                       struct store_webhook *out, size_t *n, char *err, size_t errlen)
 {
-	bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, range, sort;
+	bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, range;
 	int rc;
 
 	*n = 0;
@@ -445,13 +743,11 @@ static int mongo_list(struct store *base, const char *after, size_t limit,
 		BSON_APPEND_UTF8(&range, "$gt", after);
 		bson_append_document_end(&filter, &range);
 	}
-	BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
-	BSON_APPEND_INT32(&sort, "_id", 1);
-	bson_append_document_end(&opts, &sort);
-	BSON_APPEND_INT64(&opts, "limit", (int64_t)limit);
-	/* The whole page in the first reply instead of 101 documents and then getMores. */
-	BSON_APPEND_INT32(&opts, "batchSize", (int32_t)limit);
-	rc = find_hooks((struct store_mongo *)base, &filter, &opts, out, limit, n, err, errlen);
+	page_opts(&opts, limit);
+	rc = find_rows((struct store_mongo *)base, COLL_WEBHOOKS, &filter, &opts, doc_to_hook, out,
+	               limit, n, err, errlen);
+	if (rc != 0)
+		*n = 0;
 	bson_destroy(&opts);
 	bson_destroy(&filter);
 	return rc;
@@ -469,7 +765,8 @@ static int mongo_count(struct store *base, int64_t *count, char *err, size_t err
 	rc = lease_take(s, &l, err, errlen);
 	if (rc != 0)
 		goto cleanup;
-	c = mongoc_collection_count_documents(l.coll, &filter, NULL, NULL, NULL, &error);
+	c = mongoc_collection_count_documents(l.coll[COLL_WEBHOOKS], &filter, NULL, NULL, NULL,
+	                                      &error);
 	if (c < 0) {
 		rc = fail(&error, "count", err, errlen);
 		goto cleanup;
@@ -477,6 +774,45 @@ static int mongo_count(struct store *base, int64_t *count, char *err, size_t err
 	*count = c;
 cleanup:
 	lease_give(s, &l);
+	bson_destroy(&filter);
+	return rc;
+}
+
+static int mongo_get_event(struct store *base, const char *id, struct store_event *out, char *err,
+                           size_t errlen)
+{
+	return find_by_id((struct store_mongo *)base, COLL_EVENTS, id, doc_to_event, out, "event",
+	                  err, errlen);
+}
+
+static int mongo_list_deliveries(struct store *base, const char *event_id, const char *after,
+                                 size_t limit, struct store_delivery *out, size_t *n, char *err,
+                                 size_t errlen)
+{
+	bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, range;
+	char low[DELIVERY_KEY_LEN + 1], high[ID_LEN + 2];
+	int rc;
+
+	*n = 0;
+	if (limit == 0)
+		return 0;
+	if (limit > INT32_MAX)
+		limit = INT32_MAX;
+	/* The event's deliveries are the _ids between "E:" (or "E:after") and "E;". */
+	delivery_key(event_id, after != NULL ? after : "", low);
+	snprintf(high, sizeof(high), "%s;", event_id);
+	BSON_APPEND_DOCUMENT_BEGIN(&filter, "_id", &range);
+	BSON_APPEND_UTF8(&range, "$gt", low);
+	BSON_APPEND_UTF8(&range, "$lt", high);
+	bson_append_document_end(&filter, &range);
+	page_opts(&opts, limit);
+	rc = find_rows((struct store_mongo *)base, COLL_DELIVERIES, &filter, &opts, doc_to_delivery,
+	               out, limit, n, err, errlen);
+	if (rc != 0) {
+		store_deliveries_free(out, *n);
+		*n = 0;
+	}
+	bson_destroy(&opts);
 	bson_destroy(&filter);
 	return rc;
 }
@@ -497,6 +833,8 @@ static const struct store_vtable mongo_vt = {
     .get = mongo_get,
     .list = mongo_list,
     .count = mongo_count,
+    .get_event = mongo_get_event,
+    .list_deliveries = mongo_list_deliveries,
 };
 
 /* libmongoc's own messages go to the service log instead of its default handler, which prints

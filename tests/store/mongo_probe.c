@@ -6,13 +6,23 @@
  *   get ID                  -> get rc=R [id=.. url=.. created=.. updated=..] ms=T
  *   list AFTER|- LIMIT      -> list rc=R n=N ids=a,b,.. ms=T
  *   count                   -> count rc=R count=C ms=T
+ *   event ID                -> event rc=R [id=.. ip=.. created=.. targets=.. succeeded=..
+ *                              failed=..] ms=T
+ *   deliveries EVENT AFTER|- LIMIT
+ *                           -> deliveries rc=R n=N ms=T, then N lines
+ *                              "delivery ID WEBHOOK STATUS URL ATTEMPTS-JSON"
  *   apply N                 -> apply rc=R results=r1,.. created=c1,.. ms=T
- *     followed by N lines:  insert ID CREATED UPDATED URL | update ID UPDATED URL | delete ID
+ *     followed by N lines, one op each:
+ *       insert ID CREATED UPDATED URL | update ID UPDATED URL | delete ID
+ *       event_insert ID IP CREATED TARGETS | event_targets ID TARGETS
+ *       attempt EVENT DELIVERY WEBHOOK NUMBER AT HTTP-STATUS STATUS DURATION URL|- [ERROR...]
  *   quit (or end of input)  -> exits 0 after store_destroy
  *
  * A failed call ends its line with " err=<message>". ms is the call's duration, so the test can
  * check that every call returns within its timeouts. */
 #include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,7 +66,40 @@ static int copy_field(char *dst, size_t cap, const char *src)
 	return 0;
 }
 
-/* Parse "insert ID CREATED UPDATED URL", "update ID UPDATED URL" or "delete ID". */
+static int parse_int(const char *text, int *out)
+{
+	int64_t v;
+	if (parse_i64(text, &v) != 0 || v < INT32_MIN || v > INT32_MAX)
+		return -EINVAL;
+	*out = (int)v;
+	return 0;
+}
+
+/* "attempt EVENT DELIVERY WEBHOOK NUMBER AT HTTP-STATUS STATUS DURATION URL|- [ERROR...]" */
+static int parse_attempt(char **save, struct store_attempt *a)
+{
+	const char *url;
+	const char *error;
+	int status;
+	if (copy_field(a->event_id, sizeof(a->event_id), strtok_r(NULL, " \n", save)) != 0 ||
+	    copy_field(a->delivery_id, sizeof(a->delivery_id), strtok_r(NULL, " \n", save)) != 0 ||
+	    copy_field(a->webhook_id, sizeof(a->webhook_id), strtok_r(NULL, " \n", save)) != 0 ||
+	    parse_int(strtok_r(NULL, " \n", save), &a->number) != 0 ||
+	    parse_i64(strtok_r(NULL, " \n", save), &a->at_ms) != 0 ||
+	    parse_int(strtok_r(NULL, " \n", save), &a->http_status) != 0 ||
+	    parse_int(strtok_r(NULL, " \n", save), &status) != 0 ||
+	    parse_i64(strtok_r(NULL, " \n", save), &a->duration_ms) != 0)
+		return -EINVAL;
+	a->status = (enum store_delivery_status)status;
+	url = strtok_r(NULL, " \n", save);
+	if (url == NULL ||
+	    copy_field(a->target_url, sizeof(a->target_url), strcmp(url, "-") == 0 ? "" : url))
+		return -EINVAL;
+	error = strtok_r(NULL, "\n", save);
+	return copy_field(a->error, sizeof(a->error), error != NULL ? error : "");
+}
+
+/* Parse one op line of an apply (see the top of the file). */
 static int parse_op(char *line, struct store_op *op)
 {
 	char *save = NULL;
@@ -64,6 +107,21 @@ static int parse_op(char *line, struct store_op *op)
 	memset(op, 0, sizeof(*op));
 	if (kind == NULL)
 		return -EINVAL;
+	if (strcmp(kind, "attempt") == 0) {
+		op->kind = STORE_OP_ATTEMPT;
+		return parse_attempt(&save, &op->attempt);
+	}
+	if (strcmp(kind, "event_insert") == 0 || strcmp(kind, "event_targets") == 0) {
+		bool insert = strcmp(kind, "event_insert") == 0;
+		op->kind = insert ? STORE_OP_EVENT_INSERT : STORE_OP_EVENT_TARGETS;
+		if (copy_field(op->event.id, sizeof(op->event.id), strtok_r(NULL, " \n", &save)))
+			return -EINVAL;
+		if (insert &&
+		    (copy_field(op->event.ip, sizeof(op->event.ip), strtok_r(NULL, " \n", &save)) ||
+		     parse_i64(strtok_r(NULL, " \n", &save), &op->event.created_ms)))
+			return -EINVAL;
+		return parse_i64(strtok_r(NULL, " \n", &save), &op->event.targets);
+	}
 	if (copy_field(op->hook.id, sizeof(op->hook.id), strtok_r(NULL, " \n", &save)) != 0)
 		return -EINVAL;
 	if (strcmp(kind, "insert") == 0) {
@@ -72,14 +130,14 @@ static int parse_op(char *line, struct store_op *op)
 		    parse_i64(strtok_r(NULL, " \n", &save), &op->hook.updated_ms) != 0)
 			return -EINVAL;
 		return copy_field(op->hook.target_url, sizeof(op->hook.target_url),
-				  strtok_r(NULL, " \n", &save));
+		                  strtok_r(NULL, " \n", &save));
 	}
 	if (strcmp(kind, "update") == 0) {
 		op->kind = STORE_OP_UPDATE;
 		if (parse_i64(strtok_r(NULL, " \n", &save), &op->hook.updated_ms) != 0)
 			return -EINVAL;
 		return copy_field(op->hook.target_url, sizeof(op->hook.target_url),
-				  strtok_r(NULL, " \n", &save));
+		                  strtok_r(NULL, " \n", &save));
 	}
 	if (strcmp(kind, "delete") == 0) {
 		op->kind = STORE_OP_DELETE;
@@ -109,7 +167,8 @@ static void run_apply(struct store *s, FILE *in, const char *count_text)
 			free(line);
 			return;
 		}
-		ops[i].hook.created_ms = ops[i].kind == STORE_OP_INSERT ? ops[i].hook.created_ms : -1;
+		if (ops[i].kind == STORE_OP_UPDATE || ops[i].kind == STORE_OP_DELETE)
+			ops[i].hook.created_ms = -1;
 		ops[i].result = 1; /* not a value any backend sets */
 	}
 	free(line);
@@ -119,8 +178,11 @@ static void run_apply(struct store *s, FILE *in, const char *count_text)
 	for (int64_t i = 0; i < n; i++)
 		printf("%s%d", i > 0 ? "," : "", ops[i].result);
 	printf(" created=");
-	for (int64_t i = 0; i < n; i++)
-		printf("%s%lld", i > 0 ? "," : "", (long long)ops[i].hook.created_ms);
+	for (int64_t i = 0; i < n; i++) {
+		bool hook = ops[i].kind == STORE_OP_INSERT || ops[i].kind == STORE_OP_UPDATE ||
+		            ops[i].kind == STORE_OP_DELETE;
+		printf("%s%lld", i > 0 ? "," : "", hook ? (long long)ops[i].hook.created_ms : -1LL);
+	}
 	finish(rc, start, err);
 }
 
@@ -144,19 +206,60 @@ static void run_list(struct store *s, const char *after, const char *limit_text)
 	int64_t limit = 0;
 	size_t n = 0;
 
-	if (after == NULL || parse_i64(limit_text, &limit) != 0 || limit < 0 ||
-	    limit > MAX_BATCH) {
+	if (after == NULL || parse_i64(limit_text, &limit) != 0 || limit < 0 || limit > MAX_BATCH) {
 		printf("list rc=%d err=usage: list AFTER|- LIMIT\n", -EINVAL);
 		fflush(stdout);
 		return;
 	}
 	int64_t start = time_mono_ms();
 	int rc = store_list(s, strcmp(after, "-") == 0 ? NULL : after, (size_t)limit, rows, &n, err,
-			    sizeof(err));
+	                    sizeof(err));
 	printf("list rc=%d n=%zu ids=", rc, n);
 	for (size_t i = 0; i < n; i++)
 		printf("%s%s", i > 0 ? "," : "", rows[i].id);
 	finish(rc, start, err);
+}
+
+static void run_event(struct store *s, const char *id)
+{
+	static struct store_event ev;
+	char err[STORE_ERR_LEN] = "";
+	int64_t start = time_mono_ms();
+	int rc = store_get_event(s, id != NULL ? id : "", &ev, err, sizeof(err));
+	printf("event rc=%d", rc);
+	if (rc == 0)
+		printf(" id=%s ip=%s created=%lld targets=%lld succeeded=%lld failed=%lld", ev.id,
+		       ev.ip, (long long)ev.created_ms, (long long)ev.targets,
+		       (long long)ev.succeeded, (long long)ev.failed);
+	finish(rc, start, err);
+}
+
+static void run_deliveries(struct store *s, const char *event_id, const char *after,
+                           const char *limit_text)
+{
+	static struct store_delivery rows[MAX_BATCH];
+	char err[STORE_ERR_LEN] = "";
+	int64_t limit = 0;
+	size_t n = 0;
+
+	if (event_id == NULL || after == NULL || parse_i64(limit_text, &limit) != 0 || limit < 0 ||
+	    limit > MAX_BATCH) {
+		printf("deliveries rc=%d err=usage: deliveries EVENT AFTER|- LIMIT\n", -EINVAL);
+		fflush(stdout);
+		return;
+	}
+	int64_t start = time_mono_ms();
+	int rc = store_list_deliveries(s, event_id, strcmp(after, "-") == 0 ? NULL : after,
+	                               (size_t)limit, rows, &n, err, sizeof(err));
+	printf("deliveries rc=%d n=%zu", rc, n);
+	finish(rc, start, err);
+	for (size_t i = 0; i < n; i++)
+		printf("delivery %s %s %d %s %s\n", rows[i].id, rows[i].webhook_id,
+		       (int)rows[i].status,
+		       rows[i].target_url[0] != '\0' ? rows[i].target_url : "-",
+		       rows[i].attempts_json);
+	fflush(stdout);
+	store_deliveries_free(rows, n);
 }
 
 static void run_count(struct store *s)
@@ -195,6 +298,7 @@ int main(int argc, char **argv)
 		const char *cmd = strtok_r(line, " \n", &save);
 		const char *a1 = strtok_r(NULL, " \n", &save);
 		const char *a2 = strtok_r(NULL, " \n", &save);
+		const char *a3 = strtok_r(NULL, " \n", &save);
 		if (cmd == NULL)
 			continue;
 		if (strcmp(cmd, "quit") == 0)
@@ -205,6 +309,10 @@ int main(int argc, char **argv)
 			run_list(s, a1, a2);
 		else if (strcmp(cmd, "count") == 0)
 			run_count(s);
+		else if (strcmp(cmd, "event") == 0)
+			run_event(s, a1);
+		else if (strcmp(cmd, "deliveries") == 0)
+			run_deliveries(s, a1, a2, a3);
 		else if (strcmp(cmd, "apply") == 0)
 			run_apply(s, stdin, a1);
 		else {

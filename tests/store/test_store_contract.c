@@ -3,8 +3,8 @@
  * Usage: test_store_contract [ENV]. The store URL is read from the environment variable ENV
  * (STORE_URL by default); when it is unset the suite exits 77, which ctest reports as skipped
  * where the registration allows it. Every test uses fresh random ids and deletes what it wrote,
- * and no assertion depends on rows it did not write, so the suite also runs against a shared
- * MongoDB database. */
+ * and no assertion on webhooks depends on rows it did not write, so the suite also runs against a
+ * shared MongoDB database (events and deliveries, which the interface cannot delete, stay). */
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -16,13 +16,15 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "ids.h"
 #include "store.h"
+#include "timeutil.h"
 
-#define PAGE	    100
-#define MANY	    263 /* rows for the pagination test: more than two full pages */
-#define THREADS	    8
+#define PAGE        100
+#define MANY        263 /* rows for the pagination test: more than two full pages */
+#define THREADS     8
 #define PER_THREAD  25
 #define BATCH_LIMIT 100
 
@@ -149,7 +151,7 @@ static void test_insert_get_round_trip(void **state)
 {
 	struct ctx *c = *state;
 	struct store_webhook h =
-		hook("https://example.com/hooks/a?x=1&y=%C3%A9", 1700000000123, 1700000000456);
+	    hook("https://example.com/hooks/a?x=1&y=%C3%A9", 1700000000123, 1700000000456);
 	insert_ok(c, &h);
 	assert_get_equal(c, &h);
 	delete_quietly(c, h.id);
@@ -241,17 +243,17 @@ static void test_batch_mixed_results(void **state)
 	insert_ok(c, &y);
 
 	struct store_op ops[] = {
-		op_insert(&a),					    /* 0: new */
-		op_insert(&x),					    /* -EEXIST: stored before */
-		op_insert(&a_again),				    /* -EEXIST: op 0 */
-		op_insert(&b),					    /* 0: after two failures */
-		op_update(unknown, "https://example.com/u", 500),   /* -ENOENT */
-		op_update(y.id, "https://example.com/y2", 600),	    /* 0, created 200 */
-		op_delete(x.id),				    /* 0 */
-		op_delete(unknown),				    /* -ENOENT */
-		op_update(x.id, "https://example.com/x2", 700),	    /* -ENOENT: op 6 */
-		op_insert(&x),					    /* 0: op 6 freed the id */
-		op_delete(b.id),				    /* 0: op 3 */
+	    op_insert(&a),                                    /* 0: new */
+	    op_insert(&x),                                    /* -EEXIST: stored before */
+	    op_insert(&a_again),                              /* -EEXIST: op 0 */
+	    op_insert(&b),                                    /* 0: after two failures */
+	    op_update(unknown, "https://example.com/u", 500), /* -ENOENT */
+	    op_update(y.id, "https://example.com/y2", 600),   /* 0, created 200 */
+	    op_delete(x.id),                                  /* 0 */
+	    op_delete(unknown),                               /* -ENOENT */
+	    op_update(x.id, "https://example.com/x2", 700),   /* -ENOENT: op 6 */
+	    op_insert(&x),                                    /* 0: op 6 freed the id */
+	    op_delete(b.id),                                  /* 0: op 3 */
 	};
 	const int want[] = {0, -EEXIST, -EEXIST, 0, -ENOENT, 0, 0, -ENOENT, -ENOENT, 0, 0};
 	size_t n = sizeof(ops) / sizeof(ops[0]);
@@ -285,6 +287,11 @@ static void test_empty_batch(void **state)
 static int cmp_id(const void *a, const void *b)
 {
 	return strcmp(((const struct store_webhook *)a)->id, ((const struct store_webhook *)b)->id);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(a, b);
 }
 
 /* Pages of PAGE over more than MANY rows visit every row exactly once, in ascending id order. */
@@ -332,7 +339,7 @@ static void test_list_pagination(void **state)
 				assert_true(strcmp(page[i].id, after) > 0);
 			memcpy(after, page[i].id, sizeof(after));
 			const struct store_webhook *m =
-				bsearch(&page[i], mine, MANY, sizeof(*mine), cmp_id);
+			    bsearch(&page[i], mine, MANY, sizeof(*mine), cmp_id);
 			if (m != NULL) {
 				seen[m - mine]++;
 				assert_string_equal(page[i].target_url, m->target_url);
@@ -378,8 +385,8 @@ static void test_list_after_last_possible_id(void **state)
 	struct store_webhook page[2];
 	size_t n = (size_t)-1;
 	assert_int_equal(store_list(c->store, "ffffffff-ffff-ffff-ffff-ffffffffffff", 2, page, &n,
-				    c->err, sizeof(c->err)),
-			 0);
+	                            c->err, sizeof(c->err)),
+	                 0);
 	assert_int_equal(n, 0);
 }
 
@@ -443,7 +450,7 @@ static void *work(void *arg)
 		if (store_apply(w->store, &op, 1, err, sizeof(err)) != 0 || op.result != 0)
 			w->failures++;
 		else if (store_get(w->store, h.id, &got, err, sizeof(err)) != 0 ||
-			 strcmp(got.target_url, h.target_url) != 0)
+		         strcmp(got.target_url, h.target_url) != 0)
 			w->failures++;
 		else if (store_count(w->store, &n, err, sizeof(err)) != 0 || n < 1)
 			w->failures++;
@@ -475,6 +482,234 @@ static void test_concurrent_calls(void **state)
 	free(workers);
 }
 
+/* Events and deliveries. */
+
+static void apply_all_ok(struct ctx *c, struct store_op *ops, size_t n, const int *want)
+{
+	int rc = store_apply(c->store, ops, n, c->err, sizeof(c->err));
+	if (rc != 0)
+		print_error("store_apply: %d %s\n", rc, c->err);
+	assert_int_equal(rc, 0);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(ops[i].result, want != NULL ? want[i] : 0);
+}
+
+static struct store_op op_event(const char *ip, int64_t created, int64_t targets)
+{
+	struct store_op op = {.kind = STORE_OP_EVENT_INSERT, .result = 1};
+	id_generate(op.event.id);
+	snprintf(op.event.ip, sizeof(op.event.ip), "%s", ip);
+	op.event.created_ms = created;
+	op.event.targets = targets;
+	return op;
+}
+
+static struct store_op op_attempt(const char *event_id, const char *delivery_id,
+                                  const char *webhook_id, const char *url, int number, int http,
+                                  const char *error, enum store_delivery_status status)
+{
+	struct store_op op = {.kind = STORE_OP_ATTEMPT, .result = 1};
+	struct store_attempt *a = &op.attempt;
+	snprintf(a->event_id, sizeof(a->event_id), "%s", event_id);
+	snprintf(a->delivery_id, sizeof(a->delivery_id), "%s", delivery_id);
+	snprintf(a->webhook_id, sizeof(a->webhook_id), "%s", webhook_id);
+	snprintf(a->target_url, sizeof(a->target_url), "%s", url);
+	a->number = number;
+	a->at_ms = 1700000000000 + number;
+	a->http_status = http;
+	snprintf(a->error, sizeof(a->error), "%s", error);
+	a->duration_ms = 10 * number;
+	a->status = status;
+	return op;
+}
+
+static void assert_event(struct ctx *c, const struct store_event *want)
+{
+	struct store_event got;
+	memset(&got, 0x5a, sizeof(got));
+	int rc = store_get_event(c->store, want->id, &got, c->err, sizeof(c->err));
+	if (rc != 0)
+		print_error("store_get_event(%s): %d %s\n", want->id, rc, c->err);
+	assert_int_equal(rc, 0);
+	assert_string_equal(got.id, want->id);
+	assert_string_equal(got.ip, want->ip);
+	assert_int_equal(got.created_ms, want->created_ms);
+	assert_int_equal(got.targets, want->targets);
+	assert_int_equal(got.succeeded, want->succeeded);
+	assert_int_equal(got.failed, want->failed);
+}
+
+static void test_event_insert_get_targets(void **state)
+{
+	struct ctx *c = *state;
+	struct store_op ops[] = {
+	    op_event("203.0.113.7", 1700000000999, 3),
+	    op_event("2001:db8::42", 1700000001000, 0),
+	};
+	apply_all_ok(c, ops, 2, NULL);
+	struct store_event e0 = ops[0].event, e1 = ops[1].event;
+	e0.succeeded = e0.failed = e1.succeeded = e1.failed = 0;
+	assert_event(c, &e0);
+	assert_event(c, &e1);
+
+	struct store_op dup = op_event("198.51.100.1", 5, 5);
+	memcpy(dup.event.id, e0.id, sizeof(e0.id));
+	char unknown[ID_LEN + 1];
+	id_generate(unknown);
+	struct store_op more[] = {dup,
+	                          {.kind = STORE_OP_EVENT_TARGETS, .result = 1},
+	                          {.kind = STORE_OP_EVENT_TARGETS, .result = 1}};
+	memcpy(more[1].event.id, e0.id, sizeof(e0.id));
+	more[1].event.targets = 2;
+	memcpy(more[2].event.id, unknown, sizeof(unknown));
+	more[2].event.targets = 1;
+	const int want[] = {-EEXIST, 0, -ENOENT};
+	apply_all_ok(c, more, 3, want);
+	e0.targets = 2;
+	assert_event(c, &e0); /* the duplicate changed nothing but the targets op did */
+
+	struct store_event got;
+	c->err[0] = '\0';
+	assert_int_equal(store_get_event(c->store, unknown, &got, c->err, sizeof(c->err)), -ENOENT);
+	assert_true(c->err[0] != '\0');
+}
+
+/* The attempts of a delivery as the API shows them: what store_attempt_json writes. */
+static json_t *attempt_object(int number, int http, const char *error)
+{
+	char at[TIME_RFC3339_LEN + 1];
+	time_rfc3339(1700000000000 + number, at);
+	return json_pack("{s:i, s:s, s:o, s:o, s:I}", "attempt", number, "at", at, "httpStatus",
+	                 http > 0 ? json_integer(http) : json_null(), "error",
+	                 error[0] != '\0' ? json_string(error) : json_null(), "durationMs",
+	                 (json_int_t)(10 * number));
+}
+
+static void assert_attempts(const char *text, json_t *want)
+{
+	json_error_t jerr;
+	json_t *got = json_loads(text, 0, &jerr);
+	if (got == NULL || !json_equal(got, want)) {
+		char *w = json_dumps(want, JSON_COMPACT);
+		print_error("attempts %s, want %s\n", text, w != NULL ? w : "?");
+		free(w);
+	}
+	assert_non_null(got);
+	assert_true(json_equal(got, want));
+	json_decref(got);
+	json_decref(want);
+}
+
+/* Attempts create the delivery, append in order, set its status, and count final outcomes in
+ * the event; an attempt without a URL keeps the recorded one. */
+static void test_attempts_and_deliveries(void **state)
+{
+	struct ctx *c = *state;
+	struct store_op ev = op_event("192.0.2.1", 1, 2);
+	apply_all_ok(c, &ev, 1, NULL);
+	char d1[ID_LEN + 1], d2[ID_LEN + 1], w1[ID_LEN + 1], w2[ID_LEN + 1];
+	id_generate(d1);
+	id_generate(d2);
+	id_generate(w1);
+	id_generate(w2);
+	const char *id = ev.event.id;
+	struct store_op ops[] = {
+	    op_attempt(id, d1, w1, "https://example.com/1", 1, 500, "", STORE_DELIVERY_PENDING),
+	    op_attempt(id, d2, w2, "https://example.com/2", 1, 0, "connection refused",
+	               STORE_DELIVERY_PENDING),
+	    op_attempt(id, d1, w1, "https://example.com/1", 2, 204, "", STORE_DELIVERY_SUCCEEDED),
+	    op_attempt(id, d2, w2, "", 2, 0, "not sent: the webhook was deleted",
+	               STORE_DELIVERY_FAILED),
+	};
+	apply_all_ok(c, ops, 4, NULL);
+	struct store_event want_ev = ev.event;
+	want_ev.succeeded = 1;
+	want_ev.failed = 1;
+	assert_event(c, &want_ev);
+
+	struct store_delivery rows[3];
+	size_t n = (size_t)-1;
+	int rc = store_list_deliveries(c->store, id, NULL, 3, rows, &n, c->err, sizeof(c->err));
+	if (rc != 0)
+		print_error("store_list_deliveries: %d %s\n", rc, c->err);
+	assert_int_equal(rc, 0);
+	assert_int_equal(n, 2);
+	bool d1_first = strcmp(d1, d2) < 0;
+	struct store_delivery *r1 = &rows[d1_first ? 0 : 1], *r2 = &rows[d1_first ? 1 : 0];
+	assert_string_equal(r1->id, d1);
+	assert_string_equal(r1->webhook_id, w1);
+	assert_string_equal(r1->target_url, "https://example.com/1");
+	assert_int_equal(r1->status, STORE_DELIVERY_SUCCEEDED);
+	assert_attempts(r1->attempts_json, json_pack("[o, o]", attempt_object(1, 500, ""),
+	                                             attempt_object(2, 204, "")));
+	assert_string_equal(r2->id, d2);
+	assert_string_equal(r2->webhook_id, w2);
+	assert_string_equal(r2->target_url, "https://example.com/2");
+	assert_int_equal(r2->status, STORE_DELIVERY_FAILED);
+	assert_attempts(r2->attempts_json,
+	                json_pack("[o, o]", attempt_object(1, 0, "connection refused"),
+	                          attempt_object(2, 0, "not sent: the webhook was deleted")));
+	store_deliveries_free(rows, n);
+}
+
+/* An event's deliveries page in ascending id order, and only that event's. */
+static void test_deliveries_pagination(void **state)
+{
+	struct ctx *c = *state;
+	enum { N = 7 };
+	struct store_op evs[] = {op_event("192.0.2.2", 1, N), op_event("192.0.2.3", 1, 2)};
+	apply_all_ok(c, evs, 2, NULL);
+	char ids[N][ID_LEN + 1], hook_id[ID_LEN + 1];
+	struct store_op ops[N + 2];
+	id_generate(hook_id);
+	for (int i = 0; i < N; i++) {
+		id_generate(ids[i]);
+		ops[i] = op_attempt(evs[0].event.id, ids[i], hook_id, "https://example.com/p", 1,
+		                    200, "", STORE_DELIVERY_SUCCEEDED);
+	}
+	for (int i = N; i < N + 2; i++) {
+		char other[ID_LEN + 1];
+		id_generate(other);
+		ops[i] = op_attempt(evs[1].event.id, other, hook_id, "https://example.com/q", 1,
+		                    200, "", STORE_DELIVERY_SUCCEEDED);
+	}
+	apply_all_ok(c, ops, N + 2, NULL);
+	qsort(ids, N, sizeof(ids[0]), cmp_str);
+
+	struct store_delivery rows[3];
+	char after[ID_LEN + 1] = "";
+	int seen = 0;
+	for (;;) {
+		size_t n = (size_t)-1;
+		assert_int_equal(store_list_deliveries(c->store, evs[0].event.id, after, 3, rows,
+		                                       &n, c->err, sizeof(c->err)),
+		                 0);
+		assert_true(n <= 3);
+		for (size_t i = 0; i < n; i++) {
+			assert_true(seen < N);
+			assert_string_equal(rows[i].id, ids[seen]);
+			seen++;
+		}
+		if (n > 0)
+			memcpy(after, rows[n - 1].id, sizeof(after));
+		store_deliveries_free(rows, n);
+		if (n < 3)
+			break;
+	}
+	assert_int_equal(seen, N);
+	size_t n = (size_t)-1;
+	assert_int_equal(store_list_deliveries(c->store, evs[0].event.id, ids[N - 1], 3, rows, &n,
+	                                       c->err, sizeof(c->err)),
+	                 0);
+	assert_int_equal(n, 0);
+	char unknown[ID_LEN + 1];
+	id_generate(unknown);
+	n = (size_t)-1;
+	assert_int_equal(
+	    store_list_deliveries(c->store, unknown, NULL, 3, rows, &n, c->err, sizeof(c->err)), 0);
+	assert_int_equal(n, 0);
+}
+
 int main(int argc, char **argv)
 {
 	const char *env = argc > 1 ? argv[1] : "STORE_URL";
@@ -485,20 +720,23 @@ int main(int argc, char **argv)
 	}
 	printf("store contract suite against %s=%s\n", env, store_url);
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_insert_get_round_trip, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_get_unknown, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_update_existing, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_update_unknown, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_delete_existing, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_delete_unknown, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_duplicate_insert, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_batch_mixed_results, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_empty_batch, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_list_pagination, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_list_after_last_possible_id, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_count, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_url_of_max_length, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_concurrent_calls, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_insert_get_round_trip, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_get_unknown, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_update_existing, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_update_unknown, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_delete_existing, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_delete_unknown, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_duplicate_insert, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_batch_mixed_results, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_empty_batch, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_list_pagination, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_list_after_last_possible_id, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_count, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_url_of_max_length, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_concurrent_calls, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_event_insert_get_targets, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_attempts_and_deliveries, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_deliveries_pagination, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -91,8 +91,8 @@ static int parse_request_line(struct hp_slice line, struct hp_request *req)
 	req->target = (struct hp_slice){p, (size_t)(sp - p)};
 
 	p = sp + 1;
-	if (end - p != 8 || memcmp(p, "HTTP/", 5) != 0 || p[6] != '.' || p[5] < '0' ||
-	    p[5] > '9' || p[7] < '0' || p[7] > '9')
+	if (end - p != 8 || memcmp(p, "HTTP/", 5) != 0 || p[6] != '.' || p[5] < '0' || p[5] > '9' ||
+	    p[7] < '0' || p[7] > '9')
 		return refuse(req, 400);
 	if (p[5] != '1' || p[7] > '1')
 		return refuse(req, 505);
@@ -102,7 +102,7 @@ static int parse_request_line(struct hp_slice line, struct hp_request *req)
 
 /* Parses "Content-Length"; several headers must agree, and a list is refused. */
 static int parse_content_length(struct hp_slice v, size_t max_body, int *seen, int *too_big,
-				struct hp_request *req)
+                                struct hp_request *req)
 {
 	size_t n = 0, i;
 	int big = 0;
@@ -149,7 +149,7 @@ static void parse_connection(struct hp_slice v, int *close, int *keep)
 }
 
 static int parse_headers(const char *buf, size_t pos, size_t hdr_end, size_t max_body,
-			 struct hp_request *req)
+                         struct hp_request *req)
 {
 	int cl_seen = 0, too_big = 0, te_seen = 0, conn_close = 0, conn_keep = 0;
 	int r;
@@ -263,7 +263,7 @@ static int skip_trailers(const char *buf, size_t len, size_t *pos)
 }
 
 static int decode_chunked(const char *buf, size_t len, size_t pos, size_t max_body, char *scratch,
-			  struct hp_request *req)
+                          struct hp_request *req)
 {
 	size_t out = 0;
 	int r;

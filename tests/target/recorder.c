@@ -62,13 +62,14 @@ static uint64_t hash_bytes(const char *p, size_t n)
 	return h;
 }
 
-static struct path_slot *map_find(struct path_slot *slots, size_t cap, const char *key,
-				  size_t len, uint64_t hash)
+static struct path_slot *map_find(struct path_slot *slots, size_t cap, const char *key, size_t len,
+                                  uint64_t hash)
 {
 	size_t i = (size_t)hash & (cap - 1);
 
 	while (slots[i].key) {
-		if (slots[i].hash == hash && slots[i].len == len && memcmp(slots[i].key, key, len) == 0)
+		if (slots[i].hash == hash && slots[i].len == len &&
+		    memcmp(slots[i].key, key, len) == 0)
 			break;
 		i = (i + 1) & (cap - 1);
 	}
@@ -209,7 +210,7 @@ void rec_destroy(struct rec *r)
 }
 
 int rec_add(struct rec *r, const struct hp_request *req, size_t port_index, uint16_t peer_port,
-	    int64_t arrival_us, int count_path, uint64_t *path_hits)
+            int64_t arrival_us, int count_path, uint64_t *path_hits)
 {
 	struct record *rc;
 
@@ -295,7 +296,8 @@ static void render_headers(const struct record *rc, const char *first, struct bu
 		int repeated = 0;
 
 		v = h + name_len + 1;
-		/* A repeated name becomes one key whose values are joined, as RFC 9110 5.3 allows. */
+		/* A repeated name becomes one key whose values are joined, as RFC 9110 5.3 allows.
+		 */
 		for (other = first, j = 0; j < i && !repeated; j++) {
 			repeated = strcmp(other, h) == 0;
 			other += strlen(other) + 1;
@@ -327,7 +329,7 @@ static void render_headers(const struct record *rc, const char *first, struct bu
 					out->err = -ENOMEM;
 				else
 					buf_append_json_string(out, joined.data ? joined.data : "",
-							       joined.len);
+					                       joined.len);
 				buf_free(&joined);
 			}
 		}

@@ -30,7 +30,7 @@ void rec_destroy(struct rec *r);
  * Returns 0 or -ENOMEM (then nothing was counted).
  */
 int rec_add(struct rec *r, const struct hp_request *req, size_t port_index, uint16_t peer_port,
-	    int64_t arrival_us, int count_path, uint64_t *path_hits)
+            int64_t arrival_us, int count_path, uint64_t *path_hits)
     __attribute__((warn_unused_result));
 
 /* A request starts being handled; the peak of requests in flight follows. */
