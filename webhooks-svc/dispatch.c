@@ -31,11 +31,13 @@
 #define USER_AGENT        "webhooks/" WEBHOOKS_VERSION
 #define MAX_RESPONSE_BODY (64 * 1024) /* read and thrown away; more aborts the transfer */
 #define MAX_WAIT_MS       1000
+#define ID_HEADER         "webhook-id: "
 
 /* One transfer slot. Its easy handle lives as long as the dispatcher and is reused. */
 struct slot {
 	CURL *easy;
 	struct curl_slist *headers;
+	char *id_header; /* the "webhook-id: ..." line inside headers */
 	struct delivery d;
 	char body[160];
 	int64_t started_us;
@@ -95,6 +97,23 @@ static int setup_easy(struct dispatch *d, struct slot *s)
 	return 0;
 }
 
+/* The slot's header list, built once: the delivery id line is updated per transfer. */
+static int make_headers(struct slot *s)
+{
+	char line[64];
+	snprintf(line, sizeof(line), "%s%0*d", ID_HEADER, ID_LEN, 0);
+	struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+	/* A 100-continue round trip would only add latency to a small body. */
+	if (h != NULL && curl_slist_append(h, "Expect:") != NULL &&
+	    curl_slist_append(h, line) != NULL) {
+		s->headers = h;
+		s->id_header = h->next->next->data;
+		return 0;
+	}
+	curl_slist_free_all(h);
+	return -ENOMEM;
+}
+
 static void start(struct dispatch *d, const struct delivery *dl)
 {
 	struct slot *s = d->free_slots;
@@ -106,18 +125,10 @@ static void start(struct dispatch *d, const struct delivery *dl)
 	if (s->easy == NULL && setup_easy(d, s) != 0)
 		goto fail;
 
-	char hdr[64];
-	snprintf(hdr, sizeof(hdr), "webhook-id: %s", s->d.id);
-	curl_slist_free_all(s->headers);
-	s->headers = NULL;
-	struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-	if (h != NULL)
-		s->headers = h;
-	/* A 100-continue round trip would only add latency to a small body. */
-	if (h != NULL && (h = curl_slist_append(s->headers, "Expect:")) != NULL)
-		h = curl_slist_append(s->headers, hdr);
-	if (h == NULL)
+	if (s->headers == NULL && make_headers(s) != 0)
 		goto fail;
+	/* The id line keeps its length, so each transfer rewrites it in place. */
+	memcpy(s->id_header + strlen(ID_HEADER), s->d.id, ID_LEN);
 
 	s->at_ms = time_now_ms();
 	snprintf(s->body, sizeof(s->body), "{\"ipAddress\":\"%s\",\"timestamp\":%" PRId64 "}",

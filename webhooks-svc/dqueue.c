@@ -280,7 +280,7 @@ static size_t take_fresh(struct dqueue *q, struct delivery *out, size_t max, boo
 			if (h->created_ms > e->ev.created_ms)
 				continue;
 			struct delivery *d = &out[n++];
-			id_generate(d->id);
+			id_generate_ordered(d->id);
 			memcpy(d->event_id, e->ev.id, sizeof(d->event_id));
 			memcpy(d->webhook_id, h->id, sizeof(d->webhook_id));
 			memcpy(d->ip, e->ev.ip, sizeof(d->ip));

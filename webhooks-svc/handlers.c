@@ -398,7 +398,7 @@ static void on_trigger(struct svc *svc, const char *reply, json_t *req)
 		return;
 	}
 	struct store_op op = {.kind = STORE_OP_EVENT_INSERT};
-	id_generate(op.event.id);
+	id_generate_ordered(op.event.id);
 	snprintf(op.event.ip, sizeof(op.event.ip), "%s", ip);
 	op.event.created_ms = time_now_ms();
 	op.event.targets = count;

@@ -58,12 +58,16 @@ static const char *const stmt_sql[ST__COUNT] = {
                      "WHERE id = ?1",
     /* The first attempt creates the delivery; later ones append to its attempts. A record
      * without a URL (a retry dropped because its webhook was deleted) keeps the old one. */
+    /* The first attempt creates the delivery; later ones append to its attempts. The
+     * attempt is JSON that store_attempt_json made, so it is spliced in as text rather than
+     * parsed again. A record without a URL (a retry dropped because its webhook was
+     * deleted) keeps the URL it had. */
     [ST_ATTEMPT] = "INSERT INTO deliveries (event_id, id, webhook_id, target_url, status, "
-                   "attempts) VALUES (?1, ?2, ?3, ?4, ?5, json_array(json(?6))) "
+                   "attempts) VALUES (?1, ?2, ?3, ?4, ?5, '[' || ?6 || ']') "
                    "ON CONFLICT (event_id, id) DO UPDATE SET status = excluded.status, "
                    "target_url = CASE excluded.target_url WHEN '' THEN target_url "
                    "ELSE excluded.target_url END, "
-                   "attempts = json_insert(attempts, '$[#]', json(?6))",
+                   "attempts = substr(attempts, 1, length(attempts) - 1) || ',' || ?6 || ']'",
     [ST_DELIVERIES_FIRST] = "SELECT id, webhook_id, target_url, status, attempts "
                             "FROM deliveries WHERE event_id = ?1 ORDER BY id LIMIT ?2",
     [ST_DELIVERIES_AFTER] = "SELECT id, webhook_id, target_url, status, attempts "
@@ -153,6 +157,7 @@ static struct conn *conn_open(const char *path, bool writer, char *err, size_t e
 	sqlite3_busy_timeout(c->db, 5000);
 	/* WAL lets readers run beside the writer; FULL makes every commit durable on disk. */
 	const char *pragmas = writer ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+	                               "PRAGMA cache_size=-16384;"
 	                               "PRAGMA foreign_keys=ON;"
 	                             : "PRAGMA foreign_keys=ON;";
 	char *msg = NULL;
@@ -230,20 +235,49 @@ static int apply_attempt(struct conn *c, const struct store_attempt *a, bool *fa
 	sqlite3_bind_text(st, 4, a->target_url, -1, SQLITE_STATIC);
 	sqlite3_bind_int(st, 5, (int)a->status);
 	sqlite3_bind_text(st, 6, json, -1, SQLITE_STATIC);
-	if (step_once(st) != SQLITE_DONE)
-		goto fail;
-	if (a->status == STORE_DELIVERY_PENDING)
-		return 0;
-	st = c->st[ST_EVENT_COUNT];
-	sqlite3_bind_text(st, 1, a->event_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 2, a->status == STORE_DELIVERY_SUCCEEDED);
-	sqlite3_bind_int(st, 3, a->status == STORE_DELIVERY_FAILED);
-	if (step_once(st) != SQLITE_DONE)
-		goto fail;
+	if (step_once(st) != SQLITE_DONE) {
+		*fatal = true;
+		return fail(c->db, "recording an attempt", err, errlen);
+	}
 	return 0;
-fail:
-	*fatal = true;
-	return fail(c->db, "recording an attempt", err, errlen);
+}
+
+/* Add a batch's final outcomes to their events' counters: one UPDATE per event per batch,
+ * not one per delivery. */
+static int count_outcomes(struct conn *c, const struct store_op *ops, size_t n, char *err,
+                          size_t errlen)
+{
+	bool *counted = calloc(n, sizeof(*counted));
+	if (counted == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -EIO;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct store_attempt *a = &ops[i].attempt;
+		if (counted[i] || ops[i].kind != STORE_OP_ATTEMPT ||
+		    a->status == STORE_DELIVERY_PENDING)
+			continue;
+		int succeeded = 0, failed = 0;
+		for (size_t j = i; j < n; j++) {
+			const struct store_attempt *b = &ops[j].attempt;
+			if (counted[j] || ops[j].kind != STORE_OP_ATTEMPT ||
+			    b->status == STORE_DELIVERY_PENDING || strcmp(a->event_id, b->event_id))
+				continue;
+			counted[j] = true;
+			succeeded += b->status == STORE_DELIVERY_SUCCEEDED;
+			failed += b->status == STORE_DELIVERY_FAILED;
+		}
+		sqlite3_stmt *st = c->st[ST_EVENT_COUNT];
+		sqlite3_bind_text(st, 1, a->event_id, -1, SQLITE_STATIC);
+		sqlite3_bind_int(st, 2, succeeded);
+		sqlite3_bind_int(st, 3, failed);
+		if (step_once(st) != SQLITE_DONE) {
+			free(counted);
+			return fail(c->db, "counting outcomes", err, errlen);
+		}
+	}
+	free(counted);
+	return 0;
 }
 
 /* Run one write op inside the open transaction; returns the op's result, or a negative
@@ -333,6 +367,11 @@ static int sq_apply(struct store *base, struct store_op *ops, size_t n, char *er
 			step_once(c->st[ST_ROLLBACK]);
 			goto out;
 		}
+	}
+	rc = count_outcomes(c, ops, n, err, errlen);
+	if (rc != 0) {
+		step_once(c->st[ST_ROLLBACK]);
+		goto out;
 	}
 	if (step_once(c->st[ST_COMMIT]) != SQLITE_DONE) {
 		rc = fail(c->db, "commit", err, errlen);
