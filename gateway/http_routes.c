@@ -332,6 +332,19 @@ static enum MHD_Result respond(struct request *req)
 	if (req->reply == NULL)
 		return send_error(conn, ERR_INTERNAL, NULL, "out of memory");
 
+	/* The service's replies are compact JSON and an error is the only reply that begins
+	 * with the "error" member: a success passes through as it came, unparsed, unless the
+	 * route adds to it. */
+	static const char error_prefix[] = "{\"error\":";
+	bool error = req->reply_len >= sizeof(error_prefix) - 1 &&
+	             memcmp(req->reply, error_prefix, sizeof(error_prefix) - 1) == 0;
+	if (!error && req->route != R_TRIGGER && req->route != R_HEALTH) {
+		int ok = routes[req->route].ok_status;
+		char *body = ok == 204 ? NULL : req->reply;
+		if (body != NULL)
+			req->reply = NULL; /* send_body takes it */
+		return send_body(conn, ok, body, NULL);
+	}
 	json_error_t jerr;
 	json_t *reply = json_loadb(req->reply, req->reply_len, 0, &jerr);
 	if (reply == NULL) {
