@@ -187,15 +187,25 @@ int cfg_parse(const struct cfg_option *opts, size_t n, int argc, char **argv, co
 		    apply(&opts[i], opts[i].def, "default", err, errlen) != 0)
 			return -EINVAL;
 	}
-	for (size_t i = 0; i < n; i++) {
-		const char *v = getenv(opts[i].env);
-		if (v != NULL && apply(&opts[i], v, "environment", err, errlen) != 0)
-			return -EINVAL;
-	}
 	bool *seen = calloc(n, sizeof(*seen));
 	if (seen == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
+	}
+	/* A variable that a flag overrides is not even parsed: a bad value in the environment
+	 * must not stop a process that was told the right one on its command line. */
+	for (int a = 1; a < argc; a++) {
+		size_t len = strcspn(argv[a], "=");
+		const struct cfg_option *o = find_flag(opts, n, argv[a], len);
+		if (o != NULL)
+			seen[o - opts] = true;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const char *v = getenv(opts[i].env);
+		if (v != NULL && !seen[i] && apply(&opts[i], v, "environment", err, errlen) != 0) {
+			free(seen);
+			return -EINVAL;
+		}
 	}
 	int rc = 0;
 	for (int a = 1; a < argc && rc == 0; a++) {

@@ -156,6 +156,11 @@ static void on_disconnected(natsConnection *nc, void *closure)
 	fail_all(b, BUS_DISCONNECTED);
 }
 
+static void on_connected(natsConnection *nc, void *closure)
+{
+	log_info("connected to NATS");
+}
+
 static void on_reconnected(natsConnection *nc, void *closure)
 {
 	log_info("reconnected to NATS");
@@ -198,7 +203,9 @@ struct bus *bus_create(const char *nats_url, int64_t timeout_ms, char *err, size
 	if (s == NATS_OK)
 		s = natsOptions_SetReconnectWait(opts, 500);
 	if (s == NATS_OK)
-		s = natsOptions_SetRetryOnFailedConnect(opts, true, NULL, NULL);
+		/* With a connected callback the first connect is retried in the background too
+		 * (without one nats.c blocks until it succeeds). */
+		s = natsOptions_SetRetryOnFailedConnect(opts, true, on_connected, NULL);
 	if (s == NATS_OK)
 		s = natsOptions_SetTimeout(opts, 2000);
 	if (s == NATS_OK)
@@ -307,23 +314,33 @@ int bus_request(struct bus *b, const char *subject, const char *data, size_t len
 	return s == NATS_CONNECTION_CLOSED || s == NATS_CONNECTION_DISCONNECTED ? -ENOTCONN : -EIO;
 }
 
-void bus_destroy(struct bus *b)
+void bus_shutdown(struct bus *b)
 {
 	if (b == NULL)
 		return;
 	pthread_mutex_lock(&b->lock);
+	bool first = !b->stopping;
 	b->stopping = true;
 	pthread_cond_broadcast(&b->wake);
 	pthread_mutex_unlock(&b->lock);
+	if (!first)
+		return;
 	if (b->timer_started)
 		pthread_join(b->timer, NULL);
-	if (b->sub != NULL) {
+	b->timer_started = false;
+	if (b->sub != NULL)
 		natsSubscription_Unsubscribe(b->sub);
-		natsSubscription_Destroy(b->sub);
-	}
 	if (b->nc != NULL)
 		natsConnection_Close(b->nc);
 	fail_all(b, BUS_SHUTTING_DOWN);
+}
+
+void bus_destroy(struct bus *b)
+{
+	if (b == NULL)
+		return;
+	bus_shutdown(b);
+	natsSubscription_Destroy(b->sub);
 	natsConnection_Destroy(b->nc);
 	pthread_cond_destroy(&b->wake);
 	pthread_mutex_destroy(&b->lock);

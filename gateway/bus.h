@@ -40,8 +40,12 @@ bool bus_connected(struct bus *b);
 /* Requests still waiting for their reply. */
 size_t bus_pending(struct bus *b);
 
-/* Fail every waiting request with BUS_SHUTTING_DOWN, close NATS, free everything.
- * Accepts NULL. */
+/* Refuse new requests (-ESHUTDOWN), close NATS and fail every waiting request with
+ * BUS_SHUTTING_DOWN. The bus stays valid for bus_request and bus_connected calls until
+ * bus_destroy, so HTTP threads still running may call it safely. Accepts NULL. */
+void bus_shutdown(struct bus *b);
+
+/* Shut down if not done yet and free everything. Accepts NULL. */
 void bus_destroy(struct bus *b);
 
 #endif

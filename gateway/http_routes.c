@@ -260,7 +260,8 @@ static json_t *build_request(struct request *req, enum MHD_Result *sent)
 			                   "the request body is empty; send a JSON object");
 			return NULL;
 		}
-		msg = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+		msg = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
+		                 &jerr);
 		if (msg == NULL) {
 			*sent = send_error(conn, ERR_INVALID_JSON, NULL,
 			                   "the request body is not valid JSON: %s (line %d)",
@@ -320,6 +321,9 @@ static enum MHD_Result respond(struct request *req)
 	case BUS_REPLY:
 		break;
 	case BUS_TIMEOUT:
+		if (req->route == R_HEALTH)
+			return send_error(conn, ERR_UNAVAILABLE, NULL,
+			                  "the webhooks service did not answer in time");
 		return send_error(conn, ERR_TIMEOUT, NULL,
 		                  "the webhooks service did not answer in time");
 	case BUS_NO_RESPONDERS:

@@ -177,14 +177,17 @@ int main(int argc, char **argv)
 	lsock = MHD_quiesce_daemon(gw.daemon);
 	wait_idle(&gw, DRAIN_MS);
 out:
-	/* Whatever still waits on NATS is answered 503 now, so MHD can stop cleanly. */
-	bus_destroy(gw.bus);
+	/* Whatever still waits on NATS is answered 503 now, and requests that arrive on
+	 * connections accepted before the quiesce are refused; MHD can then stop cleanly. The
+	 * bus itself is freed only after MHD's threads are gone. */
+	bus_shutdown(gw.bus);
 	if (gw.daemon != NULL) {
 		wait_idle(&gw, 500);
 		MHD_stop_daemon(gw.daemon);
 		if (lsock != MHD_INVALID_SOCKET)
 			close(lsock);
 	}
+	bus_destroy(gw.bus);
 	pthread_cond_destroy(&gw.idle);
 	pthread_mutex_destroy(&gw.active_lock);
 	nats_CloseAndWait(2000);

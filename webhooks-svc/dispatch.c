@@ -43,6 +43,7 @@ struct slot {
 	int64_t started_us;
 	int64_t at_ms;
 	size_t received;
+	size_t body_sent;
 	bool body_capped;
 	bool busy; /* added to the multi handle */
 	char errbuf[CURL_ERROR_SIZE];
@@ -74,6 +75,24 @@ static size_t discard_body(char *data, size_t size, size_t nmemb, void *userp)
 		return 0;
 	}
 	return n;
+}
+
+static size_t read_body(char *buf, size_t size, size_t nitems, void *userp)
+{
+	struct slot *s = userp;
+	size_t len = strlen(s->body), n = size * nitems;
+	if (n > len - s->body_sent)
+		n = len - s->body_sent;
+	memcpy(buf, s->body + s->body_sent, n);
+	s->body_sent += n;
+	return n;
+}
+
+/* libcurl rewinds the body only to re-send it on another connection after this one was
+ * closed without an answer: that must be a new, recorded attempt instead. */
+static int no_rewind(void *userp, curl_off_t offset, int origin)
+{
+	return CURL_SEEKFUNC_CANTSEEK;
 }
 
 static int setup_easy(struct dispatch *d, struct slot *s)
@@ -135,7 +154,12 @@ static void start(struct dispatch *d, const struct delivery *dl)
 	         s->d.ip, s->at_ms / 1000);
 	curl_easy_setopt(s->easy, CURLOPT_URL, s->d.target_url);
 	curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, s->headers);
-	curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, s->body);
+	s->body_sent = 0;
+	curl_easy_setopt(s->easy, CURLOPT_POST, 1L);
+	curl_easy_setopt(s->easy, CURLOPT_READFUNCTION, read_body);
+	curl_easy_setopt(s->easy, CURLOPT_READDATA, s);
+	curl_easy_setopt(s->easy, CURLOPT_SEEKFUNCTION, no_rewind);
+	curl_easy_setopt(s->easy, CURLOPT_SEEKDATA, s);
 	curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE, (long)strlen(s->body));
 	s->started_us = time_mono_us();
 	if (curl_multi_add_handle(d->multi, s->easy) != CURLM_OK)

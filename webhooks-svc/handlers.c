@@ -93,7 +93,7 @@ static json_t *parse_request(struct svc *svc, natsMsg *msg)
 	const char *reply = natsMsg_GetReply(msg);
 	json_error_t jerr;
 	json_t *req = json_loadb(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg),
-	                         JSON_REJECT_DUPLICATES, &jerr);
+	                         JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
 	if (req == NULL) {
 		char m[256];
 		snprintf(m, sizeof(m), "the request is not valid JSON: %s", jerr.text);
@@ -536,10 +536,18 @@ int handlers_start(struct svc *svc, char *err, size_t errlen)
 
 void handlers_drain(struct svc *svc, int64_t timeout_ms)
 {
-	for (int i = 0; i < svc->nsubs; i++)
-		natsSubscription_Drain(svc->subs[i]);
+	/* Draining needs the server; without it, just stop the callbacks. */
+	bool connected = natsConnection_Status(svc->nc) == NATS_CONN_STATUS_CONNECTED;
 	for (int i = 0; i < svc->nsubs; i++) {
-		natsStatus s = natsSubscription_WaitForDrainCompletion(svc->subs[i], timeout_ms);
+		if (!connected || natsSubscription_Drain(svc->subs[i]) != NATS_OK)
+			natsSubscription_Unsubscribe(svc->subs[i]);
+	}
+	/* One deadline for all of them, not one each. */
+	int64_t deadline = time_mono_ms() + timeout_ms;
+	for (int i = 0; i < svc->nsubs && connected; i++) {
+		int64_t left = deadline - time_mono_ms();
+		natsStatus s =
+		    natsSubscription_WaitForDrainCompletion(svc->subs[i], left > 1 ? left : 1);
 		if (s != NATS_OK)
 			log_warn("subscription drain: %s", natsStatus_GetText(s));
 	}

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "handlers.h"
@@ -57,6 +58,11 @@ static void on_disconnected(natsConnection *nc, void *closure)
 	log_warn("disconnected from NATS; reconnecting");
 }
 
+static void on_connected(natsConnection *nc, void *closure)
+{
+	log_info("connected to NATS");
+}
+
 static void on_reconnected(natsConnection *nc, void *closure)
 {
 	log_info("reconnected to NATS");
@@ -80,7 +86,9 @@ static natsStatus connect_nats(struct svc *svc)
 	if (s == NATS_OK)
 		s = natsOptions_SetReconnectWait(opts, 500);
 	if (s == NATS_OK)
-		s = natsOptions_SetRetryOnFailedConnect(opts, true, NULL, NULL);
+		/* With a connected callback the first connect is retried in the background too
+		 * (without one nats.c blocks until it succeeds). */
+		s = natsOptions_SetRetryOnFailedConnect(opts, true, on_connected, NULL);
 	if (s == NATS_OK)
 		s = natsOptions_SetTimeout(opts, 2000);
 	if (s == NATS_OK)
@@ -153,6 +161,13 @@ int main(int argc, char **argv)
 	}
 	log_set_level(c->log_level);
 
+	/* libmongoc initialises itself before main() and, unless MONGOC_DISABLE_SHM is set,
+	 * keeps its counters in /dev/shm/mongoc-<pid>. Unlink it at once: the mapping stays
+	 * valid, and a kill -9 then leaves nothing behind for a later process with our pid to
+	 * trip over. */
+	char shm[64];
+	snprintf(shm, sizeof(shm), "/dev/shm/mongoc-%d", (int)getpid());
+	unlink(shm);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		fprintf(stderr, "webhooks-svc: libcurl failed to initialise\n");
 		return 1;
@@ -230,7 +245,8 @@ out:
 	writer_destroy(svc.recorder);
 	dq_destroy(svc.queue);
 	if (svc.nc != NULL) {
-		natsConnection_FlushTimeout(svc.nc, 1000);
+		if (natsConnection_Status(svc.nc) == NATS_CONN_STATUS_CONNECTED)
+			natsConnection_FlushTimeout(svc.nc, 500);
 		natsConnection_Close(svc.nc);
 		natsConnection_Destroy(svc.nc);
 	}

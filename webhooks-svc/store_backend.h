@@ -30,11 +30,6 @@ struct store {
  * "durationMs"}. Both backends record exactly this. */
 void store_attempt_json(const struct store_attempt *a, char *out, size_t outlen);
 
-/* One attempt as the JSON object the API shows, written into out (NUL-terminated):
- * {"attempt", "at", "httpStatus" (null without an answer), "error" (null on an answer),
- * "durationMs"}. Both backends record exactly this. */
-void store_attempt_json(const struct store_attempt *a, char *out, size_t outlen);
-
 /* Backend constructors: path is what follows "sqlite:"; url is the whole MongoDB URI. */
 struct store *store_sqlite_open(const char *path, char *err, size_t errlen);
 struct store *store_mongo_open(const char *url, char *err, size_t errlen);

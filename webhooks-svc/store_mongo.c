@@ -23,8 +23,9 @@
  * Connections: open parses the URI and creates the pool but does no network I/O; the pool
  * connects on the first call. The service therefore starts while MongoDB is down, and each call
  * then fails with -EAGAIN once server selection times out (503 to the user). Every wait is
- * bounded: when the URI does not say otherwise, serverSelectionTimeoutMS=5000,
- * connectTimeoutMS=3000, socketTimeoutMS=10000 (this also bounds the wait for a majority write
+ * bounded: when the URI does not say otherwise, serverSelectionTimeoutMS=2000 (well inside
+ * the gateway's default NATS_TIMEOUT_MS of 5000, so an outage answers 503, not 504),
+ * connectTimeoutMS=2000, socketTimeoutMS=10000 (this also bounds the wait for a majority write
  * to be acknowledged) and waitQueueTimeoutMS=5000 (waiting for a free client of the pool).
  *
  * Durability: every write uses write concern {w: "majority", j: true}, whatever the URI says,
@@ -166,6 +167,8 @@ static bool copy_int(const bson_iter_t *it, int64_t *out)
 	return true;
 }
 
+/* The doc_to_* readers below keep one bit per required field in seen: "ok = copy(..) &&
+ * (seen |= bit)" sets it only when the field is valid, and a missing one leaves its bit clear. */
 static int malformed(const char *coll, char *err, size_t errlen)
 {
 	snprintf(err, errlen, "mongodb: a document of %s is malformed", coll);
@@ -544,67 +547,146 @@ static void delivery_key(const char *event_id, const char *delivery_id,
 	snprintf(out, DELIVERY_KEY_LEN + 1, "%s:%s", event_id, delivery_id);
 }
 
-/* Record one attempt: the first creates the delivery (upsert), every one appends itself and
- * sets the status, and a final status counts in the event. An attempt without a URL (a retry
- * dropped because its webhook was deleted) keeps the URL recorded before. */
-static int record_attempt(struct lease *l, struct store_op *op, char *err, size_t errlen)
+/* The update that records one attempt: the first creates the delivery (with upsert), every one
+ * appends itself and sets the status. An attempt without a URL (a retry dropped because its
+ * webhook was deleted) keeps the URL recorded before. */
+static int attempt_update(const struct store_attempt *a, bson_t *selector, bson_t *update,
+                          char *err, size_t errlen)
 {
-	const struct store_attempt *a = &op->attempt;
 	char key[DELIVERY_KEY_LEN + 1];
 	char json[ATTEMPT_JSON_LEN];
-	bson_t selector = BSON_INITIALIZER, update = BSON_INITIALIZER, attempt = BSON_INITIALIZER;
-	bson_t set, on_insert, push, counter;
+	bson_t attempt = BSON_INITIALIZER;
+	bson_t set, on_insert, push;
 	bson_error_t error;
-	int64_t matched = 0;
-	int rc;
 
 	store_attempt_json(a, json, sizeof(json));
 	if (!bson_init_from_json(&attempt, json, -1, &error)) {
 		snprintf(err, errlen, "mongodb: recording an attempt: %s", error.message);
-		rc = -EIO;
-		goto cleanup;
+		bson_destroy(&attempt);
+		return -EIO;
 	}
 	delivery_key(a->event_id, a->delivery_id, key);
-	BSON_APPEND_UTF8(&selector, "_id", key);
-	BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
+	BSON_APPEND_UTF8(selector, "_id", key);
+	BSON_APPEND_DOCUMENT_BEGIN(update, "$set", &set);
 	BSON_APPEND_INT32(&set, "status", (int32_t)a->status);
 	if (a->target_url[0] != '\0')
 		BSON_APPEND_UTF8(&set, "targetUrl", a->target_url);
-	bson_append_document_end(&update, &set);
-	BSON_APPEND_DOCUMENT_BEGIN(&update, "$setOnInsert", &on_insert);
+	bson_append_document_end(update, &set);
+	BSON_APPEND_DOCUMENT_BEGIN(update, "$setOnInsert", &on_insert);
 	BSON_APPEND_UTF8(&on_insert, "eventId", a->event_id);
 	BSON_APPEND_UTF8(&on_insert, "deliveryId", a->delivery_id);
 	BSON_APPEND_UTF8(&on_insert, "webhookId", a->webhook_id);
 	if (a->target_url[0] == '\0')
 		BSON_APPEND_UTF8(&on_insert, "targetUrl", "");
-	bson_append_document_end(&update, &on_insert);
-	BSON_APPEND_DOCUMENT_BEGIN(&update, "$push", &push);
+	bson_append_document_end(update, &on_insert);
+	BSON_APPEND_DOCUMENT_BEGIN(update, "$push", &push);
 	BSON_APPEND_DOCUMENT(&push, "attempts", &attempt);
-	bson_append_document_end(&update, &push);
-	rc = update_doc(l->coll[COLL_DELIVERIES], &selector, &update, true, &matched, err, errlen);
-	if (rc != 0 || a->status == STORE_DELIVERY_PENDING)
-		goto cleanup;
-
-	/* The event's counters: a second write, so not atomic with the first (see the top). */
-	bson_reinit(&selector);
-	bson_reinit(&update);
-	BSON_APPEND_UTF8(&selector, "_id", a->event_id);
-	BSON_APPEND_DOCUMENT_BEGIN(&update, "$inc", &counter);
-	BSON_APPEND_INT64(&counter, a->status == STORE_DELIVERY_SUCCEEDED ? "succeeded" : "failed",
-	                  1);
-	bson_append_document_end(&update, &counter);
-	rc = update_doc(l->coll[COLL_EVENTS], &selector, &update, false, &matched, err, errlen);
-cleanup:
-	if (rc == 0)
-		op->result = 0;
+	bson_append_document_end(update, &push);
 	bson_destroy(&attempt);
-	bson_destroy(&update);
-	bson_destroy(&selector);
+	return 0;
+}
+
+/* Final outcomes of one event within a run of attempts. */
+struct tally {
+	const char *event_id;
+	int64_t succeeded, failed;
+};
+
+static void tally_add(struct tally *tallies, size_t *n, const struct store_attempt *a)
+{
+	size_t i = 0;
+	while (i < *n && strcmp(tallies[i].event_id, a->event_id) != 0)
+		i++;
+	if (i == *n)
+		tallies[(*n)++] = (struct tally){.event_id = a->event_id};
+	if (a->status == STORE_DELIVERY_SUCCEEDED)
+		tallies[i].succeeded++;
+	else
+		tallies[i].failed++;
+}
+
+static int run_bulk(mongoc_bulk_operation_t *bulk, const char *what, char *err, size_t errlen)
+{
+	bson_t reply;
+	bson_error_t error;
+	int rc = 0;
+	if (mongoc_bulk_operation_execute(bulk, &reply, &error) == 0)
+		rc = fail(&error, what, err, errlen);
+	bson_destroy(&reply);
 	return rc;
 }
 
-/* Apply the ops in order: one round trip per run of inserts into one collection, and one per
- * other op (two for an attempt with a final status). */
+/* Record ops[0..n), a run of consecutive attempts, in two ordered bulk updates: one statement
+ * per attempt on its delivery, then one $inc per event that got final outcomes, so that a
+ * fan-out's records cost two majority writes per batch rather than one or two per attempt. The
+ * counters are a second write, so not atomic with the first (see the top). */
+static int attempt_run(struct lease *l, struct store_op *ops, size_t n, char *err, size_t errlen)
+{
+	mongoc_bulk_operation_t *deliveries = NULL, *events = NULL;
+	struct tally *tallies = calloc(n, sizeof(*tallies));
+	bson_t upsert = BSON_INITIALIZER;
+	bson_error_t error;
+	size_t ntallies = 0;
+	int rc = 0;
+
+	if (tallies == NULL) {
+		snprintf(err, errlen, "out of memory");
+		rc = -EIO;
+		goto cleanup;
+	}
+	BSON_APPEND_BOOL(&upsert, "upsert", true);
+	deliveries =
+	    mongoc_collection_create_bulk_operation_with_opts(l->coll[COLL_DELIVERIES], NULL);
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		bson_t selector = BSON_INITIALIZER, update = BSON_INITIALIZER;
+		rc = attempt_update(&ops[i].attempt, &selector, &update, err, errlen);
+		if (rc == 0 && !mongoc_bulk_operation_update_one_with_opts(
+		                   deliveries, &selector, &update, &upsert, &error)) {
+			snprintf(err, errlen, "mongodb: recording an attempt: %s", error.message);
+			rc = -EIO;
+		}
+		if (ops[i].attempt.status != STORE_DELIVERY_PENDING)
+			tally_add(tallies, &ntallies, &ops[i].attempt);
+		bson_destroy(&update);
+		bson_destroy(&selector);
+	}
+	if (rc == 0)
+		rc = run_bulk(deliveries, "recording attempts", err, errlen);
+	if (rc != 0 || ntallies == 0)
+		goto cleanup;
+
+	events = mongoc_collection_create_bulk_operation_with_opts(l->coll[COLL_EVENTS], NULL);
+	for (size_t i = 0; i < ntallies && rc == 0; i++) {
+		bson_t selector = BSON_INITIALIZER, update = BSON_INITIALIZER, inc;
+		BSON_APPEND_UTF8(&selector, "_id", tallies[i].event_id);
+		BSON_APPEND_DOCUMENT_BEGIN(&update, "$inc", &inc);
+		if (tallies[i].succeeded > 0)
+			BSON_APPEND_INT64(&inc, "succeeded", tallies[i].succeeded);
+		if (tallies[i].failed > 0)
+			BSON_APPEND_INT64(&inc, "failed", tallies[i].failed);
+		bson_append_document_end(&update, &inc);
+		if (!mongoc_bulk_operation_update_one_with_opts(events, &selector, &update, NULL,
+		                                                &error)) {
+			snprintf(err, errlen, "mongodb: counting outcomes: %s", error.message);
+			rc = -EIO;
+		}
+		bson_destroy(&update);
+		bson_destroy(&selector);
+	}
+	if (rc == 0)
+		rc = run_bulk(events, "counting outcomes", err, errlen);
+cleanup:
+	for (size_t i = 0; i < n && rc == 0; i++)
+		ops[i].result = 0;
+	mongoc_bulk_operation_destroy(events);
+	mongoc_bulk_operation_destroy(deliveries);
+	bson_destroy(&upsert);
+	free(tallies);
+	return rc;
+}
+
+/* Apply the ops in order: one round trip per run of inserts into one collection, two per run of
+ * attempts, and one per other op. */
 static int mongo_apply(struct store *base, struct store_op *ops, size_t n, char *err, size_t errlen)
 {
 	struct store_mongo *s = (struct store_mongo *)base;
@@ -618,15 +700,19 @@ static int mongo_apply(struct store *base, struct store_op *ops, size_t n, char 
 		return rc;
 	for (size_t i = 0; i < n && rc == 0;) {
 		enum store_op_kind kind = ops[i].kind;
-		if (kind == STORE_OP_INSERT || kind == STORE_OP_EVENT_INSERT) {
+		if (kind == STORE_OP_INSERT || kind == STORE_OP_EVENT_INSERT ||
+		    kind == STORE_OP_ATTEMPT) {
 			size_t end = i + 1;
 			while (end < n && ops[end].kind == kind)
 				end++;
-			rc = kind == STORE_OP_INSERT
-			         ? insert_run(l.coll[COLL_WEBHOOKS], ops + i, end - i, hook_to_doc,
-			                      err, errlen)
-			         : insert_run(l.coll[COLL_EVENTS], ops + i, end - i, event_to_doc,
-			                      err, errlen);
+			if (kind == STORE_OP_INSERT)
+				rc = insert_run(l.coll[COLL_WEBHOOKS], ops + i, end - i,
+				                hook_to_doc, err, errlen);
+			else if (kind == STORE_OP_EVENT_INSERT)
+				rc = insert_run(l.coll[COLL_EVENTS], ops + i, end - i, event_to_doc,
+				                err, errlen);
+			else
+				rc = attempt_run(&l, ops + i, end - i, err, errlen);
 			i = end;
 			continue;
 		}
@@ -639,9 +725,6 @@ static int mongo_apply(struct store *base, struct store_op *ops, size_t n, char 
 			break;
 		case STORE_OP_EVENT_TARGETS:
 			rc = set_event_targets(&l, &ops[i], err, errlen);
-			break;
-		case STORE_OP_ATTEMPT:
-			rc = record_attempt(&l, &ops[i], err, errlen);
 			break;
 		default:
 			snprintf(err, errlen, "mongodb: unknown store op %d", (int)kind);
@@ -888,8 +971,8 @@ struct store *store_mongo_open(const char *url, char *err, size_t errlen)
 		snprintf(err, errlen, "STORE_URL: expected a MongoDB URI: %s", error.message);
 		goto fail;
 	}
-	if (!set_default(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 5000) ||
-	    !set_default(uri, MONGOC_URI_CONNECTTIMEOUTMS, 3000) ||
+	if (!set_default(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 2000) ||
+	    !set_default(uri, MONGOC_URI_CONNECTTIMEOUTMS, 2000) ||
 	    !set_default(uri, MONGOC_URI_SOCKETTIMEOUTMS, 10000) ||
 	    !set_default(uri, MONGOC_URI_WAITQUEUETIMEOUTMS, 5000)) {
 		snprintf(err, errlen, "mongodb: cannot set the default timeouts on the URI");

@@ -1,0 +1,618 @@
+"""test_mongo_wire.py -- the MongoDB store on the wire, against a scripted MockupDB server.
+
+Runs the mongo_probe driver (path in env MONGO_PROBE) against MockupDB on a free 127.0.0.1
+port. For each store call it asserts the exact command the backend sent (every field, BSON
+integer and boolean types included), sends a scripted reply, and asserts what the probe
+printed: the call's result code, per-op results, rows and how long the call took.
+
+Run: MONGO_PROBE=build/bin/mongo_probe /usr/bin/python3 tests/store/test_mongo_wire.py
+"""
+
+import json
+import os
+import queue
+import socket
+import subprocess
+import threading
+import time
+import unittest
+
+from bson.int64 import Int64
+from mockupdb import MockupDB
+
+PROBE = os.environ.get('MONGO_PROBE', '')
+ENOENT, EEXIST, EAGAIN, EIO = -2, -17, -11, -5
+WC = {'w': 'majority', 'j': True}
+A = 'aaaaaaaa-0000-4000-8000-000000000001'
+B = 'bbbbbbbb-0000-4000-8000-000000000002'
+C = 'cccccccc-0000-4000-8000-000000000003'
+E = 'eeeeeeee-0000-4000-8000-00000000000e'
+F = 'ffffffff-0000-4000-8000-00000000000f'
+D1 = 'dddddddd-0000-4000-8000-0000000000d1'
+D2 = 'dddddddd-0000-4000-8000-0000000000d2'
+AT_MS, AT = 1700000000000, '2023-11-14T22:13:20.000Z'
+
+# A standalone server (no setName, no logicalSessionTimeoutMinutes): the driver sends no session
+# ids and does not retry writes, so each store call is exactly the commands asserted below.
+HELLO = {'ismaster': True, 'minWireVersion': 0, 'maxWireVersion': 13}
+
+
+def typed(value):
+    """A comparable form of a BSON value that keeps int32, int64 and bool apart."""
+    if isinstance(value, dict):
+        return {k: typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [typed(v) for v in value]
+    if isinstance(value, bool):
+        return ('bool', value)
+    if isinstance(value, Int64):
+        return ('int64', int(value))
+    if isinstance(value, int):
+        return ('int32', value)
+    return value
+
+
+def webhook(hook_id, url, created, updated):
+    return {'_id': hook_id, 'targetUrl': url, 'createdAt': Int64(created),
+            'updatedAt': Int64(updated)}
+
+
+def event(event_id, ip, created, targets, succeeded=0, failed=0):
+    return {'_id': event_id, 'ip': ip, 'createdAt': Int64(created), 'targets': Int64(targets),
+            'succeeded': Int64(succeeded), 'failed': Int64(failed)}
+
+
+def attempt(number, http_status, error, duration):
+    """An attempt as recorded: the document form of store_attempt_json's object."""
+    return {'attempt': number, 'at': AT, 'httpStatus': http_status, 'error': error,
+            'durationMs': duration}
+
+
+def cursor(docs, coll='webhooks'):
+    return {'cursor': {'id': Int64(0), 'ns': 'hooksdb.' + coll, 'firstBatch': docs}}
+
+
+class Probe:
+    """The probe process: one command line in, one result line out."""
+
+    def __init__(self, uri):
+        self.proc = subprocess.Popen([PROBE, uri], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.lines = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip('\n'))
+        self.lines.put(None)
+
+    def send(self, text):
+        self.proc.stdin.write(text + '\n')
+        self.proc.stdin.flush()
+
+    def result(self, timeout=25):
+        """The next result line as a dict: 'cmd', its key=value fields and 'err' if any."""
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError('the probe printed nothing within %ss' % timeout)
+        if line is None:
+            raise AssertionError('the probe exited (%s)' % self.proc.wait())
+        head, _, err = line.partition(' err=')
+        words = head.split(' ')
+        out = {'cmd': words[0], 'line': line}
+        for word in words[1:]:
+            key, _, val = word.partition('=')
+            out[key] = val
+        if err:
+            out['err'] = err
+        return out
+
+    def has_result(self):
+        return not self.lines.empty()
+
+    def close(self):
+        """Ask the probe to quit; returns its exit status, killing it if it hangs."""
+        if self.proc.poll() is None:
+            try:
+                self.send('quit')
+            except (BrokenPipeError, OSError):
+                pass
+        try:
+            status = self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            status = 'killed after hanging at exit'
+        self.proc.stdin.close()
+        self.reader.join(5)
+        self.proc.stdout.close()
+        return status
+
+
+class MongoWireTest(unittest.TestCase):
+
+    maxDiff = None
+
+    def setUp(self):
+        self.assertTrue(os.access(PROBE, os.X_OK), 'set MONGO_PROBE to the mongo_probe binary')
+        self.server = MockupDB(auto_ismaster=HELLO, request_timeout=20)
+        self.port = self.server.run()
+        self.probes = []
+
+    def tearDown(self):
+        # Stopping the server first ends a call still waiting for a reply (a failed test).
+        self.server.stop()
+        # Every probe must shut down cleanly (exit 0: no hang, no sanitizer report).
+        statuses = [p.close() for p in self.probes]
+        self.assertEqual(statuses, [0] * len(statuses))
+
+    def start(self, uri=None, expect_open=True):
+        probe = Probe(uri or 'mongodb://127.0.0.1:%d/hooksdb' % self.port)
+        self.probes.append(probe)
+        opened = probe.result(timeout=10)
+        self.assertEqual(opened['cmd'], 'open')
+        if expect_open:
+            self.assertEqual(opened['rc'], '0', opened)
+            self.assertEqual(opened['backend'], 'mongodb')
+            # Opening does no network I/O, so it is immediate even with the server down.
+            self.assertLess(int(opened['ms']), 1000)
+        return probe, opened
+
+    def receive(self, expected, db='hooksdb'):
+        """Receive the next command and assert it equals expected exactly (plus $db)."""
+        request = self.server.receives()
+        want = dict(expected)
+        want['$db'] = db
+        self.assertEqual(typed(dict(request.doc)), typed(want))
+        return request
+
+    def apply(self, probe, *ops):
+        probe.send('apply %d' % len(ops))
+        for op in ops:
+            probe.send(op)
+
+    def expect_insert(self, docs, db='hooksdb'):
+        return self.receive({'insert': 'webhooks', 'ordered': True, 'writeConcern': WC,
+                             'documents': docs}, db)
+
+    def expect_find_and_modify(self, hook_id, url, updated):
+        return self.receive({'findAndModify': 'webhooks', 'query': {'_id': hook_id},
+                             'update': {'$set': {'targetUrl': url,
+                                                 'updatedAt': Int64(updated)}},
+                             'fields': {'createdAt': 1}, 'new': True, 'writeConcern': WC})
+
+    def expect_delete(self, hook_id):
+        return self.receive({'delete': 'webhooks', 'ordered': True, 'writeConcern': WC,
+                             'deletes': [{'q': {'_id': hook_id}, 'limit': 1}]})
+
+    def expect_update(self, coll, selector, update, upsert=False):
+        statement = {'q': selector, 'u': update}
+        if upsert:
+            statement['upsert'] = True
+        return self.receive({'update': coll, 'ordered': True, 'writeConcern': WC,
+                             'updates': [statement]})
+
+    def expect_count(self):
+        return self.receive({'aggregate': 'webhooks', 'cursor': {},
+                             'pipeline': [{'$match': {}},
+                                          {'$group': {'_id': 1, 'n': {'$sum': 1}}}]})
+
+    def assert_no_more_commands(self):
+        with self.assertRaisesRegex(AssertionError, 'got nothing'):
+            self.server.receives(timeout=0.5)
+
+    def assert_nothing_sent(self, seconds=0.5):
+        time.sleep(seconds)
+        self.assertEqual(self.server.requests_count, 0)
+
+    # Opening.
+
+    def test_open_connects_nothing(self):
+        self.start()
+        self.assert_nothing_sent()
+
+    def test_open_rejects_a_bad_uri(self):
+        probe, opened = self.start('mongodb://', expect_open=False)
+        self.assertEqual(opened['rc'], '-1')
+        self.assertIn('MongoDB URI', opened['err'])
+        self.probes.remove(probe)
+        self.assertEqual(probe.close(), 1)
+
+    # Writes.
+
+    def test_insert_sends_the_document_with_majority_journaled_write_concern(self):
+        probe, _ = self.start()
+        self.apply(probe, 'insert %s 1700000000123 1700000000456 https://example.com/a?x=1' % A)
+        self.expect_insert([webhook(A, 'https://example.com/a?x=1', 1700000000123,
+                                    1700000000456)]).ok(n=1)
+        got = probe.result()
+        self.assertEqual((got['cmd'], got['rc'], got['results']), ('apply', '0', '0'))
+
+    def test_consecutive_inserts_share_one_command(self):
+        probe, _ = self.start()
+        self.apply(probe, 'insert %s 1 2 https://a/' % A, 'insert %s 3 4 https://b/' % B)
+        self.expect_insert([webhook(A, 'https://a/', 1, 2),
+                            webhook(B, 'https://b/', 3, 4)]).ok(n=2)
+        got = probe.result()
+        self.assertEqual((got['rc'], got['results']), ('0', '0,0'))
+
+    def test_duplicate_key_is_eexist_and_the_rest_is_sent_again(self):
+        probe, _ = self.start()
+        self.apply(probe, 'insert %s 1 1 https://a/' % A, 'insert %s 2 2 https://dup/' % A,
+                   'insert %s 3 3 https://c/' % C)
+        self.expect_insert([webhook(A, 'https://a/', 1, 1), webhook(A, 'https://dup/', 2, 2),
+                            webhook(C, 'https://c/', 3, 3)]).ok(
+            n=1, writeErrors=[{'index': 1, 'code': 11000,
+                               'errmsg': 'E11000 duplicate key error collection'}])
+        # Ordered inserts stop at the error: the op after it goes in a command of its own.
+        self.expect_insert([webhook(C, 'https://c/', 3, 3)]).ok(n=1)
+        got = probe.result()
+        self.assertEqual((got['rc'], got['results']), ('0', '0,%d,0' % EEXIST))
+
+    def test_update_uses_find_and_modify_without_upsert_and_returns_created(self):
+        probe, _ = self.start()
+        self.apply(probe, 'update %s 1700000009999 https://example.com/new' % A)
+        request = self.expect_find_and_modify(A, 'https://example.com/new', 1700000009999)
+        self.assertNotIn('upsert', request.doc)
+        request.ok(lastErrorObject={'n': 1, 'updatedExisting': True},
+                   value={'_id': A, 'createdAt': Int64(1700000000123)})
+        got = probe.result()
+        self.assertEqual((got['rc'], got['results'], got['created']),
+                         ('0', '0', '1700000000123'))
+
+    def test_update_of_unknown_id_is_enoent(self):
+        probe, _ = self.start()
+        self.apply(probe, 'update %s 5 https://x/' % B)
+        self.expect_find_and_modify(B, 'https://x/', 5).ok(
+            lastErrorObject={'n': 0, 'updatedExisting': False}, value=None)
+        got = probe.result()
+        self.assertEqual((got['rc'], got['results'], got['created']), ('0', str(ENOENT), '-1'))
+
+    def test_delete(self):
+        probe, _ = self.start()
+        self.apply(probe, 'delete %s' % A, 'delete %s' % B)
+        self.expect_delete(A).ok(n=1)
+        self.expect_delete(B).ok(n=0)
+        got = probe.result()
+        self.assertEqual((got['rc'], got['results']), ('0', '0,%d' % ENOENT))
+
+    def test_batch_runs_in_order_with_each_result(self):
+        probe, _ = self.start()
+        self.apply(probe, 'insert %s 1 1 https://a/' % A, 'update %s 2 https://b2/' % B,
+                   'delete %s' % C, 'insert %s 3 3 https://c/' % C)
+        self.expect_insert([webhook(A, 'https://a/', 1, 1)]).ok(
+            n=0, writeErrors=[{'index': 0, 'code': 11000, 'errmsg': 'E11000'}])
+        self.expect_find_and_modify(B, 'https://b2/', 2).ok(
+            lastErrorObject={'n': 1}, value={'_id': B, 'createdAt': Int64(77)})
+        self.expect_delete(C).ok(n=1)
+        self.expect_insert([webhook(C, 'https://c/', 3, 3)]).ok(n=1)
+        got = probe.result()
+        self.assertEqual((got['rc'], got['results'], got['created']),
+                         ('0', '%d,0,0,0' % EEXIST, '1,77,-1,3'))
+
+    def test_server_error_is_eio(self):
+        probe, _ = self.start()
+        self.apply(probe, 'insert %s 1 1 https://a/' % A)
+        self.expect_insert([webhook(A, 'https://a/', 1, 1)]).command_err(
+            code=2, errmsg='BadValue from the mock')
+        got = probe.result()
+        self.assertEqual(got['rc'], str(EIO))
+        self.assertIn('BadValue from the mock', got['err'])
+
+    def test_not_writable_primary_is_eagain(self):
+        probe, _ = self.start()
+        self.apply(probe, 'delete %s' % A)
+        self.expect_delete(A).command_err(code=10107, errmsg='not primary')
+        self.assertEqual(probe.result()['rc'], str(EAGAIN))
+
+    def test_write_concern_error_is_eagain(self):
+        probe, _ = self.start()
+        self.apply(probe, 'insert %s 1 1 https://a/' % A)
+        self.expect_insert([webhook(A, 'https://a/', 1, 1)]).ok(
+            n=1, writeConcernError={'code': 64, 'errmsg': 'waiting for replication timed out'})
+        got = probe.result()
+        self.assertEqual(got['rc'], str(EAGAIN))
+        self.apply(probe, 'update %s 2 https://b/' % A)
+        self.expect_find_and_modify(A, 'https://b/', 2).ok(
+            lastErrorObject={'n': 1}, value={'_id': A, 'createdAt': Int64(1)},
+            writeConcernError={'code': 64, 'errmsg': 'waiting for replication timed out'})
+        self.assertEqual(probe.result()['rc'], str(EAGAIN))
+
+    def test_failure_midway_fails_the_whole_batch(self):
+        probe, _ = self.start()
+        self.apply(probe, 'delete %s' % A, 'delete %s' % B, 'delete %s' % C)
+        self.expect_delete(A).ok(n=1)
+        self.expect_delete(B).hangup()
+        got = probe.result()
+        self.assertEqual(got['rc'], str(EAGAIN))
+        self.assert_no_more_commands()  # the delete of C was never sent
+
+    # Network failures and timeouts.
+
+    def test_closed_connection_is_eagain_and_the_next_call_reconnects(self):
+        probe, _ = self.start()
+        self.apply(probe, 'insert %s 1 1 https://a/' % A)
+        self.expect_insert([webhook(A, 'https://a/', 1, 1)]).hangup()
+        got = probe.result()
+        self.assertEqual(got['rc'], str(EAGAIN))
+        self.assertLess(int(got['ms']), 3000)
+        probe.send('count')
+        self.expect_count().replies(cursor(docs=[{'_id': 1, 'n': 3}]))
+        self.assertEqual(probe.result()['count'], '3')
+
+    def test_closed_connection_on_a_read_is_eagain(self):
+        probe, _ = self.start()
+        probe.send('get %s' % A)
+        # Reads are retried once on a network error (retryable reads); hang up on each try.
+        attempts = 0
+        deadline = time.monotonic() + 20
+        while not probe.has_result() and time.monotonic() < deadline:
+            try:
+                request = self.server.receives(timeout=0.5)
+            except AssertionError:
+                continue
+            self.assertEqual(typed(dict(request.doc)),
+                             typed({'find': 'webhooks', 'filter': {'_id': A}, 'limit': Int64(1),
+                                    'singleBatch': True, '$db': 'hooksdb'}))
+            attempts += 1
+            request.hangup()
+        got = probe.result()
+        self.assertEqual(got['rc'], str(EAGAIN))
+        self.assertIn(attempts, (1, 2))
+
+    def test_no_reply_times_out_after_the_default_socket_timeout(self):
+        probe, _ = self.start()
+        self.apply(probe, 'insert %s 1 1 https://a/' % A)
+        self.expect_insert([webhook(A, 'https://a/', 1, 1)])  # and never answer
+        got = probe.result(timeout=30)
+        self.assertEqual(got['rc'], str(EAGAIN))
+        self.assertGreaterEqual(int(got['ms']), 9000)  # socketTimeoutMS=10000 applied
+        self.assertLess(int(got['ms']), 15000)
+
+    def test_uri_timeouts_and_database_win_over_the_defaults(self):
+        probe, _ = self.start('mongodb://127.0.0.1:%d/?socketTimeoutMS=1500' % self.port)
+        self.apply(probe, 'delete %s' % A)
+        self.receive({'delete': 'webhooks', 'ordered': True, 'writeConcern': WC,
+                      'deletes': [{'q': {'_id': A}, 'limit': 1}]}, db='webhooks')
+        got = probe.result()
+        self.assertEqual(got['rc'], str(EAGAIN))
+        self.assertGreaterEqual(int(got['ms']), 1400)
+        self.assertLess(int(got['ms']), 5000)
+
+    def closed_port(self):
+        """A port nobody listens on: bound (so nobody else takes it) but not listening."""
+        sock = socket.socket()
+        sock.bind(('127.0.0.1', 0))
+        self.addCleanup(sock.close)
+        return sock.getsockname()[1]
+
+    def test_server_down_fails_after_the_default_selection_timeout(self):
+        probe, _ = self.start('mongodb://127.0.0.1:%d' % self.closed_port())
+        probe.send('count')
+        got = probe.result(timeout=30)
+        self.assertEqual((got['rc'], got['count']), (str(EAGAIN), '-1'))
+        self.assertIn('serverselectiontimeoutms', got['err'].lower())
+        self.assertGreaterEqual(int(got['ms']), 1800)  # serverSelectionTimeoutMS=2000 applied
+        self.assertLess(int(got['ms']), 4500)
+        self.apply(probe, 'insert %s 1 1 https://a/' % A)
+        self.assertEqual(probe.result(timeout=30)['rc'], str(EAGAIN))
+
+    def test_server_down_with_uri_selection_timeout(self):
+        probe, _ = self.start('mongodb://127.0.0.1:%d/?serverSelectionTimeoutMS=800'
+                              % self.closed_port())
+        probe.send('get %s' % A)
+        got = probe.result()
+        self.assertEqual(got['rc'], str(EAGAIN))
+        self.assertGreaterEqual(int(got['ms']), 700)
+        self.assertLess(int(got['ms']), 4000)
+
+    # Reads.
+
+    def test_get(self):
+        probe, _ = self.start()
+        probe.send('get %s' % A)
+        self.receive({'find': 'webhooks', 'filter': {'_id': A}, 'limit': Int64(1),
+                      'singleBatch': True}).replies(cursor([webhook(A, 'https://example.com/x', 11, 22)]))
+        got = probe.result()
+        self.assertEqual((got['rc'], got['id'], got['url'], got['created'], got['updated']),
+                         ('0', A, 'https://example.com/x', '11', '22'))
+
+    def test_get_unknown_is_enoent(self):
+        probe, _ = self.start()
+        probe.send('get %s' % B)
+        self.receive({'find': 'webhooks', 'filter': {'_id': B}, 'limit': Int64(1),
+                      'singleBatch': True}).replies(cursor([]))
+        got = probe.result()
+        self.assertEqual(got['rc'], str(ENOENT))
+        self.assertIn(B, got['err'])
+
+    def test_get_of_a_malformed_document_is_eio(self):
+        probe, _ = self.start()
+        probe.send('get %s' % A)
+        doc = webhook(A, 'https://x/', 1, 2)
+        doc['createdAt'] = 'yesterday'
+        self.receive({'find': 'webhooks', 'filter': {'_id': A}, 'limit': Int64(1),
+                      'singleBatch': True}).replies(cursor([doc]))
+        self.assertEqual(probe.result()['rc'], str(EIO))
+
+    def test_list_pages(self):
+        probe, _ = self.start()
+        probe.send('list - 2')
+        self.receive({'find': 'webhooks', 'filter': {}, 'sort': {'_id': 1},
+                      'limit': Int64(2), 'batchSize': 2}).replies(cursor([webhook(A, 'https://a/', 1, 1), webhook(B, 'https://b/', 2, 2)]))
+        got = probe.result()
+        self.assertEqual((got['rc'], got['n'], got['ids']), ('0', '2', '%s,%s' % (A, B)))
+
+        probe.send('list %s 2' % B)
+        self.receive({'find': 'webhooks', 'filter': {'_id': {'$gt': B}}, 'sort': {'_id': 1},
+                      'limit': Int64(2), 'batchSize': 2}).replies(cursor([webhook(C, 'https://c/', 3, 3)]))
+        got = probe.result()
+        self.assertEqual((got['rc'], got['n'], got['ids']), ('0', '1', C))
+
+        probe.send('list %s 2' % C)
+        self.receive({'find': 'webhooks', 'filter': {'_id': {'$gt': C}}, 'sort': {'_id': 1},
+                      'limit': Int64(2), 'batchSize': 2}).replies(cursor([]))
+        got = probe.result()
+        self.assertEqual((got['rc'], got['n'], got['ids']), ('0', '0', ''))
+
+    def test_list_with_limit_zero_sends_nothing(self):
+        probe, _ = self.start()
+        probe.send('list - 0')
+        got = probe.result()
+        self.assertEqual((got['rc'], got['n']), ('0', '0'))
+        self.assert_nothing_sent()
+
+    def test_count(self):
+        probe, _ = self.start()
+        probe.send('count')
+        self.expect_count().replies(cursor([{'_id': 1, 'n': 42}]))
+        self.assertEqual(probe.result()['count'], '42')
+        probe.send('count')
+        self.expect_count().replies(cursor([]))  # an empty collection: no group at all
+        got = probe.result()
+        self.assertEqual((got['rc'], got['count']), ('0', '0'))
+
+    # Events and deliveries.
+
+    def test_event_inserts_and_targets(self):
+        probe, _ = self.start()
+        self.apply(probe, 'event_insert %s 203.0.113.9 1700000000001 3' % E,
+                   'event_insert %s ::1 1700000000002 0' % F,
+                   'event_targets %s 2' % E, 'event_targets %s 1' % C)
+        self.receive({'insert': 'events', 'ordered': True, 'writeConcern': WC,
+                      'documents': [event(E, '203.0.113.9', 1700000000001, 3),
+                                    event(F, '::1', 1700000000002, 0)]}).ok(
+            n=1, writeErrors=[{'index': 1, 'code': 11000, 'errmsg': 'E11000'}])
+        self.expect_update('events', {'_id': E}, {'$set': {'targets': Int64(2)}}).ok(n=1)
+        self.expect_update('events', {'_id': C}, {'$set': {'targets': Int64(1)}}).ok(n=0)
+        got = probe.result()
+        self.assertEqual((got['rc'], got['results']), ('0', '0,%d,0,%d' % (EEXIST, ENOENT)))
+
+    def test_attempts_upsert_deliveries_in_one_bulk_then_count_outcomes_per_event(self):
+        probe, _ = self.start()
+        self.apply(probe,
+                   'attempt %s %s %s 1 %d 500 0 12 https://t.example/h' % (E, D1, A, AT_MS),
+                   'attempt %s %s %s 2 %d 200 1 7 https://t.example/h' % (E, D1, A, AT_MS),
+                   'attempt %s %s %s 3 %d 0 2 0 - not sent: the webhook was deleted'
+                   % (E, D2, B, AT_MS),
+                   'attempt %s %s %s 1 %d 0 2 3 https://u/ connection refused'
+                   % (F, D1, C, AT_MS))
+        on_insert = {'eventId': E, 'deliveryId': D1, 'webhookId': A}
+        # One ordered update: each attempt creates or extends its delivery (a bulk statement
+        # says multi: false where update_one leaves it out).
+        self.receive({'update': 'deliveries', 'ordered': True, 'writeConcern': WC, 'updates': [
+            {'q': {'_id': E + ':' + D1}, 'upsert': True, 'multi': False, 'u': {
+                '$set': {'status': 0, 'targetUrl': 'https://t.example/h'},
+                '$setOnInsert': on_insert,
+                '$push': {'attempts': attempt(1, 500, None, 12)}}},
+            {'q': {'_id': E + ':' + D1}, 'upsert': True, 'multi': False, 'u': {
+                '$set': {'status': 1, 'targetUrl': 'https://t.example/h'},
+                '$setOnInsert': on_insert,
+                '$push': {'attempts': attempt(2, 200, None, 7)}}},
+            # Without a URL the recorded one stays (only a new delivery gets an empty one).
+            {'q': {'_id': E + ':' + D2}, 'upsert': True, 'multi': False, 'u': {
+                '$set': {'status': 2},
+                '$setOnInsert': {'eventId': E, 'deliveryId': D2, 'webhookId': B,
+                                 'targetUrl': ''},
+                '$push': {'attempts': attempt(3, None, 'not sent: the webhook was deleted',
+                                              0)}}},
+            {'q': {'_id': F + ':' + D1}, 'upsert': True, 'multi': False, 'u': {
+                '$set': {'status': 2, 'targetUrl': 'https://u/'},
+                '$setOnInsert': {'eventId': F, 'deliveryId': D1, 'webhookId': C},
+                '$push': {'attempts': attempt(1, None, 'connection refused', 3)}}},
+        ]}).ok(n=4, nModified=2, upserted=[{'index': 0, '_id': E + ':' + D1},
+                                           {'index': 2, '_id': E + ':' + D2},
+                                           {'index': 3, '_id': F + ':' + D1}])
+        # Then the final outcomes, one $inc per event; the pending attempt counts nowhere.
+        self.receive({'update': 'events', 'ordered': True, 'writeConcern': WC, 'updates': [
+            {'q': {'_id': E}, 'multi': False, 'upsert': False, 'u': {'$inc': {'succeeded': Int64(1), 'failed': Int64(1)}}},
+            {'q': {'_id': F}, 'multi': False, 'upsert': False, 'u': {'$inc': {'failed': Int64(1)}}},
+        ]}).ok(n=2, nModified=2)
+        got = probe.result()
+        self.assertEqual((got['rc'], got['results']), ('0', '0,0,0,0'))
+
+    def test_pending_attempts_touch_no_event_and_a_failed_bulk_is_eagain(self):
+        probe, _ = self.start()
+        self.apply(probe, 'attempt %s %s %s 1 %d 503 0 5 https://t/' % (E, D1, A, AT_MS))
+        self.receive({'update': 'deliveries', 'ordered': True, 'writeConcern': WC, 'updates': [
+            {'q': {'_id': E + ':' + D1}, 'upsert': True, 'multi': False, 'u': {
+                '$set': {'status': 0, 'targetUrl': 'https://t/'},
+                '$setOnInsert': {'eventId': E, 'deliveryId': D1, 'webhookId': A},
+                '$push': {'attempts': attempt(1, 503, None, 5)}}}]}).ok(n=1)
+        self.assertEqual(probe.result()['results'], '0')
+        self.apply(probe, 'attempt %s %s %s 2 %d 200 1 5 https://t/' % (E, D1, A, AT_MS))
+        request = self.server.receives()
+        self.assertEqual((request.command_name, request['update']), ('update', 'deliveries'))
+        request.ok(n=1)
+        request = self.server.receives()
+        self.assertEqual(typed(request['updates']), typed([
+            {'q': {'_id': E}, 'multi': False, 'upsert': False,
+             'u': {'$inc': {'succeeded': Int64(1)}}}]))
+        request.ok(
+            n=1, writeConcernError={'code': 64, 'errmsg': 'waiting for replication timed out'})
+        self.assertEqual(probe.result()['rc'], str(EAGAIN))
+        self.assert_no_more_commands()
+
+    def test_get_event(self):
+        probe, _ = self.start()
+        probe.send('event %s' % E)
+        self.receive({'find': 'events', 'filter': {'_id': E}, 'limit': Int64(1),
+                      'singleBatch': True}).replies(
+            cursor([event(E, '2001:db8::1', 5, 4, 2, 1)], 'events'))
+        got = probe.result()
+        self.assertEqual(
+            [got[k] for k in ('rc', 'id', 'ip', 'created', 'targets', 'succeeded', 'failed')],
+            ['0', E, '2001:db8::1', '5', '4', '2', '1'])
+        probe.send('event %s' % F)
+        self.receive({'find': 'events', 'filter': {'_id': F}, 'limit': Int64(1),
+                      'singleBatch': True}).replies(cursor([], 'events'))
+        self.assertEqual(probe.result()['rc'], str(ENOENT))
+
+    def test_deliveries_page_is_the_range_of_the_event(self):
+        probe, _ = self.start()
+        probe.send('deliveries %s - 2' % E)
+        attempts = [attempt(1, None, 'timeout after 10000 ms', 10000),
+                    attempt(2, 204, None, Int64(3))]
+        self.receive({'find': 'deliveries',
+                      'filter': {'_id': {'$gt': E + ':', '$lt': E + ';'}},
+                      'sort': {'_id': 1}, 'limit': Int64(2), 'batchSize': 2}).replies(cursor([
+                          {'_id': E + ':' + D1, 'eventId': E, 'deliveryId': D1, 'webhookId': A,
+                           'targetUrl': 'https://a/', 'status': 1, 'attempts': attempts},
+                          {'_id': E + ':' + D2, 'eventId': E, 'deliveryId': D2, 'webhookId': B,
+                           'targetUrl': '', 'status': 0, 'attempts': []}], 'deliveries'))
+        got = probe.result()
+        self.assertEqual((got['rc'], got['n']), ('0', '2'))
+        rows = [probe.result()['line'].split(' ', 5) for _ in range(2)]
+        self.assertEqual([r[:5] for r in rows], [['delivery', D1, A, '1', 'https://a/'],
+                                                 ['delivery', D2, B, '0', '-']])
+        self.assertEqual(json.loads(rows[0][5]), [
+            {'attempt': 1, 'at': AT, 'httpStatus': None, 'error': 'timeout after 10000 ms',
+             'durationMs': 10000},
+            {'attempt': 2, 'at': AT, 'httpStatus': 204, 'error': None, 'durationMs': 3}])
+        self.assertEqual(json.loads(rows[1][5]), [])
+
+        probe.send('deliveries %s %s 2' % (E, D2))
+        self.receive({'find': 'deliveries',
+                      'filter': {'_id': {'$gt': E + ':' + D2, '$lt': E + ';'}},
+                      'sort': {'_id': 1}, 'limit': Int64(2), 'batchSize': 2}).replies(
+            cursor([], 'deliveries'))
+        got = probe.result()
+        self.assertEqual((got['rc'], got['n']), ('0', '0'))
+
+    def test_deliveries_with_a_malformed_document_is_eio(self):
+        probe, _ = self.start()
+        probe.send('deliveries %s - 2' % E)
+        self.receive({'find': 'deliveries',
+                      'filter': {'_id': {'$gt': E + ':', '$lt': E + ';'}},
+                      'sort': {'_id': 1}, 'limit': Int64(2), 'batchSize': 2}).replies(cursor([
+                          {'_id': E + ':' + D1, 'deliveryId': D1, 'webhookId': A,
+                           'targetUrl': 'https://a/', 'status': 9, 'attempts': []}],
+                          'deliveries'))
+        got = probe.result()
+        self.assertEqual((got['rc'], got['n']), (str(EIO), '0'))
+
+
+if __name__ == '__main__':
+    unittest.main(verbosity=2)
