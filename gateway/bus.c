@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "natsconn.h"
 #include "timeutil.h"
 
 #define BUCKETS 16384 /* power of two */
@@ -145,25 +146,11 @@ static void *run_timer(void *arg)
 	return NULL;
 }
 
-static void on_disconnected(natsConnection *nc, void *closure)
+/* Replies to requests sent before a drop will not come: fail them now rather than let each
+ * wait for its timeout. */
+static void on_drop(natsConnection *nc, void *closure)
 {
-	struct bus *b = closure;
-	if (natsConnection_IsClosed(nc))
-		return; /* our own shutdown */
-	log_warn("disconnected from NATS; reconnecting");
-	/* Replies to requests sent before the drop will not come: fail them now rather than
-	 * let each wait for its timeout. */
-	fail_all(b, BUS_DISCONNECTED);
-}
-
-static void on_connected(natsConnection *nc, void *closure)
-{
-	log_info("connected to NATS");
-}
-
-static void on_reconnected(natsConnection *nc, void *closure)
-{
-	log_info("reconnected to NATS");
+	fail_all(closure, BUS_DISCONNECTED);
 }
 
 struct bus *bus_create(const char *nats_url, int64_t timeout_ms, char *err, size_t errlen)
@@ -183,48 +170,16 @@ struct bus *bus_create(const char *nats_url, int64_t timeout_ms, char *err, size
 	pthread_condattr_destroy(&ca);
 
 	natsInbox *inbox = NULL;
-	natsOptions *opts = NULL;
 	natsStatus s = natsInbox_Create(&inbox);
 	if (s == NATS_OK)
 		snprintf(b->inbox, sizeof(b->inbox), "%s", (const char *)inbox);
 	natsInbox_Destroy(inbox);
-	if (s == NATS_OK)
-		s = natsOptions_Create(&opts);
-	if (s == NATS_OK)
-		s = natsOptions_SetServers(opts, (const char *[]){nats_url}, 1);
-	if (s == NATS_OK)
-		s = natsOptions_SetName(opts, "webhooks-gateway");
-	/* nats.c's flusher thread waits 1 ms before each flush to gather more messages: that
-	 * would add a millisecond to every request and to every reply. Write at once instead. */
-	if (s == NATS_OK)
-		s = natsOptions_SetSendAsap(opts, true);
-	if (s == NATS_OK)
-		s = natsOptions_SetMaxReconnect(opts, -1);
-	if (s == NATS_OK)
-		s = natsOptions_SetReconnectWait(opts, 500);
-	if (s == NATS_OK)
-		/* With a connected callback the first connect is retried in the background too
-		 * (without one nats.c blocks until it succeeds). */
-		s = natsOptions_SetRetryOnFailedConnect(opts, true, on_connected, NULL);
-	if (s == NATS_OK)
-		s = natsOptions_SetTimeout(opts, 2000);
-	if (s == NATS_OK)
-		s = natsOptions_SetPingInterval(opts, 5000);
-	if (s == NATS_OK)
-		s = natsOptions_SetMaxPingsOut(opts, 3);
-	if (s == NATS_OK)
-		s = natsOptions_SetDisconnectedCB(opts, on_disconnected, b);
-	if (s == NATS_OK)
-		s = natsOptions_SetReconnectedCB(opts, on_reconnected, b);
-	if (s == NATS_OK) {
-		s = natsConnection_Connect(&b->nc, opts);
-		if (s == NATS_NOT_YET_CONNECTED) {
-			log_warn("NATS at %s is not reachable yet; retrying in the background",
-			         nats_url);
-			s = NATS_OK;
-		}
+	if (s != NATS_OK) {
+		snprintf(err, errlen, "NATS inbox: %s", natsStatus_GetText(s));
+		goto fail;
 	}
-	natsOptions_Destroy(opts);
+	if (natsconn_open(&b->nc, nats_url, "webhooks-gateway", on_drop, b, err, errlen) != 0)
+		goto fail;
 	char wildcard[80];
 	snprintf(wildcard, sizeof(wildcard), "%s.*", b->inbox);
 	if (s == NATS_OK)

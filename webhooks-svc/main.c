@@ -26,6 +26,7 @@
 #include "config.h"
 #include "handlers.h"
 #include "log.h"
+#include "natsconn.h"
 #include "svc.h"
 
 #define WRITER_CAPACITY     4096
@@ -49,66 +50,6 @@ static const char *check_nats_url(const char *v)
 	if (strncmp(v, "nats://", 7) == 0 || strncmp(v, "tls://", 6) == 0)
 		return NULL;
 	return "a nats://HOST:PORT URL (comma-separated for a cluster)";
-}
-
-static void on_disconnected(natsConnection *nc, void *closure)
-{
-	if (natsConnection_IsClosed(nc))
-		return; /* our own shutdown */
-	log_warn("disconnected from NATS; reconnecting");
-}
-
-static void on_connected(natsConnection *nc, void *closure)
-{
-	log_info("connected to NATS");
-}
-
-static void on_reconnected(natsConnection *nc, void *closure)
-{
-	log_info("reconnected to NATS");
-}
-
-static natsStatus connect_nats(struct svc *svc)
-{
-	natsOptions *opts = NULL;
-	natsStatus s = natsOptions_Create(&opts);
-	if (s == NATS_OK)
-		s = natsOptions_SetServers(opts, (const char *[]){svc->cfg.nats_url}, 1);
-	if (s == NATS_OK)
-		s = natsOptions_SetName(opts, "webhooks-svc");
-	/* nats.c's flusher thread waits 1 ms before each flush to gather more messages: that
-	 * would add a millisecond to every request and to every reply. Write at once instead. */
-	if (s == NATS_OK)
-		s = natsOptions_SetSendAsap(opts, true);
-	/* Reconnect forever, including at start: the service comes up before NATS does. */
-	if (s == NATS_OK)
-		s = natsOptions_SetMaxReconnect(opts, -1);
-	if (s == NATS_OK)
-		s = natsOptions_SetReconnectWait(opts, 500);
-	if (s == NATS_OK)
-		/* With a connected callback the first connect is retried in the background too
-		 * (without one nats.c blocks until it succeeds). */
-		s = natsOptions_SetRetryOnFailedConnect(opts, true, on_connected, NULL);
-	if (s == NATS_OK)
-		s = natsOptions_SetTimeout(opts, 2000);
-	if (s == NATS_OK)
-		s = natsOptions_SetPingInterval(opts, 5000);
-	if (s == NATS_OK)
-		s = natsOptions_SetMaxPingsOut(opts, 3);
-	if (s == NATS_OK)
-		s = natsOptions_SetDisconnectedCB(opts, on_disconnected, NULL);
-	if (s == NATS_OK)
-		s = natsOptions_SetReconnectedCB(opts, on_reconnected, NULL);
-	if (s == NATS_OK) {
-		s = natsConnection_Connect(&svc->nc, opts);
-		if (s == NATS_NOT_YET_CONNECTED) {
-			log_warn("NATS at %s is not reachable yet; retrying in the background",
-			         svc->cfg.nats_url);
-			s = NATS_OK;
-		}
-	}
-	natsOptions_Destroy(opts);
-	return s;
 }
 
 /* The queue's recorder: attempts go to their own group-commit writer, so that recording
@@ -220,9 +161,9 @@ int main(int argc, char **argv)
 		log_error("%s", err);
 		goto out;
 	}
-	natsStatus ns = connect_nats(&svc);
-	if (ns != NATS_OK) {
-		log_error("cannot connect to NATS at %s: %s", c->nats_url, natsStatus_GetText(ns));
+	if (natsconn_open(&svc.nc, c->nats_url, "webhooks-svc", NULL, NULL, err, sizeof(err)) !=
+	    0) {
+		log_error("%s", err);
 		goto out;
 	}
 	if (handlers_start(&svc, err, sizeof(err)) != 0) {
