@@ -168,11 +168,14 @@ def seed(db, n, ports):
     con.close()
 
 
-def bench_fanout(bindir, n, work, wait_s):
+def bench_fanout(bindir, n, work, wait_s, record=True):
     tgt = start([os.path.join(bindir, "webhook-target"), "--no-record", "--quiet"] +
                 sum([["--port", "0"] for _ in range(4)], []), stdout=subprocess.PIPE)
     ports = [int(tgt.stdout.readline().split()[1]) for _ in range(4)]
-    system = System(bindir, work, {"MAX_IN_FLIGHT": "64"})
+    svc_env = {"MAX_IN_FLIGHT": "64"}
+    if not record:
+        svc_env["WEBHOOKS_BENCH_NO_RECORD"] = "1"
+    system = System(bindir, work, svc_env)
     system.start_svc()  # creates the schema
     system.stop_svc()
     seed(system.db, n, ports)
@@ -192,6 +195,8 @@ def bench_fanout(bindir, n, work, wait_s):
         time.sleep(0.05)
     rss = system.peak_rss_kib()
     total = stats["total"]
+    if not stats.get("lastArrivalUs"):
+        raise RuntimeError("nothing was delivered")
     span_s = (stats["lastArrivalUs"] - replied_us) / 1e6
     out = {"webhooks": n, "delivered": total, "deliveries_per_sec": total / span_s if span_s > 0 else 0,
            "first_delivery_ms": (stats["firstArrivalUs"] - replied_us) / 1000, "peak_rss_mib": rss / 1024,
@@ -210,6 +215,8 @@ def main():
     ap.add_argument("--fanout", default="10000,100000")
     ap.add_argument("--rss-webhooks", type=int, default=1000000)
     ap.add_argument("--skip-api", action="store_true")
+    ap.add_argument("--no-record-overhead", dest="record_overhead", action="store_false",
+                    help="skip the run without delivery records that measures their cost")
     args = ap.parse_args()
     bindir = os.path.join(os.path.abspath(args.build), "bin")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
@@ -225,10 +232,14 @@ def main():
         sizes = [int(x) for x in args.fanout.split(",") if x]
         if args.rss_webhooks:
             sizes.append(args.rss_webhooks)
-        for n in sizes:
+        runs = [(n, True) for n in sizes]
+        if args.record_overhead and sizes:
+            runs.insert(1, (sizes[0], False))
+        for n, record in runs:
             with tempfile.TemporaryDirectory() as work:
-                r = bench_fanout(bindir, n, work, wait_s=max(60, n / 2000))
-            print(f"fanout {r['webhooks']:8d} webhooks: delivered {r['delivered']}, "
+                r = bench_fanout(bindir, n, work, wait_s=max(60, n / 2000), record=record)
+            print(f"fanout {r['webhooks']:8d} webhooks{'' if record else ' (not recorded)'}: "
+                  f"delivered {r['delivered']}, "
                   f"{r['deliveries_per_sec']:8.0f}/s (ceiling wrk {r['ceiling_requests_per_sec']:.0f}/s), "
                   f"first delivery {r['first_delivery_ms']:.2f} ms after the reply, "
                   f"peak RSS {r['peak_rss_mib']:.1f} MiB")

@@ -157,7 +157,7 @@ static struct conn *conn_open(const char *path, bool writer, char *err, size_t e
 	sqlite3_busy_timeout(c->db, 5000);
 	/* WAL lets readers run beside the writer; FULL makes every commit durable on disk. */
 	const char *pragmas = writer ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-	                               "PRAGMA cache_size=-16384;"
+	                               "PRAGMA cache_size=-8192;"
 	                               "PRAGMA foreign_keys=ON;"
 	                             : "PRAGMA foreign_keys=ON;";
 	char *msg = NULL;

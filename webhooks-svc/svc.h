@@ -34,6 +34,7 @@ struct svc {
 	struct dqueue *queue;
 	struct dispatch *dispatch;
 	natsSubscription *subs[16];
+	bool bench_no_record;
 	int nsubs;
 };
 
