@@ -18,7 +18,7 @@ build: deps
 test: deps lint
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
-	@cd $(BUILD) && ctest --output-on-failure --timeout 300
+	@cd $(BUILD) && ctest --output-on-failure --timeout 300 -j $(JOBS)
 	@$(MAKE) --no-print-directory test-asan
 
 test-asan: deps
@@ -26,11 +26,11 @@ test-asan: deps
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
 	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-		ctest --output-on-failure --timeout 600
+		ctest --output-on-failure --timeout 600 -j $(JOBS)
 
 # The suite once, without the sanitizer pass (for quick local runs).
 test-fast: build
-	@cd $(BUILD) && ctest --output-on-failure --timeout 300
+	@cd $(BUILD) && ctest --output-on-failure --timeout 300 -j $(JOBS)
 
 lint:
 	@./scripts/lint.sh
