@@ -43,7 +43,7 @@ struct slot {
 	int64_t started_us;
 	int64_t at_ms;
 	size_t received;
-	size_t body_sent;
+	int sends; /* requests written in this transfer: see before_send */
 	bool body_capped;
 	bool busy; /* added to the multi handle */
 	char errbuf[CURL_ERROR_SIZE];
@@ -77,22 +77,16 @@ static size_t discard_body(char *data, size_t size, size_t nmemb, void *userp)
 	return n;
 }
 
-static size_t read_body(char *buf, size_t size, size_t nitems, void *userp)
+/* libcurl calls this when the request is about to go out on a connection. When a reused
+ * keep-alive connection turns out to be closed after the request was written, libcurl sends
+ * it again on a new connection inside the same transfer: the receiver would then see more
+ * POSTs than attempts are recorded. The second call within one transfer is that resend;
+ * refuse it, and the attempt ends as a failure that is recorded and retried on schedule. */
+static int before_send(void *userp, char *conn_primary_ip, char *conn_local_ip,
+                       int conn_primary_port, int conn_local_port)
 {
 	struct slot *s = userp;
-	size_t len = strlen(s->body), n = size * nitems;
-	if (n > len - s->body_sent)
-		n = len - s->body_sent;
-	memcpy(buf, s->body + s->body_sent, n);
-	s->body_sent += n;
-	return n;
-}
-
-/* libcurl rewinds the body only to re-send it on another connection after this one was
- * closed without an answer: that must be a new, recorded attempt instead. */
-static int no_rewind(void *userp, curl_off_t offset, int origin)
-{
-	return CURL_SEEKFUNC_CANTSEEK;
+	return ++s->sends > 1 ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
 }
 
 static int setup_easy(struct dispatch *d, struct slot *s)
@@ -113,6 +107,8 @@ static int setup_easy(struct dispatch *d, struct slot *s)
 	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(e, CURLOPT_USERAGENT, USER_AGENT);
+	curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, before_send);
+	curl_easy_setopt(e, CURLOPT_PREREQDATA, s);
 	return 0;
 }
 
@@ -139,6 +135,7 @@ static void start(struct dispatch *d, const struct delivery *dl)
 	d->free_slots = s->next_free;
 	s->d = *dl;
 	s->received = 0;
+	s->sends = 0;
 	s->body_capped = false;
 	s->errbuf[0] = '\0';
 	if (s->easy == NULL && setup_easy(d, s) != 0)
@@ -154,12 +151,8 @@ static void start(struct dispatch *d, const struct delivery *dl)
 	         s->d.ip, s->at_ms / 1000);
 	curl_easy_setopt(s->easy, CURLOPT_URL, s->d.target_url);
 	curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, s->headers);
-	s->body_sent = 0;
-	curl_easy_setopt(s->easy, CURLOPT_POST, 1L);
-	curl_easy_setopt(s->easy, CURLOPT_READFUNCTION, read_body);
-	curl_easy_setopt(s->easy, CURLOPT_READDATA, s);
-	curl_easy_setopt(s->easy, CURLOPT_SEEKFUNCTION, no_rewind);
-	curl_easy_setopt(s->easy, CURLOPT_SEEKDATA, s);
+	/* POSTFIELDS lets libcurl write headers and body with one send(). */
+	curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, s->body);
 	curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE, (long)strlen(s->body));
 	s->started_us = time_mono_us();
 	if (curl_multi_add_handle(d->multi, s->easy) != CURLM_OK)
@@ -198,7 +191,10 @@ static void outcome_of(struct slot *s, CURLcode rc, struct delivery_outcome *o)
 			o->retry_after_ms = (int64_t)after * 1000;
 		return;
 	}
-	if (rc == CURLE_OPERATION_TIMEDOUT)
+	if (rc == CURLE_ABORTED_BY_CALLBACK && s->sends > 1)
+		snprintf(o->error, sizeof(o->error),
+		         "the connection closed without an answer after the request was sent");
+	else if (rc == CURLE_OPERATION_TIMEDOUT)
 		snprintf(o->error, sizeof(o->error), "timed out: %.110s",
 		         s->errbuf[0] ? s->errbuf : curl_easy_strerror(rc));
 	else
