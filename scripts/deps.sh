@@ -1,11 +1,13 @@
 #!/bin/sh
-# deps.sh -- install the Debian packages in scripts/packages.txt that are missing.
+# deps.sh [SECTION...] -- install the Debian packages of scripts/packages.txt that are missing:
+# every section when called with no arguments (make run, make test, CI), only the named
+# sections otherwise (the Dockerfiles: `build`, `runtime runtime-gateway`, ...).
 # A no-op when everything is present; runs `apt-get update` at most once.
 set -eu
 here=$(dirname "$0")
-list="${1:-$here/packages.txt}"
+pkgs=$(sh "$here/packages.sh" "$@")
 missing=""
-for pkg in $(grep -v '^[[:space:]]*#' "$list" | tr -s ' \n' ' '); do
+for pkg in $pkgs; do
 	if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
 		missing="$missing $pkg"
 	fi
