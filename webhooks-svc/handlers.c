@@ -214,7 +214,8 @@ static void on_register(struct svc *svc, const char *reply, json_t *req)
 	if (url == NULL || !want_url(svc, reply, url))
 		return;
 	struct store_op op = {.kind = STORE_OP_INSERT};
-	id_generate(op.hook.id);
+	/* Time-ordered: new rows append to the table instead of landing all over it. */
+	id_generate_ordered(op.hook.id);
 	snprintf(op.hook.target_url, sizeof(op.hook.target_url), "%s", url);
 	op.hook.created_ms = op.hook.updated_ms = time_now_ms();
 	submit_write(svc, reply, &op);
