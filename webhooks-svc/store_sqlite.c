@@ -583,6 +583,10 @@ struct store *store_sqlite_open(const char *path, char *err, size_t errlen)
 		snprintf(err, errlen, "STORE_URL: expected sqlite:PATH with a file path");
 		return NULL;
 	}
+	/* Memory statistics take one process-wide mutex on every allocation, which every
+	 * reader thread would contend for. Only possible before SQLite initialises, so a
+	 * second store in the same process (tests) keeps whatever the first one set. */
+	(void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 	if (!sqlite3_threadsafe()) {
 		snprintf(err, errlen, "sqlite: the library was built without thread support");
 		return NULL;
