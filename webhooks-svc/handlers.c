@@ -21,7 +21,7 @@
 #define LIST_DEFAULT_LIMIT 100
 #define LIST_MAX_LIMIT     1000
 
-/* The svc pointer for the writer's completion callback, which has no slot of its own. */
+/* The process's one service: the subscriptions' closure slot carries their route instead. */
 static struct svc *the_svc;
 
 /* A write waiting in the writer: where to reply. */
