@@ -18,14 +18,9 @@ if ids_file == nil or ids_file == "" then
    error("get_webhook.lua: set IDS_FILE to a file of webhook ids, one a line")
 end
 
-local threads = {}
-local next_id = 1
-
-function setup(thread)
-   thread:set("id", next_id)
-   next_id = next_id + 1
-   table.insert(threads, thread)
-end
+package.path = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "?.lua;" .. package.path
+local result = require("result")
+setup, response, done = result.setup, result.response, result.done
 
 local headers = {
    ["Authorization"] = "Bearer " .. token,
@@ -56,26 +51,4 @@ end
 function request()
    pos = pos % #reqs + 1
    return reqs[pos]
-end
-
--- Defining response() costs wrk some speed, but wrk itself only counts statuses above 399.
-function response(status, hdrs, body)
-   if status < 200 or status > 299 then
-      non2xx = non2xx + 1
-   end
-end
-
-function done(summary, latency, requests)
-   local non2xx_total = 0
-   for _, thread in ipairs(threads) do
-      non2xx_total = non2xx_total + (thread:get("non2xx") or 0)
-   end
-   local e = summary.errors
-   local secs = summary.duration / 1e6
-   io.write(string.format(
-      "RESULT requests=%d duration_s=%.2f requests_per_sec=%.1f p50_ms=%.3f p99_ms=%.3f " ..
-      "max_ms=%.3f non2xx=%d socket_errors=%d\n",
-      summary.requests, secs, summary.requests / secs, latency:percentile(50) / 1000,
-      latency:percentile(99) / 1000, latency.max / 1000, non2xx_total,
-      e.connect + e.read + e.write + e.timeout))
 end
