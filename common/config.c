@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -247,4 +249,24 @@ int cfg_parse(const struct cfg_option *opts, size_t n, int argc, char **argv, co
 	}
 	free(seen);
 	return rc;
+}
+
+int cfg_load(const struct cfg_option *opts, size_t n, int argc, char **argv, const char *program,
+             const char *summary)
+{
+	char err[512];
+	log_set_program(program);
+	int rc = cfg_parse(opts, n, argc, argv, summary, err, sizeof(err));
+	if (rc < 0)
+		fprintf(stderr, "%s: %s\n", program, err);
+	return rc;
+}
+
+void cfg_block_stop_signals(sigset_t *stop)
+{
+	sigemptyset(stop);
+	sigaddset(stop, SIGTERM);
+	sigaddset(stop, SIGINT);
+	pthread_sigmask(SIG_BLOCK, stop, NULL);
+	signal(SIGPIPE, SIG_IGN);
 }

@@ -7,6 +7,7 @@
 #ifndef WEBHOOKS_CONFIG_H
 #define WEBHOOKS_CONFIG_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -48,6 +49,18 @@ enum {
 __attribute__((warn_unused_result)) int cfg_parse(const struct cfg_option *opts, size_t n, int argc,
                                                   char **argv, const char *summary, char *err,
                                                   size_t errlen);
+
+/* The start of every main(): cfg_parse, with the program's name on its log lines and on the
+ * one stderr line that reports a bad value. Returns CFG_OK, CFG_HELP (the caller exits 0) or
+ * -EINVAL after printing "program: <what was wrong>" (the caller exits 2). */
+__attribute__((warn_unused_result)) int cfg_load(const struct cfg_option *opts, size_t n, int argc,
+                                                 char **argv, const char *program,
+                                                 const char *summary);
+
+/* Block SIGTERM and SIGINT in the calling thread and every thread it starts afterwards, so that
+ * only a sigwait() on *stop sees them, and ignore SIGPIPE (a peer that hangs up is an error
+ * return, not a death). Call before starting any thread. */
+void cfg_block_stop_signals(sigset_t *stop);
 
 /* Parse one duration such as "250ms", "5s", "2m" or "1h" into milliseconds.
  * Returns true on success. */

@@ -126,29 +126,20 @@ int main(int argc, char **argv)
 	    {"LOG_LEVEL", "--log-level", CFG_LOG_LEVEL, "info", "error, warn, info or debug", 0, 0,
 	     NULL, &c->log_level},
 	};
-	char err[512];
-	log_set_program("webhooks-gateway");
-	int rc = cfg_parse(options, sizeof(options) / sizeof(options[0]), argc, argv,
-	                   "webhooks-gateway: the HTTP API of the webhook service; every route "
-	                   "becomes a NATS request to webhooks-svc.",
-	                   err, sizeof(err));
-	if (rc == CFG_HELP)
-		return 0;
-	if (rc != 0) {
-		fprintf(stderr, "webhooks-gateway: %s\n", err);
-		return 2;
-	}
+	int rc =
+	    cfg_load(options, sizeof(options) / sizeof(options[0]), argc, argv, "webhooks-gateway",
+	             "webhooks-gateway: the HTTP API of the webhook service; every route "
+	             "becomes a NATS request to webhooks-svc.");
+	if (rc != CFG_OK)
+		return rc == CFG_HELP ? 0 : 2;
 	log_set_level(c->log_level);
+	char err[512];
 	gw.token_len = strlen(c->admin_token);
 	if (gw.token_len < 16)
 		log_warn("ADMIN_TOKEN is shorter than 16 characters; use a long random token");
 
 	sigset_t stop;
-	sigemptyset(&stop);
-	sigaddset(&stop, SIGTERM);
-	sigaddset(&stop, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &stop, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	cfg_block_stop_signals(&stop);
 	pthread_mutex_init(&gw.active_lock, NULL);
 	pthread_cond_init(&gw.idle, NULL);
 

@@ -90,19 +90,13 @@ int main(int argc, char **argv)
 	    {"LOG_LEVEL", "--log-level", CFG_LOG_LEVEL, "info", "error, warn, info or debug", 0, 0,
 	     NULL, &c->log_level},
 	};
-	char err[512];
-	log_set_program("webhooks-svc");
-	int rc = cfg_parse(options, sizeof(options) / sizeof(options[0]), argc, argv,
-	                   "webhooks-svc: stores webhooks and delivers events, answering the "
-	                   "webhooks.* NATS subjects.",
-	                   err, sizeof(err));
-	if (rc == CFG_HELP)
-		return 0;
-	if (rc != 0) {
-		fprintf(stderr, "webhooks-svc: %s\n", err);
-		return 2;
-	}
+	int rc = cfg_load(options, sizeof(options) / sizeof(options[0]), argc, argv, "webhooks-svc",
+	                  "webhooks-svc: stores webhooks and delivers events, answering the "
+	                  "webhooks.* NATS subjects.");
+	if (rc != CFG_OK)
+		return rc == CFG_HELP ? 0 : 2;
 	log_set_level(c->log_level);
+	char err[512];
 	/* For make bench only: measures what recording deliveries costs the fan-out. */
 	svc.bench_no_record = getenv("WEBHOOKS_BENCH_NO_RECORD") != NULL;
 	if (svc.bench_no_record)
@@ -120,11 +114,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	sigset_t stop;
-	sigemptyset(&stop);
-	sigaddset(&stop, SIGTERM);
-	sigaddset(&stop, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &stop, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	cfg_block_stop_signals(&stop);
 
 	int exit_code = 1;
 	svc.store = store_open(c->store_url, err, sizeof(err));
