@@ -30,7 +30,7 @@
 
 #define USER_AGENT        "webhooks/" WEBHOOKS_VERSION
 #define MAX_RESPONSE_BODY (64 * 1024) /* read and thrown away; more aborts the transfer */
-#define MAX_WAIT_MS       1000
+#define MAX_WAIT_MS       60000 /* only a backstop: every real deadline is waited for exactly */
 #define ID_HEADER         "webhook-id: "
 
 /* One transfer slot. Its easy handle lives as long as the dispatcher and is reused. */
