@@ -55,10 +55,6 @@ int store_count(struct store *s, int64_t *count, char *err, size_t errlen)
 int store_get_event(struct store *s, const char *id, struct store_event *out, char *err,
                     size_t errlen)
 {
-	if (s->vt->get_event == NULL) {
-		snprintf(err, errlen, "the %s store does not record events", s->vt->name);
-		return -EIO;
-	}
 	return s->vt->get_event(s, id, out, err, errlen);
 }
 
@@ -66,10 +62,6 @@ int store_list_deliveries(struct store *s, const char *event_id, const char *aft
                           struct store_delivery *out, size_t *n, char *err, size_t errlen)
 {
 	*n = 0;
-	if (s->vt->list_deliveries == NULL) {
-		snprintf(err, errlen, "the %s store does not record deliveries", s->vt->name);
-		return -EIO;
-	}
 	return s->vt->list_deliveries(s, event_id, after, limit, out, n, err, errlen);
 }
 

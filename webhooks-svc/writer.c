@@ -23,8 +23,8 @@ struct writer {
 	struct job *ring; /* capacity slots; head is the oldest */
 	size_t capacity, head, count;
 	size_t batch_max;
-	struct job *batch; /* batch_max slots, owned by the writer thread */
-	struct store_op *ops;
+	struct store_op *ops; /* batch_max slots, owned by the writer thread */
+	void **ctxs;
 	bool stopping;
 	pthread_t thread;
 };
@@ -44,21 +44,20 @@ static void *run(void *arg)
 		/* Take everything that arrived while the last batch was committing. */
 		size_t n = w->count < w->batch_max ? w->count : w->batch_max;
 		for (size_t i = 0; i < n; i++) {
-			w->batch[i] = w->ring[w->head];
+			w->ops[i] = w->ring[w->head].op;
+			w->ctxs[i] = w->ring[w->head].ctx;
 			w->head = (w->head + 1) % w->capacity;
 		}
 		w->count -= n;
 		pthread_cond_broadcast(&w->not_full);
 		pthread_mutex_unlock(&w->lock);
 
-		for (size_t i = 0; i < n; i++)
-			w->ops[i] = w->batch[i].op;
 		err[0] = '\0';
 		int rc = store_apply(w->store, w->ops, n, err, sizeof(err));
 		if (rc != 0)
 			log_error("store write of %zu op(s) failed: %s", n, err);
 		for (size_t i = 0; i < n; i++)
-			w->done(w->batch[i].ctx, &w->ops[i], rc, err);
+			w->done(w->ctxs[i], &w->ops[i], rc, err);
 	}
 }
 
@@ -73,9 +72,9 @@ struct writer *writer_create(struct store *store, writer_done_fn done, size_t ca
 	w->capacity = capacity;
 	w->batch_max = batch_max;
 	w->ring = calloc(capacity, sizeof(*w->ring));
-	w->batch = calloc(batch_max, sizeof(*w->batch));
 	w->ops = calloc(batch_max, sizeof(*w->ops));
-	if (w->ring == NULL || w->batch == NULL || w->ops == NULL)
+	w->ctxs = calloc(batch_max, sizeof(*w->ctxs));
+	if (w->ring == NULL || w->ops == NULL || w->ctxs == NULL)
 		goto nomem;
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->not_empty, NULL);
@@ -94,7 +93,7 @@ nomem:
 fail:
 	if (w != NULL) {
 		free(w->ring);
-		free(w->batch);
+		free(w->ctxs);
 		free(w->ops);
 		free(w);
 	}
@@ -133,7 +132,7 @@ void writer_destroy(struct writer *w)
 	pthread_cond_destroy(&w->not_empty);
 	pthread_cond_destroy(&w->not_full);
 	free(w->ring);
-	free(w->batch);
+	free(w->ctxs);
 	free(w->ops);
 	free(w);
 }
