@@ -9,22 +9,21 @@
 
 #include "log.h"
 
-struct job {
-	struct store_op op;
-	void *ctx;
-};
-
+/* Two buffers: submitters append to one while the writer thread commits the other, and the
+ * writer swaps them under the lock, so the lock is never held for longer than one append or
+ * one swap whatever the batch size. */
 struct writer {
 	struct store *store;
 	writer_done_fn done;
 	pthread_mutex_t lock;
 	pthread_cond_t not_empty;
 	pthread_cond_t not_full;
-	struct job *ring; /* capacity slots; head is the oldest */
-	size_t capacity, head, count;
-	size_t batch_max;
-	struct store_op *ops; /* batch_max slots, owned by the writer thread */
+	struct store_op *fill_ops; /* capacity slots: where submitters append */
+	void **fill_ctxs;
+	size_t count;         /* writes in the fill buffer */
+	struct store_op *ops; /* capacity slots: the batch the writer thread is committing */
 	void **ctxs;
+	size_t capacity, batch_max;
 	bool stopping;
 	pthread_t thread;
 };
@@ -42,23 +41,36 @@ static void *run(void *arg)
 			return NULL;
 		}
 		/* Take everything that arrived while the last batch was committing. */
-		size_t n = w->count < w->batch_max ? w->count : w->batch_max;
-		for (size_t i = 0; i < n; i++) {
-			w->ops[i] = w->ring[w->head].op;
-			w->ctxs[i] = w->ring[w->head].ctx;
-			w->head = (w->head + 1) % w->capacity;
-		}
-		w->count -= n;
+		struct store_op *ops = w->fill_ops;
+		void **ctxs = w->fill_ctxs;
+		w->fill_ops = w->ops;
+		w->fill_ctxs = w->ctxs;
+		w->ops = ops;
+		w->ctxs = ctxs;
+		size_t n = w->count;
+		w->count = 0;
 		pthread_cond_broadcast(&w->not_full);
 		pthread_mutex_unlock(&w->lock);
 
-		err[0] = '\0';
-		int rc = store_apply(w->store, w->ops, n, err, sizeof(err));
-		if (rc != 0)
-			log_error("store write of %zu op(s) failed: %s", n, err);
-		for (size_t i = 0; i < n; i++)
-			w->done(w->ctxs[i], &w->ops[i], rc, err);
+		for (size_t i = 0; i < n; i += w->batch_max) {
+			size_t m = n - i < w->batch_max ? n - i : w->batch_max;
+			err[0] = '\0';
+			int rc = store_apply(w->store, ops + i, m, err, sizeof(err));
+			if (rc != 0)
+				log_error("store write of %zu op(s) failed: %s", m, err);
+			for (size_t j = i; j < i + m; j++)
+				w->done(ctxs[j], &ops[j], rc, err);
+		}
 	}
+}
+
+static void free_buffers(struct writer *w)
+{
+	free(w->fill_ops);
+	free(w->fill_ctxs);
+	free(w->ops);
+	free(w->ctxs);
+	free(w);
 }
 
 struct writer *writer_create(struct store *store, writer_done_fn done, size_t capacity,
@@ -71,10 +83,11 @@ struct writer *writer_create(struct store *store, writer_done_fn done, size_t ca
 	w->done = done;
 	w->capacity = capacity;
 	w->batch_max = batch_max;
-	w->ring = calloc(capacity, sizeof(*w->ring));
-	w->ops = calloc(batch_max, sizeof(*w->ops));
-	w->ctxs = calloc(batch_max, sizeof(*w->ctxs));
-	if (w->ring == NULL || w->ops == NULL || w->ctxs == NULL)
+	w->fill_ops = calloc(capacity, sizeof(*w->fill_ops));
+	w->fill_ctxs = calloc(capacity, sizeof(*w->fill_ctxs));
+	w->ops = calloc(capacity, sizeof(*w->ops));
+	w->ctxs = calloc(capacity, sizeof(*w->ctxs));
+	if (w->fill_ops == NULL || w->fill_ctxs == NULL || w->ops == NULL || w->ctxs == NULL)
 		goto nomem;
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->not_empty, NULL);
@@ -91,12 +104,8 @@ struct writer *writer_create(struct store *store, writer_done_fn done, size_t ca
 nomem:
 	snprintf(err, errlen, "out of memory");
 fail:
-	if (w != NULL) {
-		free(w->ring);
-		free(w->ctxs);
-		free(w->ops);
-		free(w);
-	}
+	if (w != NULL)
+		free_buffers(w);
 	return NULL;
 }
 
@@ -109,9 +118,8 @@ int writer_submit(struct writer *w, const struct store_op *op, void *ctx)
 		pthread_mutex_unlock(&w->lock);
 		return -ESHUTDOWN;
 	}
-	struct job *j = &w->ring[(w->head + w->count) % w->capacity];
-	j->op = *op;
-	j->ctx = ctx;
+	w->fill_ops[w->count] = *op;
+	w->fill_ctxs[w->count] = ctx;
 	w->count++;
 	pthread_cond_signal(&w->not_empty);
 	pthread_mutex_unlock(&w->lock);
@@ -131,8 +139,5 @@ void writer_destroy(struct writer *w)
 	pthread_mutex_destroy(&w->lock);
 	pthread_cond_destroy(&w->not_empty);
 	pthread_cond_destroy(&w->not_full);
-	free(w->ring);
-	free(w->ctxs);
-	free(w->ops);
-	free(w);
+	free_buffers(w);
 }

@@ -1,8 +1,8 @@
 /* writer.h -- group commit: concurrent store writes share one durable transaction.
  *
  * Request handlers submit writes from any thread and return at once; one writer thread takes
- * every write that is waiting (up to a batch limit), applies them with a single store_apply,
- * and only then hands each outcome to the completion callback, which replies. A write is
+ * every write that is waiting, applies them with one store_apply per batch_max of them, and
+ * only then hands each outcome to the completion callback, which replies. A write is
  * therefore never acknowledged before it is durable, and under load many writes share the cost
  * of one commit. The queue is bounded: when it is full, writer_submit blocks its caller, which
  * pushes back on the NATS subscription instead of growing memory. */
@@ -21,7 +21,8 @@ struct writer;
  * callback owns it from then on. */
 typedef void (*writer_done_fn)(void *ctx, const struct store_op *op, int batch_rc, const char *err);
 
-/* Start the writer thread. capacity bounds the queue, batch_max the writes per transaction.
+/* Start the writer thread. capacity bounds the queue (the writes waiting while a batch commits),
+ * batch_max the writes per transaction.
  * Returns NULL with err filled on failure. */
 struct writer *writer_create(struct store *store, writer_done_fn done, size_t capacity,
                              size_t batch_max, char *err, size_t errlen);
