@@ -371,6 +371,9 @@ class DeliveryCase(IntegrationCase):
         self.assertEqual(h.get('content-type'), 'application/json', rq)
         self.assertRegex(h.get('user-agent', ''), r'^webhooks/\d+\.\d+(\.\d+)?', rq)
         self.assertRegex(h.get('webhook-id', ''), UUID_RE, rq)
+        # The whole body goes with the headers: no 100-continue handshake for a small body.
+        self.assertNotIn('expect', h, rq)
+        self.assertEqual(int(h.get('content-length', -1)), len(rq['body'].encode()), rq)
         body = json.loads(rq['body'])
         self.assertIsInstance(body, dict, rq)
         self.assertEqual(set(body), {'ipAddress', 'timestamp'}, rq)
