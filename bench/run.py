@@ -7,7 +7,10 @@
   2. Fan-out: N webhooks on distinct paths of webhook-target on 4 loopback ports,
      MAX_IN_FLIGHT=64, one GET /ip; deliveries/s from the reply to the last delivery, time from
      the reply to the first delivery, and the service's peak RSS (VmHWM). The ceiling: wrk
-     POSTing the same body to the same target with 64 connections.
+     POSTing the same body to the same target with 64 connections. Beside it, libcurl's own
+     floor: bench-curl-floor driving one multi handle on one thread with the dispatcher's
+     request (64 in flight, distinct paths on the 4 ports) and nothing else, which is as fast
+     as any single-threaded libcurl dispatcher can go here.
 
 Only 127.0.0.1 is used. Every process started here is stopped at the end.
 Each API figure is the median of --runs wrk runs (this 2-core machine is noisy). The fan-out also
@@ -83,6 +86,15 @@ def stop_all():
 def wrk(url, script, conns, duration, env=None):
     out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{duration}s", "-s", script, url],
                          env={**os.environ, **(env or {})}, capture_output=True, text=True, check=True).stdout
+    line = [l for l in out.splitlines() if l.startswith("RESULT")][-1]
+    return {k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
+
+
+def curl_floor(bindir, count, ports):
+    """bench-curl-floor: the dispatcher's transfer loop alone, at 64 in flight."""
+    out = subprocess.run([os.path.join(bindir, "bench-curl-floor"), "--count", str(count), "--in-flight", "64"] +
+                         [f"http://127.0.0.1:{p}/ok" for p in ports], capture_output=True, text=True,
+                         check=True).stdout
     line = [l for l in out.splitlines() if l.startswith("RESULT")][-1]
     return {k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
 
@@ -216,6 +228,7 @@ def bench_fanout(bindir, n, work, wait_s, record=True):
     seed(system.db, n, ports)
     system.start_svc()
     ceiling = wrk(f"http://127.0.0.1:{ports[0]}", os.path.join(HERE, "post_target.lua"), 64, 5)
+    floor = curl_floor(bindir, min(n, 200000), ports)
     urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{ports[0]}/_control/reset", method="POST")).read()
 
     status, body, replied_us = trigger(system.http_port)
@@ -234,7 +247,8 @@ def bench_fanout(bindir, n, work, wait_s, record=True):
     span_s = (stats["lastArrivalUs"] - replied_us) / 1e6
     out = {"webhooks": n, "delivered": total, "deliveries_per_sec": total / span_s if span_s > 0 else 0,
            "first_delivery_ms": (stats["firstArrivalUs"] - replied_us) / 1000, "peak_rss_mib": rss / 1024,
-           "ceiling_requests_per_sec": ceiling["requests_per_sec"]}
+           "ceiling_requests_per_sec": ceiling["requests_per_sec"],
+           "curl_floor_per_sec": floor["transfers_per_sec"]}
     system.stop_svc()
     stop(system.gw)
     stop(system.nats)
@@ -275,7 +289,8 @@ def main():
                 r = bench_fanout(bindir, n, work, wait_s=max(60, n / 2000), record=record)
             print(f"fanout {r['webhooks']:8d} webhooks{'' if record else ' (not recorded)'}: "
                   f"delivered {r['delivered']}, "
-                  f"{r['deliveries_per_sec']:8.0f}/s (ceiling wrk {r['ceiling_requests_per_sec']:.0f}/s), "
+                  f"{r['deliveries_per_sec']:8.0f}/s (ceiling wrk {r['ceiling_requests_per_sec']:.0f}/s, "
+                  f"libcurl floor {r['curl_floor_per_sec']:.0f}/s), "
                   f"first delivery {r['first_delivery_ms']:.2f} ms after the reply, "
                   f"peak RSS {r['peak_rss_mib']:.1f} MiB")
     finally:
