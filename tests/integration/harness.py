@@ -522,7 +522,22 @@ class NatsServer:
         return NatsClient(self.host, self.port, timeout=timeout)
 
 
-class Service:
+class OurBinary:
+    """What Service and Gateway share: a Proc in self.proc, and start(timeout) of their own."""
+
+    def stop(self, timeout=STOP_TIMEOUT):
+        return self.proc.stop(timeout)
+
+    def kill(self):
+        self.proc.kill()
+
+    def restart(self, timeout=START_TIMEOUT):
+        if self.proc.running():
+            self.stop()
+        return self.start(timeout)
+
+
+class Service(OurBinary):
     """webhooks-svc on an SQLite file in the work dir; restart() keeps the same store."""
 
     def __init__(self, workdir, nats_url, env=None, name='webhooks-svc', log_level='info'):
@@ -544,19 +559,8 @@ class Service:
     def wait_ready(self, timeout=START_TIMEOUT):
         self.proc.wait_line(r'\bready: ', timeout)
 
-    def stop(self, timeout=STOP_TIMEOUT):
-        return self.proc.stop(timeout)
 
-    def kill(self):
-        self.proc.kill()
-
-    def restart(self, timeout=START_TIMEOUT):
-        if self.proc.running():
-            self.stop()
-        return self.start(timeout)
-
-
-class Gateway:
+class Gateway(OurBinary):
     """webhooks-gateway on a loopback address; restart() keeps its port."""
 
     def __init__(self, workdir, nats_url, env=None, bind='127.0.0.1', name='webhooks-gateway',
@@ -600,17 +604,6 @@ class Gateway:
         if int(m.group(2)) != self.port:
             raise AssertionError('gateway says port %s, was given %d' % (m.group(2), self.port))
         wait_port(self.host, self.port, timeout, self.proc)
-
-    def stop(self, timeout=STOP_TIMEOUT):
-        return self.proc.stop(timeout)
-
-    def kill(self):
-        self.proc.kill()
-
-    def restart(self, timeout=START_TIMEOUT):
-        if self.proc.running():
-            self.stop()
-        return self.start(timeout)
 
     def auth(self, token=None):
         return {'Authorization': 'Bearer ' + (token if token is not None else self.token)}
