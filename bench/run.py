@@ -13,10 +13,13 @@
      as any single-threaded libcurl dispatcher can go here.
 
 Only 127.0.0.1 is used. Every process started here is stopped at the end.
-Each API figure is the median of --runs wrk runs (this 2-core machine is noisy). The fan-out also
-runs once with WEBHOOKS_BENCH_NO_RECORD=1 at the first size, to show what recording costs.
+Each API figure is the median of --runs wrk runs, and each fan-out size the median of
+--fanout-runs runs (this 2-core machine is noisy); the million-webhook RSS run is made once. The
+fan-out also runs with WEBHOOKS_BENCH_NO_RECORD=1 at the first size, to show what recording
+costs.
 
-Usage: run.py BUILD_DIR [--duration S] [--runs N] [--fanout 10000,100000] [--rss-webhooks 1000000]
+Usage: run.py BUILD_DIR [--duration S] [--runs N] [--fanout 10000,100000] [--fanout-runs N]
+              [--rss-webhooks 1000000]
 """
 import argparse
 import json
@@ -264,6 +267,8 @@ def main():
     ap.add_argument("--rss-webhooks", type=int, default=1000000)
     ap.add_argument("--skip-api", action="store_true")
     ap.add_argument("--runs", type=int, default=3, help="wrk runs per API measurement (median)")
+    ap.add_argument("--fanout-runs", type=int, default=3,
+                    help="runs per --fanout size (median); the --rss-webhooks run is made once")
     ap.add_argument("--no-record-overhead", dest="record_overhead", action="store_false",
                     help="skip the run without delivery records that measures their cost")
     args = ap.parse_args()
@@ -279,20 +284,32 @@ def main():
                 print(f"api {name:9s} {v['requests_per_sec']:9.0f} req/s  p99 {v['p99_ms']:6.2f} ms  "
                       f"non2xx {int(v['non2xx'])}  (median of {v['all']})")
         sizes = [int(x) for x in args.fanout.split(",") if x]
-        if args.rss_webhooks:
-            sizes.append(args.rss_webhooks)
-        plan = [(n, True) for n in sizes]
+        plan = [(n, True, args.fanout_runs) for n in sizes]
         if args.record_overhead and sizes:
-            plan.insert(1, (sizes[0], False))
-        for n, record in plan:
+            plan.insert(1, (sizes[0], False, args.fanout_runs))
+        if args.rss_webhooks:
+            plan.append((args.rss_webhooks, True, 1))
+
+        def one(n, record):
             with tempfile.TemporaryDirectory() as work:
-                r = bench_fanout(bindir, n, work, wait_s=max(60, n / 2000), record=record)
-            print(f"fanout {r['webhooks']:8d} webhooks{'' if record else ' (not recorded)'}: "
-                  f"delivered {r['delivered']}, "
-                  f"{r['deliveries_per_sec']:8.0f}/s (ceiling wrk {r['ceiling_requests_per_sec']:.0f}/s, "
-                  f"libcurl floor {r['curl_floor_per_sec']:.0f}/s), "
-                  f"first delivery {r['first_delivery_ms']:.2f} ms after the reply, "
-                  f"peak RSS {r['peak_rss_mib']:.1f} MiB")
+                return bench_fanout(bindir, n, work, wait_s=max(60, n / 2000), record=record)
+
+        for n, record, runs in plan:
+            results = sorted((one(n, record) for _ in range(runs)), key=lambda x: x["deliveries_per_sec"])
+            r = results[len(results) // 2]
+            line = (f"fanout {r['webhooks']:8d} webhooks{'' if record else ' (not recorded)'}: "
+                    f"delivered {r['delivered']}, "
+                    f"{r['deliveries_per_sec']:8.0f}/s (ceiling wrk {r['ceiling_requests_per_sec']:.0f}/s, "
+                    f"libcurl floor {r['curl_floor_per_sec']:.0f}/s), "
+                    f"first delivery {r['first_delivery_ms']:.2f} ms after the reply, "
+                    f"peak RSS {r['peak_rss_mib']:.1f} MiB")
+            if runs > 1:
+                line += (f"\n    median of {runs} runs: deliveries/s {[round(x['deliveries_per_sec']) for x in results]}, "
+                         f"share of wrk {[round(100 * x['deliveries_per_sec'] / x['ceiling_requests_per_sec']) for x in results]}%, "
+                         f"share of the floor {[round(100 * x['deliveries_per_sec'] / x['curl_floor_per_sec']) for x in results]}%, "
+                         f"worst first delivery {max(x['first_delivery_ms'] for x in results):.2f} ms, "
+                         f"highest peak RSS {max(x['peak_rss_mib'] for x in results):.1f} MiB")
+            print(line, flush=True)
     finally:
         stop_all()
 
