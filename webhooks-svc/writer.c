@@ -9,6 +9,12 @@
 
 #include "log.h"
 
+/* Writes and the context each completes with, capacity slots of each. */
+struct buffer {
+	struct store_op *ops;
+	void **ctxs;
+};
+
 /* Two buffers: submitters append to one while the writer thread commits the other, and the
  * writer swaps them under the lock, so the lock is never held for longer than one append or
  * one swap whatever the batch size. */
@@ -18,11 +24,9 @@ struct writer {
 	pthread_mutex_t lock;
 	pthread_cond_t not_empty;
 	pthread_cond_t not_full;
-	struct store_op *fill_ops; /* capacity slots: where submitters append */
-	void **fill_ctxs;
-	size_t count;         /* writes in the fill buffer */
-	struct store_op *ops; /* capacity slots: the batch the writer thread is committing */
-	void **ctxs;
+	struct buffer fill;  /* where submitters append */
+	size_t count;        /* writes in fill */
+	struct buffer batch; /* what the writer thread is committing */
 	size_t capacity, batch_max;
 	bool stopping;
 	pthread_t thread;
@@ -41,12 +45,9 @@ static void *run(void *arg)
 			return NULL;
 		}
 		/* Take everything that arrived while the last batch was committing. */
-		struct store_op *ops = w->fill_ops;
-		void **ctxs = w->fill_ctxs;
-		w->fill_ops = w->ops;
-		w->fill_ctxs = w->ctxs;
-		w->ops = ops;
-		w->ctxs = ctxs;
+		struct buffer b = w->fill;
+		w->fill = w->batch;
+		w->batch = b;
 		size_t n = w->count;
 		w->count = 0;
 		pthread_cond_broadcast(&w->not_full);
@@ -55,21 +56,32 @@ static void *run(void *arg)
 		for (size_t i = 0; i < n; i += w->batch_max) {
 			size_t m = n - i < w->batch_max ? n - i : w->batch_max;
 			err[0] = '\0';
-			int rc = store_apply(w->store, ops + i, m, err, sizeof(err));
+			int rc = store_apply(w->store, b.ops + i, m, err, sizeof(err));
 			if (rc != 0)
 				log_error("store write of %zu op(s) failed: %s", m, err);
 			for (size_t j = i; j < i + m; j++)
-				w->done(ctxs[j], &ops[j], rc, err);
+				w->done(b.ctxs[j], &b.ops[j], rc, err);
 		}
 	}
 }
 
-static void free_buffers(struct writer *w)
+static int buffer_init(struct buffer *b, size_t capacity)
 {
-	free(w->fill_ops);
-	free(w->fill_ctxs);
-	free(w->ops);
-	free(w->ctxs);
+	b->ops = calloc(capacity, sizeof(*b->ops));
+	b->ctxs = calloc(capacity, sizeof(*b->ctxs));
+	return b->ops != NULL && b->ctxs != NULL ? 0 : -ENOMEM;
+}
+
+static void buffer_free(struct buffer *b)
+{
+	free(b->ops);
+	free(b->ctxs);
+}
+
+static void free_writer(struct writer *w)
+{
+	buffer_free(&w->fill);
+	buffer_free(&w->batch);
 	free(w);
 }
 
@@ -83,12 +95,8 @@ struct writer *writer_create(struct store *store, writer_done_fn done, size_t ca
 	w->done = done;
 	w->capacity = capacity;
 	w->batch_max = batch_max;
-	w->fill_ops = calloc(capacity, sizeof(*w->fill_ops));
-	w->fill_ctxs = calloc(capacity, sizeof(*w->fill_ctxs));
-	w->ops = calloc(capacity, sizeof(*w->ops));
-	w->ctxs = calloc(capacity, sizeof(*w->ctxs));
-	if (w->fill_ops == NULL || w->fill_ctxs == NULL || w->ops == NULL || w->ctxs == NULL)
-		goto nomem;
+	if (buffer_init(&w->fill, capacity) != 0 || buffer_init(&w->batch, capacity) != 0)
+		goto nomem; /* w was zeroed: free_writer frees what was allocated */
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->not_empty, NULL);
 	pthread_cond_init(&w->not_full, NULL);
@@ -105,7 +113,7 @@ nomem:
 	snprintf(err, errlen, "out of memory");
 fail:
 	if (w != NULL)
-		free_buffers(w);
+		free_writer(w);
 	return NULL;
 }
 
@@ -118,8 +126,8 @@ int writer_submit(struct writer *w, const struct store_op *op, void *ctx)
 		pthread_mutex_unlock(&w->lock);
 		return -ESHUTDOWN;
 	}
-	w->fill_ops[w->count] = *op;
-	w->fill_ctxs[w->count] = ctx;
+	w->fill.ops[w->count] = *op;
+	w->fill.ctxs[w->count] = ctx;
 	w->count++;
 	pthread_cond_signal(&w->not_empty);
 	pthread_mutex_unlock(&w->lock);
@@ -139,5 +147,5 @@ void writer_destroy(struct writer *w)
 	pthread_mutex_destroy(&w->lock);
 	pthread_cond_destroy(&w->not_empty);
 	pthread_cond_destroy(&w->not_full);
-	free_buffers(w);
+	free_writer(w);
 }
