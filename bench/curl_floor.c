@@ -7,7 +7,6 @@
  *
  * Prints "RESULT transfers=N ok=M duration_s=S transfers_per_sec=R". */
 #include <curl/curl.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
