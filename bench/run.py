@@ -89,6 +89,11 @@ def stop_all():
 def wrk(url, script, conns, duration, env=None):
     out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{duration}s", "-s", script, url],
                          env={**os.environ, **(env or {})}, capture_output=True, text=True, check=True).stdout
+    return result_line(out)
+
+
+def result_line(out):
+    """The last "RESULT k=v ..." line of a tool's output (wrk scripts, bench-curl-floor)."""
     line = [l for l in out.splitlines() if l.startswith("RESULT")][-1]
     return {k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
 
@@ -98,8 +103,7 @@ def curl_floor(bindir, count, ports):
     out = subprocess.run([os.path.join(bindir, "bench-curl-floor"), "--count", str(count), "--in-flight", "64"] +
                          [f"http://127.0.0.1:{p}/ok" for p in ports], capture_output=True, text=True,
                          check=True).stdout
-    line = [l for l in out.splitlines() if l.startswith("RESULT")][-1]
-    return {k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
+    return result_line(out)
 
 
 def http(method, url, body=None, token=True):
@@ -165,9 +169,14 @@ class System:
             return int(re.search(r"VmHWM:\s+(\d+) kB", f.read()).group(1))
 
 
+def sorted_runs(runs, fn, key):
+    """Run fn runs times; return the results sorted by key, the median at len // 2."""
+    return sorted((fn() for _ in range(runs)), key=lambda r: r[key])
+
+
 def median_of(runs, fn):
     """Run fn runs times; return the run with the median requests/s, and all the rates."""
-    results = sorted((fn() for _ in range(runs)), key=lambda r: r["requests_per_sec"])
+    results = sorted_runs(runs, fn, "requests_per_sec")
     r = dict(results[len(results) // 2])
     r["all"] = [round(x["requests_per_sec"]) for x in results]
     return r
@@ -295,7 +304,7 @@ def main():
                 return bench_fanout(bindir, n, work, wait_s=max(60, n / 2000), record=record)
 
         for n, record, runs in plan:
-            results = sorted((one(n, record) for _ in range(runs)), key=lambda x: x["deliveries_per_sec"])
+            results = sorted_runs(runs, lambda: one(n, record), "deliveries_per_sec")
             r = results[len(results) // 2]
             line = (f"fanout {r['webhooks']:8d} webhooks{'' if record else ' (not recorded)'}: "
                     f"delivered {r['delivered']}, "
