@@ -4,7 +4,3 @@
 package.path = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "?.lua;" .. package.path
 local result = require("result")
 setup, response, done = result.setup, result.response, result.done
-
-function init(args)
-   non2xx = 0
-end

@@ -27,7 +27,6 @@ local headers = {
 }
 
 function init(args)
-   non2xx = 0
    -- Requests are built once here: building one per call would cost wrk more than the
    -- server it measures.
    reqs = {}

@@ -16,7 +16,6 @@ local headers = {
 
 function init(args)
    counter = 0
-   non2xx = 0
 end
 
 function request()

@@ -23,7 +23,6 @@ local headers = {
 
 function init(args)
    counter = 0
-   non2xx = 0
 end
 
 function request()

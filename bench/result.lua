@@ -7,7 +7,8 @@
 --   package.path = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "?.lua;" .. package.path
 --   local result = require("result")
 --   setup, response, done = result.setup, result.response, result.done
--- and reads its thread number from the global `id` and resets `non2xx = 0` in init().
+-- and reads its thread number from the global `id`; setup also starts each thread's `non2xx`
+-- at 0.
 
 local M = {}
 local threads = {}
@@ -15,6 +16,7 @@ local next_id = 1
 
 function M.setup(thread)
    thread:set("id", next_id)
+   thread:set("non2xx", 0)
    next_id = next_id + 1
    table.insert(threads, thread)
 end
