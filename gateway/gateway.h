@@ -3,6 +3,7 @@
 #define WEBHOOKS_GATEWAY_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -33,6 +34,8 @@ struct gw {
 	pthread_mutex_t active_lock;
 	pthread_cond_t idle;
 	size_t active;
+	/* Set on SIGTERM: new requests are answered 503 and every answer closes its connection. */
+	_Atomic bool draining;
 };
 
 #endif

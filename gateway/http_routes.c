@@ -72,8 +72,9 @@ struct request {
 	size_t reply_len;
 };
 
-static enum MHD_Result send_body(struct MHD_Connection *conn, int status, char *body,
-                                 const char *allow)
+/* Queue the answer to req. Once the gateway is draining, every answer also closes its
+ * connection, so that keep-alive clients go elsewhere. */
+static enum MHD_Result send_body(struct request *req, int status, char *body, const char *allow)
 {
 	size_t len = body != NULL ? strlen(body) : 0;
 	struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
@@ -87,24 +88,25 @@ static enum MHD_Result send_body(struct MHD_Connection *conn, int status, char *
 		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
 	if (status == MHD_HTTP_UNAUTHORIZED)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-	enum MHD_Result ret = MHD_queue_response(conn, (unsigned int)status, r);
+	if (atomic_load(&req->gw->draining))
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+	enum MHD_Result ret = MHD_queue_response(req->conn, (unsigned int)status, r);
 	MHD_destroy_response(r);
 	return ret;
 }
 
-static enum MHD_Result send_error(struct MHD_Connection *conn, enum envelope_code code,
-                                  const char *allow, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+static enum MHD_Result send_error(struct request *req, enum envelope_code code, const char *allow,
+                                  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
-static enum MHD_Result send_error(struct MHD_Connection *conn, enum envelope_code code,
-                                  const char *allow, const char *fmt, ...)
+static enum MHD_Result send_error(struct request *req, enum envelope_code code, const char *allow,
+                                  const char *fmt, ...)
 {
 	char message[512];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(message, sizeof(message), fmt, ap);
 	va_end(ap);
-	return send_body(conn, envelope_code_status(code),
+	return send_body(req, envelope_code_status(code),
 	                 envelope_error_dump(code, false, "%s", message), allow);
 }
 
@@ -256,21 +258,21 @@ static json_t *build_request(struct request *req, enum MHD_Result *sent)
 	if (routes[req->route].has_body) {
 		json_error_t jerr;
 		if (req->body_len == 0) {
-			*sent = send_error(conn, ERR_INVALID_JSON, NULL,
+			*sent = send_error(req, ERR_INVALID_JSON, NULL,
 			                   "the request body is empty; send a JSON object");
 			return NULL;
 		}
 		msg = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
 		                 &jerr);
 		if (msg == NULL) {
-			*sent = send_error(conn, ERR_INVALID_JSON, NULL,
+			*sent = send_error(req, ERR_INVALID_JSON, NULL,
 			                   "the request body is not valid JSON: %s (line %d)",
 			                   jerr.text, jerr.line);
 			return NULL;
 		}
 		if (!json_is_object(msg)) {
 			json_decref(msg);
-			*sent = send_error(conn, ERR_INVALID_ARGUMENT, NULL,
+			*sent = send_error(req, ERR_INVALID_ARGUMENT, NULL,
 			                   "the request body must be a JSON object");
 			return NULL;
 		}
@@ -291,7 +293,7 @@ static json_t *build_request(struct request *req, enum MHD_Result *sent)
 		} else if (limit != NULL &&
 		           (!cfg_parse_long(limit, &lim) || lim < 1 || lim > 1000)) {
 			json_decref(msg);
-			*sent = send_error(conn, ERR_INVALID_ARGUMENT, NULL,
+			*sent = send_error(req, ERR_INVALID_ARGUMENT, NULL,
 			                   "limit must be an integer from 1 to 1000");
 			return NULL;
 		} else if (limit != NULL) {
@@ -300,7 +302,7 @@ static json_t *build_request(struct request *req, enum MHD_Result *sent)
 		if (after != NULL && after[0] != '\0') {
 			if (!id_valid(after)) {
 				json_decref(msg);
-				*sent = send_error(conn, ERR_INVALID_ARGUMENT, NULL,
+				*sent = send_error(req, ERR_INVALID_ARGUMENT, NULL,
 				                   "after must be the id of the last item of the "
 				                   "previous page");
 				return NULL;
@@ -316,25 +318,24 @@ static json_t *build_request(struct request *req, enum MHD_Result *sent)
 /* Turn the NATS outcome into the HTTP response. */
 static enum MHD_Result respond(struct request *req)
 {
-	struct MHD_Connection *conn = req->conn;
 	switch (req->result) {
 	case BUS_REPLY:
 		break;
 	case BUS_TIMEOUT:
 		if (req->route == R_HEALTH)
-			return send_error(conn, ERR_UNAVAILABLE, NULL,
+			return send_error(req, ERR_UNAVAILABLE, NULL,
 			                  "the webhooks service did not answer in time");
-		return send_error(conn, ERR_TIMEOUT, NULL,
+		return send_error(req, ERR_TIMEOUT, NULL,
 		                  "the webhooks service did not answer in time");
 	case BUS_NO_RESPONDERS:
-		return send_error(conn, ERR_UNAVAILABLE, NULL,
+		return send_error(req, ERR_UNAVAILABLE, NULL,
 		                  "the webhooks service is not running");
 	case BUS_DISCONNECTED:
 	case BUS_SHUTTING_DOWN:
-		return send_error(conn, ERR_UNAVAILABLE, NULL, "the message bus is unavailable");
+		return send_error(req, ERR_UNAVAILABLE, NULL, "the message bus is unavailable");
 	}
 	if (req->reply == NULL)
-		return send_error(conn, ERR_INTERNAL, NULL, "out of memory");
+		return send_error(req, ERR_INTERNAL, NULL, "out of memory");
 
 	/* The service's replies are compact JSON and an error is the only reply that begins
 	 * with the "error" member: a success passes through as it came, unparsed, unless the
@@ -347,13 +348,13 @@ static enum MHD_Result respond(struct request *req)
 		char *body = ok == 204 ? NULL : req->reply;
 		if (body != NULL)
 			req->reply = NULL; /* send_body takes it */
-		return send_body(conn, ok, body, NULL);
+		return send_body(req, ok, body, NULL);
 	}
 	json_error_t jerr;
 	json_t *reply = json_loadb(req->reply, req->reply_len, 0, &jerr);
 	if (reply == NULL) {
 		log_error("unparseable reply on %s: %s", routes[req->route].subject, jerr.text);
-		return send_error(conn, ERR_INTERNAL, NULL,
+		return send_error(req, ERR_INTERNAL, NULL,
 		                  "the webhooks service sent a malformed reply");
 	}
 	int status = envelope_reply_status(reply);
@@ -361,9 +362,9 @@ static enum MHD_Result respond(struct request *req)
 	if (req->route == R_HEALTH) {
 		json_decref(reply);
 		if (status != 0)
-			return send_error(conn, ERR_UNAVAILABLE, NULL,
+			return send_error(req, ERR_UNAVAILABLE, NULL,
 			                  "the webhooks service cannot reach its store");
-		return send_body(conn, 200, strdup("{\"status\":\"ok\"}"), NULL);
+		return send_body(req, 200, strdup("{\"status\":\"ok\"}"), NULL);
 	}
 	if (status != 0) {
 		/* The HTTP error body is {"error": {code, message}}: status is in the line. */
@@ -376,7 +377,7 @@ static enum MHD_Result respond(struct request *req)
 	if (status != 204)
 		body = json_dumps(reply, JSON_COMPACT);
 	json_decref(reply);
-	return send_body(conn, status, body, NULL);
+	return send_body(req, status, body, NULL);
 }
 
 static enum MHD_Result first_call(struct gw *gw, struct MHD_Connection *conn, const char *url,
@@ -392,18 +393,20 @@ static enum MHD_Result first_call(struct gw *gw, struct MHD_Connection *conn, co
 	pthread_mutex_lock(&gw->active_lock);
 	gw->active++;
 	pthread_mutex_unlock(&gw->active_lock);
+	if (atomic_load(&gw->draining))
+		return send_error(req, ERR_UNAVAILABLE, NULL, "the gateway is shutting down");
 
 	const char *allow = NULL;
 	bool known = false;
 	req->route = match(url, method, req, &allow, &known);
 	if (req->route == R_NONE && !known)
-		return send_error(conn, ERR_NOT_FOUND, NULL, "no such route: %s %.200s", method,
+		return send_error(req, ERR_NOT_FOUND, NULL, "no such route: %s %.200s", method,
 		                  url);
 	if (req->route == R_NONE)
-		return send_error(conn, ERR_METHOD_NOT_ALLOWED, allow,
+		return send_error(req, ERR_METHOD_NOT_ALLOWED, allow,
 		                  "%s is not allowed here; use %s", method, allow);
 	if (routes[req->route].admin && !authorized(gw, conn))
-		return send_error(conn, ERR_UNAUTHORIZED, NULL,
+		return send_error(req, ERR_UNAUTHORIZED, NULL,
 		                  "missing or wrong Authorization: Bearer token");
 
 	/* Refuse a declared oversize body before reading any of it. */
@@ -411,7 +414,7 @@ static enum MHD_Result first_call(struct gw *gw, struct MHD_Connection *conn, co
 	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	long declared = 0;
 	if (cl != NULL && cfg_parse_long(cl, &declared) && declared > GW_MAX_BODY)
-		return send_error(conn, ERR_PAYLOAD_TOO_LARGE, NULL,
+		return send_error(req, ERR_PAYLOAD_TOO_LARGE, NULL,
 		                  "the request body is larger than %d bytes", GW_MAX_BODY);
 	if (req->route == R_TRIGGER)
 		client_ip(gw, conn, req->ip, sizeof(req->ip));
@@ -450,7 +453,7 @@ enum MHD_Result gw_handle(void *cls, struct MHD_Connection *conn, const char *ur
 	}
 
 	if (req->too_large)
-		return send_error(conn, ERR_PAYLOAD_TOO_LARGE, NULL,
+		return send_error(req, ERR_PAYLOAD_TOO_LARGE, NULL,
 		                  "the request body is larger than %d bytes", GW_MAX_BODY);
 	pthread_mutex_lock(&req->lock);
 	bool replied = req->replied;
@@ -465,7 +468,7 @@ enum MHD_Result gw_handle(void *cls, struct MHD_Connection *conn, const char *ur
 	char *data = json_dumps(msg, JSON_COMPACT);
 	json_decref(msg);
 	if (data == NULL)
-		return send_error(conn, ERR_INTERNAL, NULL, "out of memory");
+		return send_error(req, ERR_INTERNAL, NULL, "out of memory");
 
 	pthread_mutex_lock(&req->lock);
 	int rc =
@@ -477,7 +480,7 @@ enum MHD_Result gw_handle(void *cls, struct MHD_Connection *conn, const char *ur
 	pthread_mutex_unlock(&req->lock);
 	free(data);
 	if (rc != 0)
-		return send_error(conn, ERR_UNAVAILABLE, NULL, "the message bus is unavailable");
+		return send_error(req, ERR_UNAVAILABLE, NULL, "the message bus is unavailable");
 	return MHD_YES;
 }
 

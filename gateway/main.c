@@ -7,8 +7,9 @@
  *      one epoll event loop per core; each loop accepts, reads, routes, sends the NATS
  *      request, suspends the connection and goes on, and resumes it when the reply comes;
  *   4. wait in sigwait() until SIGTERM or SIGINT;
- *   5. drain: stop accepting, wait up to DRAIN_MS for requests in progress, fail what is
- *      still waiting on NATS with 503, stop MHD, close NATS, exit 0.
+ *   5. drain: answer new requests 503 (closing their connections), wait up to DRAIN_MS for
+ *      requests in progress, fail what is still waiting on NATS with 503, stop MHD, close
+ *      NATS, exit 0.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -144,7 +145,6 @@ int main(int argc, char **argv)
 	pthread_cond_init(&gw.idle, NULL);
 
 	int exit_code = 1;
-	MHD_socket lsock = MHD_INVALID_SOCKET;
 	gw.bus = bus_create(c->nats_url, c->nats_timeout_ms, err, sizeof(err));
 	if (gw.bus == NULL) {
 		log_error("%s", err);
@@ -165,18 +165,19 @@ int main(int argc, char **argv)
 	log_info("received %s; draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 	exit_code = 0;
 
-	lsock = MHD_quiesce_daemon(gw.daemon);
+	/* Not MHD_quiesce_daemon: on an epoll thread pool, libmicrohttpd 0.9.75 races its own
+	 * workers removing the listen socket and aborts the process now and then ("Failed to
+	 * remove listen FD from epoll set"). The listen socket stays open until MHD stops;
+	 * what arrives meanwhile is answered 503 on a connection that then closes. */
+	atomic_store(&gw.draining, true);
 	wait_idle(&gw, DRAIN_MS);
 out:
-	/* Whatever still waits on NATS is answered 503 now, and requests that arrive on
-	 * connections accepted before the quiesce are refused; MHD can then stop cleanly. The
-	 * bus itself is freed only after MHD's threads are gone. */
+	/* Whatever still waits on NATS is answered 503 now; MHD can then stop cleanly. The bus
+	 * itself is freed only after MHD's threads are gone. */
 	bus_shutdown(gw.bus);
 	if (gw.daemon != NULL) {
 		wait_idle(&gw, 500);
 		MHD_stop_daemon(gw.daemon);
-		if (lsock != MHD_INVALID_SOCKET)
-			close(lsock);
 	}
 	bus_destroy(gw.bus);
 	pthread_cond_destroy(&gw.idle);

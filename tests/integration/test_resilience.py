@@ -3,6 +3,7 @@ service down, a service that does not answer, kill -9 durability, SIGTERM with r
 flight, and a cold start with NATS last."""
 
 import concurrent.futures
+import json
 import signal
 import socket
 import subprocess
@@ -379,6 +380,35 @@ class ShutdownTest(IntegrationCase):
         gw.proc.kill(check=False)
         self.assertEqual(rc, 0, answers)
         self.assertNotIn('no answer', answers)
+        gw.proc.check_sanitizer()
+
+    def test_gateway_answers_503_and_closes_during_the_drain(self):
+        # A request still being received keeps the drain going; one that arrives on a new
+        # connection meanwhile is answered 503 "unavailable" and its connection closed.
+        gw = self.gw
+        slow = socket.create_connection((gw.host, gw.port), timeout=10)
+        self.addCleanup(slow.close)
+        slow.sendall(b'POST /webhooks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n'
+                     b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"targ'
+                     % gw.token.encode())
+        self.assertEqual(gw.request('GET', '/healthz', auth=False).status, 200)
+        gw.proc.signal(signal.SIGTERM)
+        gw.proc.wait_line(r'received SIGTERM', timeout=5)
+        with socket.create_connection((gw.host, gw.port), timeout=5) as s:
+            s.sendall(b'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n')
+            data = b''
+            while True:
+                more = s.recv(4096)
+                if not more:
+                    break  # the gateway closed the connection after its answer
+                data += more
+        head, _, body = data.partition(b'\r\n\r\n')
+        lines = head.decode().split('\r\n')
+        self.assertEqual(lines[0].split()[1], '503', data)
+        headers = {k.strip().lower(): v.strip() for k, v in (l.split(':', 1) for l in lines[1:])}
+        self.assertEqual(headers.get('connection', '').lower(), 'close', data)
+        self.assertEqual(json.loads(body)['error']['code'], 'unavailable', data)
+        self.assertEqual(gw.proc.wait_exit(timeout=5), 0)
         gw.proc.check_sanitizer()
 
     def test_gateway_sigterm_while_requests_wait_on_the_service(self):
