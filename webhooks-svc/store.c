@@ -47,9 +47,15 @@ int store_list(struct store *s, const char *after, size_t limit, struct store_we
 	return s->vt->list(s, after, limit, out, n, err, errlen);
 }
 
-int store_count(struct store *s, int64_t *count, char *err, size_t errlen)
+int store_meta(struct store *s, struct store_meta *out, char *err, size_t errlen)
 {
-	return s->vt->count(s, count, err, errlen);
+	return s->vt->meta(s, out, err, errlen);
+}
+
+int store_delivery_states(struct store *s, const char *event_id, const char (*ids)[ID_LEN + 1],
+                          size_t n, struct store_delivery_state *out, char *err, size_t errlen)
+{
+	return n == 0 ? 0 : s->vt->delivery_states(s, event_id, ids, n, out, err, errlen);
 }
 
 int store_get_event(struct store *s, const char *id, struct store_event *out, char *err,

@@ -10,6 +10,7 @@
 #ifndef WEBHOOKS_STORE_H
 #define WEBHOOKS_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,20 +29,51 @@ struct store_webhook {
 /* The address of the visitor whose /ip call started an event (IPv6 text is at most 45). */
 #define STORE_IP_LEN 64
 
-/* An event: one /ip call, delivered to every webhook registered at the time. */
+/* An event: one /ip call, delivered to every webhook registered at the time.
+ *
+ * Its fan-out runs as a chain of work items, each a range of webhook ids (see
+ * delivery/jsqueue.c). Each item is counted once, in chain order, by STORE_OP_EVENT_ITEM:
+ * fanned is then the number of deliveries the counted items created, and done says that
+ * the last item has been counted, so that fanned is final. Until then targets (the webhook
+ * count when the event was triggered) is the best estimate of the total. */
 struct store_event {
 	char id[ID_LEN + 1];
 	char ip[STORE_IP_LEN];
 	int64_t created_ms;
-	int64_t targets;   /* deliveries the event has; final once its fan-out is complete */
+	int64_t targets;   /* webhooks registered when the event was triggered (an estimate) */
 	int64_t succeeded; /* deliveries that ended with a 2xx */
 	int64_t failed;    /* deliveries that ran out of retries */
+	int64_t fanned;    /* deliveries created by the work items counted so far */
+	int64_t items;     /* work items counted so far: the next one to count is number items */
+	bool done;         /* the last work item is counted: fanned is the final total */
+};
+
+/* One work item of an event's fan-out, counted by STORE_OP_EVENT_ITEM. */
+struct store_event_item {
+	char event_id[ID_LEN + 1];
+	int64_t item;       /* its place in the event's chain, from 0 */
+	int64_t deliveries; /* deliveries it creates */
+	bool last;          /* no item follows it */
+};
+
+/* What is known of the registered webhooks without counting them. */
+struct store_meta {
+	int64_t webhooks;         /* how many are registered: a counter kept by insert and delete */
+	char last_id[ID_LEN + 1]; /* the greatest id ever inserted ("" when none): ids given out
+	                           * later are greater, so a trigger's view is a range of ids */
 };
 
 enum store_delivery_status {
 	STORE_DELIVERY_PENDING = 0,
 	STORE_DELIVERY_SUCCEEDED,
 	STORE_DELIVERY_FAILED,
+};
+
+/* What is recorded of one delivery, for a work item that is taken again after a crash. */
+struct store_delivery_state {
+	bool found;                        /* false: no attempt of it was recorded */
+	enum store_delivery_status status; /* when found */
+	int attempts;                      /* attempts recorded, when found */
 };
 
 /* One attempt of one delivery, as recorded. */
@@ -68,13 +100,16 @@ struct store_delivery {
 };
 
 enum store_op_kind {
-	STORE_OP_INSERT, /* hook: every field */
+	STORE_OP_INSERT, /* hook: every field; counts the webhook and raises last_id (store_meta) */
 	STORE_OP_UPDATE, /* hook: id, target_url, updated_ms; created_ms is filled on success */
-	STORE_OP_DELETE, /* hook: id */
-	STORE_OP_EVENT_INSERT,  /* event: id, ip, created_ms, targets */
-	STORE_OP_EVENT_TARGETS, /* event: id, targets (the final count once fan-out is done) */
-	STORE_OP_ATTEMPT,       /* attempt: creates the delivery on its first attempt, appends the
-	                         * attempt, sets the status, and counts a final status in the event */
+	STORE_OP_DELETE, /* hook: id; uncounts the webhook */
+	STORE_OP_EVENT_INSERT, /* event: id, ip, created_ms, targets (fanned, items 0; not done) */
+	STORE_OP_EVENT_ITEM,   /* item: adds deliveries to fanned and sets items = item + 1 and
+	                        * done = last, only when the event's items equals item, so that an
+	                        * item taken twice is counted once (result 0 either way; -ENOENT
+	                        * when there is no such event) */
+	STORE_OP_ATTEMPT,      /* attempt: creates the delivery on its first attempt, appends the
+	                        * attempt, sets the status, and counts a final status in the event */
 };
 
 /* One write of a batch. result is set by store_apply: 0, -ENOENT or -EEXIST. */
@@ -84,6 +119,7 @@ struct store_op {
 		struct store_webhook hook;
 		struct store_event event;
 		struct store_attempt attempt;
+		struct store_event_item item;
 	};
 	int result;
 };
@@ -118,9 +154,16 @@ __attribute__((warn_unused_result)) int store_list(struct store *s, const char *
                                                    struct store_webhook *out, size_t *n, char *err,
                                                    size_t errlen);
 
-/* Count the registered webhooks into *count. Returns 0 or -EAGAIN, -EIO. */
-__attribute__((warn_unused_result)) int store_count(struct store *s, int64_t *count, char *err,
-                                                    size_t errlen);
+/* Read the webhook counter and the greatest webhook id into out, without counting rows.
+ * Returns 0 or -EAGAIN, -EIO. */
+__attribute__((warn_unused_result)) int store_meta(struct store *s, struct store_meta *out,
+                                                   char *err, size_t errlen);
+
+/* Read what is recorded of the deliveries ids[0..n) of event_id into out[0..n) (found is
+ * false for one with no recorded attempt). Returns 0 or -EAGAIN, -EIO. */
+__attribute__((warn_unused_result)) int
+store_delivery_states(struct store *s, const char *event_id, const char (*ids)[ID_LEN + 1],
+                      size_t n, struct store_delivery_state *out, char *err, size_t errlen);
 
 /* Read an event's summary by id. Returns 0 or -ENOENT, -EAGAIN, -EIO. */
 __attribute__((warn_unused_result)) int

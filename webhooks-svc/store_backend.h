@@ -12,7 +12,10 @@ struct store_vtable {
 	           size_t errlen);
 	int (*list)(struct store *s, const char *after, size_t limit, struct store_webhook *out,
 	            size_t *n, char *err, size_t errlen);
-	int (*count)(struct store *s, int64_t *count, char *err, size_t errlen);
+	int (*meta)(struct store *s, struct store_meta *out, char *err, size_t errlen);
+	int (*delivery_states)(struct store *s, const char *event_id, const char (*ids)[ID_LEN + 1],
+	                       size_t n, struct store_delivery_state *out, char *err,
+	                       size_t errlen);
 	int (*get_event)(struct store *s, const char *id, struct store_event *out, char *err,
 	                 size_t errlen);
 	int (*list_deliveries)(struct store *s, const char *event_id, const char *after,

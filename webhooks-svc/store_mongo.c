@@ -5,23 +5,37 @@
  *   webhooks    { _id: "<webhook uuid>", targetUrl: "<url>",
  *                 createdAt: <int64 ms since the epoch>, updatedAt: <int64 ms> }
  *   events      { _id: "<event uuid>", ip: "<address>", createdAt: <int64 ms>,
- *                 targets: <int64>, succeeded: <int64>, failed: <int64> }
+ *                 targets: <int64>, succeeded: <int64>, failed: <int64>,
+ *                 fanned: <int64>, items: <int64>, done: <bool> }
  *   deliveries  { _id: "<event uuid>:<delivery uuid>", eventId, deliveryId, webhookId,
  *                 targetUrl, status: <int32: 0 pending, 1 succeeded, 2 failed>,
  *                 attempts: [ { attempt, at, httpStatus, error, durationMs }, ... ] }
+ *   meta        { _id: "webhooks", n: <int64>, lastId: "<webhook uuid>" | "" }
  *
  * Every id is the _id itself, so MongoDB's built-in unique index on _id is the unique index on
  * the id, and the only index the store needs: get, update and delete look a document up by _id,
  * and pages are range scans over the same index ({_id: {$gt: after}} sorted by _id). A
  * delivery's _id starts with its event's id and ':', so an event's deliveries are one _id range
- * ("E:" < _id < "E;", ';' being the character after ':'), in delivery id order. Nothing is
- * created at open. UUIDs are strings (not BinData) so that ids sort byte-wise exactly as in the
- * SQLite backend and read plainly in the mongo shell. Times are int64 milliseconds, the
- * interface's own unit, so they round-trip without conversion. An attempt is the document form
- * of store_attempt_json's object, so both backends show exactly the same attempts.
+ * ("E:" < _id < "E;", ';' being the character after ':'), in delivery id order. UUIDs are
+ * strings (not BinData) so that ids sort byte-wise exactly as in the SQLite backend and read
+ * plainly in the mongo shell. Times are int64 milliseconds, the interface's own unit, so they
+ * round-trip without conversion. An attempt is the document form of store_attempt_json's
+ * object, so both backends show exactly the same attempts. Events written before fanned, items
+ * and done existed read as 0, 0 and false.
+ *
+ * The meta document keeps what store_meta reads, so that no request counts documents: n, the
+ * number of webhooks, and lastId, the greatest webhook id ever inserted. A batch that inserts
+ * webhooks first raises lastId with $max to its greatest id, then inserts, then adds what it
+ * inserted less what it deleted to n with one $inc. A crash between these writes leaves lastId
+ * too high (harmless: later ids are greater still) and n off by the batch, never lastId too low.
+ * A database written by an older version has no meta document: the first call that needs it
+ * (the first store_meta, insert or delete of the process) makes it from countDocuments and the
+ * greatest _id, with $setOnInsert so that of several instances doing this at once the first
+ * wins; after that it is never counted again.
  *
  * Connections: open parses the URI and creates the pool but does no network I/O; the pool
- * connects on the first call. The service therefore starts while MongoDB is down, and each call
+ * connects on the first call (which is also why the meta document is checked on first use and
+ * not at open). The service therefore starts while MongoDB is down, and each call
  * then fails with -EAGAIN once server selection times out (503 to the user). Every wait is
  * bounded: when the URI does not say otherwise, serverSelectionTimeoutMS=2000 (well inside
  * the gateway's default NATS_TIMEOUT_MS of 5000, so an outage answers 503, not 504),
@@ -51,12 +65,18 @@
 /* "<event id>:<delivery id>" */
 #define DELIVERY_KEY_LEN (2 * ID_LEN + 1)
 
-enum coll { COLL_WEBHOOKS, COLL_EVENTS, COLL_DELIVERIES, COLL__COUNT };
+/* The _id of the meta document. */
+#define META_ID "webhooks"
+/* Delivery ids asked for by one find of store_delivery_states (about 80 KB of $in). */
+#define STATES_PER_FIND 1000
+
+enum coll { COLL_WEBHOOKS, COLL_EVENTS, COLL_DELIVERIES, COLL_META, COLL__COUNT };
 
 static const char *const coll_names[COLL__COUNT] = {
     [COLL_WEBHOOKS] = "webhooks",
     [COLL_EVENTS] = "events",
     [COLL_DELIVERIES] = "deliveries",
+    [COLL_META] = "meta",
 };
 
 struct store_mongo {
@@ -64,6 +84,8 @@ struct store_mongo {
 	mongoc_client_pool_t *pool;
 	mongoc_write_concern_t *wc;
 	char *db;
+	pthread_mutex_t meta_lock; /* held while meta_ready is checked and the document made */
+	bool meta_ready;           /* the meta document is known to exist */
 };
 
 /* A client of the pool and its collections, held for the length of one call. */
@@ -206,6 +228,10 @@ static int doc_to_event(const bson_t *doc, void *rows, size_t i, char *err, size
 	struct store_event *out = (struct store_event *)rows + i;
 	bson_iter_t it;
 	unsigned seen = 0;
+	/* Optional: an event stored by an older version has none of the three. */
+	out->fanned = 0;
+	out->items = 0;
+	out->done = false;
 	if (!bson_iter_init(&it, doc))
 		return malformed("events", err, errlen);
 	while (bson_iter_next(&it)) {
@@ -223,6 +249,12 @@ static int doc_to_event(const bson_t *doc, void *rows, size_t i, char *err, size
 			ok = copy_int(&it, &out->succeeded) && (seen |= 16);
 		else if (strcmp(key, "failed") == 0)
 			ok = copy_int(&it, &out->failed) && (seen |= 32);
+		else if (strcmp(key, "fanned") == 0)
+			ok = copy_int(&it, &out->fanned);
+		else if (strcmp(key, "items") == 0)
+			ok = copy_int(&it, &out->items);
+		else if (strcmp(key, "done") == 0)
+			ok = BSON_ITER_HOLDS_BOOL(&it) && ((out->done = bson_iter_bool(&it)), true);
 		if (!ok)
 			return malformed("events", err, errlen);
 	}
@@ -333,6 +365,9 @@ static void event_to_doc(const struct store_op *op, bson_t *doc)
 	BSON_APPEND_INT64(doc, "targets", op->event.targets);
 	BSON_APPEND_INT64(doc, "succeeded", 0);
 	BSON_APPEND_INT64(doc, "failed", 0);
+	BSON_APPEND_INT64(doc, "fanned", 0);
+	BSON_APPEND_INT64(doc, "items", 0);
+	BSON_APPEND_BOOL(doc, "done", false);
 }
 
 /* The first write error of an insert reply: its index in the command and its code. */
@@ -371,9 +406,11 @@ static bool has_write_concern_errors(const bson_t *reply)
 /* Insert ops[0..n), a run of consecutive inserts of one kind, with one ordered insert command
  * (libmongoc splits it only past the server's batch limits), so that a group commit of many
  * registrations costs one majority write instead of n. An ordered insert stops at its first
- * error; a duplicate id there is that op's -EEXIST, and the rest are sent again. */
+ * error; a duplicate id there is that op's -EEXIST, and the rest are sent again. Adds to
+ * *inserted the documents inserted, failure or not (as far as the replies tell). */
 static int insert_run(mongoc_collection_t *coll, struct store_op *ops, size_t n,
-                      void (*to_doc)(const struct store_op *, bson_t *), char *err, size_t errlen)
+                      void (*to_doc)(const struct store_op *, bson_t *), int64_t *inserted,
+                      char *err, size_t errlen)
 {
 	bson_t *docs = calloc(n, sizeof(*docs));
 	const bson_t **ptrs = calloc(n, sizeof(*ptrs));
@@ -398,6 +435,7 @@ static int insert_run(mongoc_collection_t *coll, struct store_op *ops, size_t n,
 		                                  &error)) {
 			for (size_t i = done; i < n; i++)
 				ops[i].result = 0;
+			*inserted += (int64_t)(n - done);
 			done = n;
 		} else if (first_write_error(&reply, &index, &code) && code == DUPLICATE_KEY_CODE &&
 		           index >= 0 && (size_t)index < n - done &&
@@ -405,8 +443,15 @@ static int insert_run(mongoc_collection_t *coll, struct store_op *ops, size_t n,
 			for (size_t i = done; i < done + (size_t)index; i++)
 				ops[i].result = 0;
 			ops[done + (size_t)index].result = -EEXIST;
+			*inserted += index;
 			done += (size_t)index + 1;
 		} else {
+			bson_iter_t it;
+			/* A write concern error or a later write error: the primary has what the
+			 * reply counts, acknowledged or not. */
+			if (bson_iter_init_find(&it, &reply, "insertedCount") &&
+			    BSON_ITER_HOLDS_INT(&it))
+				*inserted += bson_iter_as_int64(&it);
 			rc = fail(&error, "insert", err, errlen);
 		}
 		bson_destroy(&reply);
@@ -523,19 +568,203 @@ cleanup:
 	return rc;
 }
 
-static int set_event_targets(struct lease *l, struct store_op *op, char *err, size_t errlen)
+/* Copy into *out (made here, destroyed by the caller either way) the first document that a
+ * find of filter with opts returns, and say in *found whether there was one. */
+static int find_first(mongoc_collection_t *coll, const bson_t *filter, const bson_t *opts,
+                      bson_t *out, bool *found, char *err, size_t errlen)
 {
-	bson_t selector = BSON_INITIALIZER, update = BSON_INITIALIZER, set;
+	mongoc_cursor_t *cursor = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
+	const bson_t *doc;
+	bson_error_t error;
+	int rc = 0;
+
+	*found = mongoc_cursor_next(cursor, &doc);
+	if (*found)
+		bson_copy_to(doc, out);
+	else
+		bson_init(out);
+	if (mongoc_cursor_error(cursor, &error))
+		rc = fail(&error, "find", err, errlen);
+	mongoc_cursor_destroy(cursor);
+	return rc;
+}
+
+/* The options of a find of one document: limit 1 in a single batch, and the projection when
+ * one is given. */
+static void first_opts(bson_t *opts, const bson_t *projection)
+{
+	if (projection != NULL)
+		BSON_APPEND_DOCUMENT(opts, "projection", projection);
+	BSON_APPEND_INT64(opts, "limit", 1);
+	BSON_APPEND_BOOL(opts, "singleBatch", true);
+}
+
+/* Apply update to the meta document. */
+static int update_meta(struct lease *l, const bson_t *update, bool upsert, char *err, size_t errlen)
+{
+	bson_t selector = BSON_INITIALIZER;
 	int64_t matched = 0;
 	int rc;
 
-	BSON_APPEND_UTF8(&selector, "_id", op->event.id);
+	BSON_APPEND_UTF8(&selector, "_id", META_ID);
+	rc = update_doc(l->coll[COLL_META], &selector, update, upsert, &matched, err, errlen);
+	bson_destroy(&selector);
+	return rc;
+}
+
+/* Make the meta document of a database written before it existed, from the webhooks there:
+ * their count and greatest id. $setOnInsert keeps the document that another instance may have
+ * made in the meantime (its count is as good, and its counter may have moved since). */
+static int make_meta(struct lease *l, char *err, size_t errlen)
+{
+	bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, fields = BSON_INITIALIZER;
+	bson_t update = BSON_INITIALIZER, sort, set;
+	bson_t doc;
+	bson_error_t error;
+	bson_iter_t it;
+	char last_id[ID_LEN + 1] = "";
+	bool found = false;
+	int64_t count;
+	int rc;
+
+	BSON_APPEND_UTF8(&filter, "_id", META_ID);
+	BSON_APPEND_INT32(&fields, "_id", 1);
+	first_opts(&opts, &fields);
+	rc = find_first(l->coll[COLL_META], &filter, &opts, &doc, &found, err, errlen);
+	bson_destroy(&doc);
+	if (rc != 0 || found)
+		goto cleanup;
+
+	bson_reinit(&filter);
+	count = mongoc_collection_count_documents(l->coll[COLL_WEBHOOKS], &filter, NULL, NULL, NULL,
+	                                          &error);
+	if (count < 0) {
+		rc = fail(&error, "count", err, errlen);
+		goto cleanup;
+	}
+	bson_reinit(&opts);
+	BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
+	BSON_APPEND_INT32(&sort, "_id", -1);
+	bson_append_document_end(&opts, &sort);
+	first_opts(&opts, &fields);
+	rc = find_first(l->coll[COLL_WEBHOOKS], &filter, &opts, &doc, &found, err, errlen);
+	if (rc == 0 && found &&
+	    (!bson_iter_init_find(&it, &doc, "_id") || !copy_utf8(&it, last_id, ID_LEN)))
+		rc = malformed("webhooks", err, errlen);
+	bson_destroy(&doc);
+	if (rc != 0)
+		goto cleanup;
+
+	BSON_APPEND_DOCUMENT_BEGIN(&update, "$setOnInsert", &set);
+	BSON_APPEND_INT64(&set, "n", count);
+	BSON_APPEND_UTF8(&set, "lastId", last_id);
+	bson_append_document_end(&update, &set);
+	rc = update_meta(l, &update, true, err, errlen);
+	if (rc == 0)
+		log_info("mongodb: made the meta document: %lld webhooks, last id \"%s\"",
+		         (long long)count, last_id);
+cleanup:
+	bson_destroy(&update);
+	bson_destroy(&fields);
+	bson_destroy(&opts);
+	bson_destroy(&filter);
+	return rc;
+}
+
+/* Make sure the meta document exists before the first counter is read or written, once per
+ * store (again after a failure). */
+static int ensure_meta(struct store_mongo *s, struct lease *l, char *err, size_t errlen)
+{
+	int rc = 0;
+	pthread_mutex_lock(&s->meta_lock);
+	if (!s->meta_ready) {
+		rc = make_meta(l, err, errlen);
+		s->meta_ready = rc == 0;
+	}
+	pthread_mutex_unlock(&s->meta_lock);
+	return rc;
+}
+
+/* Raise lastId to id unless it is greater already. Upserts, so it never fails for want of the
+ * document. */
+static int raise_last_id(struct lease *l, const char *id, char *err, size_t errlen)
+{
+	bson_t update = BSON_INITIALIZER, max;
+	int rc;
+
+	BSON_APPEND_DOCUMENT_BEGIN(&update, "$max", &max);
+	BSON_APPEND_UTF8(&max, "lastId", id);
+	bson_append_document_end(&update, &max);
+	rc = update_meta(l, &update, true, err, errlen);
+	bson_destroy(&update);
+	return rc;
+}
+
+/* Add delta to the webhook counter. */
+static int add_to_count(struct lease *l, int64_t delta, char *err, size_t errlen)
+{
+	bson_t update = BSON_INITIALIZER, inc;
+	int rc;
+
+	BSON_APPEND_DOCUMENT_BEGIN(&update, "$inc", &inc);
+	BSON_APPEND_INT64(&inc, "n", delta);
+	bson_append_document_end(&update, &inc);
+	rc = update_meta(l, &update, false, err, errlen);
+	bson_destroy(&update);
+	return rc;
+}
+
+/* Count one work item of an event: one update that matches only while the event's items is
+ * the item's number, so that an item taken again after a crash adds nothing. When it matches
+ * nothing, a lookup tells an item counted before (0) from an unknown event (-ENOENT). */
+static int count_event_item(struct lease *l, struct store_op *op, char *err, size_t errlen)
+{
+	const struct store_event_item *item = &op->item;
+	bson_t selector = BSON_INITIALIZER, update = BSON_INITIALIZER, in, list, inc, set;
+	bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, fields = BSON_INITIALIZER;
+	bson_t doc;
+	bool found = false;
+	int64_t matched = 0;
+	int rc;
+
+	BSON_APPEND_UTF8(&selector, "_id", item->event_id);
+	if (item->item == 0) {
+		/* An event stored by an older version has no items field: it counts as 0. */
+		BSON_APPEND_DOCUMENT_BEGIN(&selector, "items", &in);
+		BSON_APPEND_ARRAY_BEGIN(&in, "$in", &list);
+		BSON_APPEND_INT64(&list, "0", 0);
+		BSON_APPEND_NULL(&list, "1");
+		bson_append_array_end(&in, &list);
+		bson_append_document_end(&selector, &in);
+	} else {
+		BSON_APPEND_INT64(&selector, "items", item->item);
+	}
+	BSON_APPEND_DOCUMENT_BEGIN(&update, "$inc", &inc);
+	BSON_APPEND_INT64(&inc, "fanned", item->deliveries);
+	bson_append_document_end(&update, &inc);
 	BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
-	BSON_APPEND_INT64(&set, "targets", op->event.targets);
+	BSON_APPEND_INT64(&set, "items", item->item + 1);
+	BSON_APPEND_BOOL(&set, "done", item->last);
 	bson_append_document_end(&update, &set);
 	rc = update_doc(l->coll[COLL_EVENTS], &selector, &update, false, &matched, err, errlen);
+	if (rc != 0)
+		goto cleanup;
+	if (matched > 0) {
+		op->result = 0;
+		goto cleanup;
+	}
+
+	BSON_APPEND_UTF8(&filter, "_id", item->event_id);
+	BSON_APPEND_INT32(&fields, "_id", 1);
+	first_opts(&opts, &fields);
+	rc = find_first(l->coll[COLL_EVENTS], &filter, &opts, &doc, &found, err, errlen);
+	bson_destroy(&doc);
 	if (rc == 0)
-		op->result = matched > 0 ? 0 : -ENOENT;
+		op->result = found ? 0 : -ENOENT;
+cleanup:
+	bson_destroy(&fields);
+	bson_destroy(&opts);
+	bson_destroy(&filter);
 	bson_destroy(&update);
 	bson_destroy(&selector);
 	return rc;
@@ -691,13 +920,27 @@ static int mongo_apply(struct store *base, struct store_op *ops, size_t n, char 
 {
 	struct store_mongo *s = (struct store_mongo *)base;
 	struct lease l = {0};
+	const char *greatest = NULL; /* the greatest id the batch inserts */
+	bool counts = false;         /* the batch inserts or deletes webhooks */
+	int64_t delta = 0, events = 0;
 	int rc;
 
 	if (n == 0)
 		return 0;
+	for (size_t i = 0; i < n; i++) {
+		if (ops[i].kind == STORE_OP_INSERT &&
+		    (greatest == NULL || strcmp(ops[i].hook.id, greatest) > 0))
+			greatest = ops[i].hook.id;
+		counts = counts || ops[i].kind == STORE_OP_INSERT || ops[i].kind == STORE_OP_DELETE;
+	}
 	rc = lease_take(s, &l, err, errlen);
 	if (rc != 0)
 		return rc;
+	if (counts)
+		rc = ensure_meta(s, &l, err, errlen);
+	/* Before any insert: lastId may then run ahead of the webhooks, never behind them. */
+	if (rc == 0 && greatest != NULL)
+		rc = raise_last_id(&l, greatest, err, errlen);
 	for (size_t i = 0; i < n && rc == 0;) {
 		enum store_op_kind kind = ops[i].kind;
 		if (kind == STORE_OP_INSERT || kind == STORE_OP_EVENT_INSERT ||
@@ -707,10 +950,10 @@ static int mongo_apply(struct store *base, struct store_op *ops, size_t n, char 
 				end++;
 			if (kind == STORE_OP_INSERT)
 				rc = insert_run(l.coll[COLL_WEBHOOKS], ops + i, end - i,
-				                hook_to_doc, err, errlen);
+				                hook_to_doc, &delta, err, errlen);
 			else if (kind == STORE_OP_EVENT_INSERT)
 				rc = insert_run(l.coll[COLL_EVENTS], ops + i, end - i, event_to_doc,
-				                err, errlen);
+				                &events, err, errlen);
 			else
 				rc = attempt_run(&l, ops + i, end - i, err, errlen);
 			i = end;
@@ -722,9 +965,11 @@ static int mongo_apply(struct store *base, struct store_op *ops, size_t n, char 
 			break;
 		case STORE_OP_DELETE:
 			rc = delete_hook(&l, &ops[i], err, errlen);
+			if (rc == 0 && ops[i].result == 0)
+				delta--;
 			break;
-		case STORE_OP_EVENT_TARGETS:
-			rc = set_event_targets(&l, &ops[i], err, errlen);
+		case STORE_OP_EVENT_ITEM:
+			rc = count_event_item(&l, &ops[i], err, errlen);
 			break;
 		default:
 			snprintf(err, errlen, "mongodb: unknown store op %d", (int)kind);
@@ -732,6 +977,18 @@ static int mongo_apply(struct store *base, struct store_op *ops, size_t n, char 
 			break;
 		}
 		i++;
+	}
+	/* One $inc for the whole batch. It is sent after a failure too, for what the batch did
+	 * before it, so that the counter stays right; the batch's own error is the one told. */
+	if (delta != 0) {
+		char inc_err[STORE_ERR_LEN];
+		int inc_rc = add_to_count(&l, delta, rc == 0 ? err : inc_err,
+		                          rc == 0 ? errlen : sizeof(inc_err));
+		if (rc == 0)
+			rc = inc_rc;
+		else if (inc_rc != 0)
+			log_warn("the webhook counter missed %lld after a failed batch: %s",
+			         (long long)delta, inc_err);
 	}
 	lease_give(s, &l);
 	return rc;
@@ -836,28 +1093,182 @@ static int mongo_list(struct store *base, const char *after, size_t limit,
 	return rc;
 }
 
-static int mongo_count(struct store *base, int64_t *count, char *err, size_t errlen)
+static int mongo_meta(struct store *base, struct store_meta *out, char *err, size_t errlen)
 {
 	struct store_mongo *s = (struct store_mongo *)base;
 	struct lease l = {0};
-	bson_t filter = BSON_INITIALIZER;
-	bson_error_t error;
-	int64_t c;
+	bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER;
+	bson_t doc = BSON_INITIALIZER;
+	bson_iter_t it;
+	bool found = false;
 	int rc;
 
+	out->webhooks = 0;
+	out->last_id[0] = '\0';
 	rc = lease_take(s, &l, err, errlen);
 	if (rc != 0)
 		goto cleanup;
-	c = mongoc_collection_count_documents(l.coll[COLL_WEBHOOKS], &filter, NULL, NULL, NULL,
-	                                      &error);
-	if (c < 0) {
-		rc = fail(&error, "count", err, errlen);
+	rc = ensure_meta(s, &l, err, errlen);
+	if (rc != 0)
 		goto cleanup;
+	BSON_APPEND_UTF8(&filter, "_id", META_ID);
+	first_opts(&opts, NULL);
+	bson_destroy(&doc);
+	rc = find_first(l.coll[COLL_META], &filter, &opts, &doc, &found, err, errlen);
+	/* Missing after ensure_meta only when deleted by hand: then nothing is known. */
+	if (rc != 0 || !found || !bson_iter_init(&it, &doc))
+		goto cleanup;
+	while (bson_iter_next(&it)) {
+		const char *key = bson_iter_key(&it);
+		bool ok = true;
+		if (strcmp(key, "n") == 0)
+			ok = copy_int(&it, &out->webhooks);
+		else if (strcmp(key, "lastId") == 0)
+			ok = copy_utf8(&it, out->last_id, ID_LEN);
+		if (!ok) {
+			out->webhooks = 0;
+			out->last_id[0] = '\0';
+			rc = malformed("meta", err, errlen);
+			goto cleanup;
+		}
 	}
-	*count = c;
+	/* A counter that missed an insert (a crash between the insert and its $inc) may go
+	 * below 0 when the webhook is deleted; no count is negative. */
+	if (out->webhooks < 0)
+		out->webhooks = 0;
 cleanup:
 	lease_give(s, &l);
+	bson_destroy(&doc);
+	bson_destroy(&opts);
 	bson_destroy(&filter);
+	return rc;
+}
+
+/* A delivery id of the request and where it is in the caller's arrays. */
+struct wanted {
+	const char *id;
+	size_t index;
+};
+
+static int cmp_wanted(const void *a, const void *b)
+{
+	return strcmp(((const struct wanted *)a)->id, ((const struct wanted *)b)->id);
+}
+
+/* Record in out the state that doc (a delivery projected to _id, status and the number of
+ * attempts) gives to each of wanted[0..n) that it is (an id may be asked for twice). */
+static int take_state(const bson_t *doc, const char *event_id, const struct wanted *wanted,
+                      size_t n, struct store_delivery_state *out, char *err, size_t errlen)
+{
+	char key[DELIVERY_KEY_LEN + 1] = "";
+	size_t prefix = strlen(event_id);
+	int64_t status = -1, attempts = -1;
+	bson_iter_t it;
+
+	if (!bson_iter_init(&it, doc))
+		return malformed("deliveries", err, errlen);
+	while (bson_iter_next(&it)) {
+		const char *name = bson_iter_key(&it);
+		bool ok = true;
+		if (strcmp(name, "_id") == 0)
+			ok = copy_utf8(&it, key, DELIVERY_KEY_LEN);
+		else if (strcmp(name, "status") == 0)
+			ok = copy_int(&it, &status);
+		else if (strcmp(name, "attempts") == 0)
+			ok = copy_int(&it, &attempts);
+		if (!ok)
+			return malformed("deliveries", err, errlen);
+	}
+	if (strncmp(key, event_id, prefix) != 0 || key[prefix] != ':' ||
+	    status < STORE_DELIVERY_PENDING || status > STORE_DELIVERY_FAILED || attempts < 0 ||
+	    attempts > INT32_MAX)
+		return malformed("deliveries", err, errlen);
+
+	struct wanted probe = {.id = key + prefix + 1};
+	const struct wanted *hit = bsearch(&probe, wanted, n, sizeof(*wanted), cmp_wanted);
+	if (hit == NULL)
+		return 0;
+	while (hit > wanted && strcmp(hit[-1].id, probe.id) == 0)
+		hit--;
+	for (; hit < wanted + n && strcmp(hit->id, probe.id) == 0; hit++) {
+		out[hit->index].found = true;
+		out[hit->index].status = (enum store_delivery_status)status;
+		out[hit->index].attempts = (int)attempts;
+	}
+	return 0;
+}
+
+/* One find by _id per STATES_PER_FIND ids, projecting each delivery to its status and the
+ * size of its attempts array, so that no attempt crosses the wire. */
+static int mongo_delivery_states(struct store *base, const char *event_id,
+                                 const char (*ids)[ID_LEN + 1], size_t n,
+                                 struct store_delivery_state *out, char *err, size_t errlen)
+{
+	struct store_mongo *s = (struct store_mongo *)base;
+	struct wanted *wanted = calloc(n, sizeof(*wanted));
+	struct lease l = {0};
+	int rc = 0;
+
+	for (size_t i = 0; i < n; i++)
+		out[i] = (struct store_delivery_state){.found = false};
+	if (wanted == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -EIO;
+	}
+	rc = lease_take(s, &l, err, errlen);
+	for (size_t off = 0; off < n && rc == 0; off += STATES_PER_FIND) {
+		size_t k = n - off < STATES_PER_FIND ? n - off : STATES_PER_FIND;
+		bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER;
+		bson_t range, list, fields, size, if_null, args, empty;
+		mongoc_cursor_t *cursor;
+		const bson_t *doc;
+		bson_error_t error;
+
+		BSON_APPEND_DOCUMENT_BEGIN(&filter, "_id", &range);
+		BSON_APPEND_ARRAY_BEGIN(&range, "$in", &list);
+		for (size_t i = 0; i < k; i++) {
+			char key[DELIVERY_KEY_LEN + 1], index[16];
+			const char *index_key;
+			delivery_key(event_id, ids[off + i], key);
+			bson_uint32_to_string((uint32_t)i, &index_key, index, sizeof(index));
+			bson_append_utf8(&list, index_key, -1, key, -1);
+			wanted[i] = (struct wanted){.id = ids[off + i], .index = off + i};
+		}
+		bson_append_array_end(&range, &list);
+		bson_append_document_end(&filter, &range);
+		BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &fields);
+		BSON_APPEND_INT32(&fields, "status", 1);
+		/* A delivery always has its attempts array; $ifNull only keeps $size from failing
+		 * the whole find on a document that does not. */
+		BSON_APPEND_DOCUMENT_BEGIN(&fields, "attempts", &size);
+		BSON_APPEND_DOCUMENT_BEGIN(&size, "$size", &if_null);
+		BSON_APPEND_ARRAY_BEGIN(&if_null, "$ifNull", &args);
+		BSON_APPEND_UTF8(&args, "0", "$attempts");
+		BSON_APPEND_ARRAY_BEGIN(&args, "1", &empty);
+		bson_append_array_end(&args, &empty);
+		bson_append_array_end(&if_null, &args);
+		bson_append_document_end(&size, &if_null);
+		bson_append_document_end(&fields, &size);
+		bson_append_document_end(&opts, &fields);
+		BSON_APPEND_INT32(&opts, "batchSize", (int32_t)k);
+		qsort(wanted, k, sizeof(*wanted), cmp_wanted);
+
+		cursor =
+		    mongoc_collection_find_with_opts(l.coll[COLL_DELIVERIES], &filter, &opts, NULL);
+		while (rc == 0 && mongoc_cursor_next(cursor, &doc))
+			rc = take_state(doc, event_id, wanted, k, out, err, errlen);
+		if (rc == 0 && mongoc_cursor_error(cursor, &error))
+			rc = fail(&error, "find", err, errlen);
+		mongoc_cursor_destroy(cursor);
+		bson_destroy(&opts);
+		bson_destroy(&filter);
+	}
+	if (rc != 0) {
+		for (size_t i = 0; i < n; i++)
+			out[i] = (struct store_delivery_state){.found = false};
+	}
+	lease_give(s, &l);
+	free(wanted);
 	return rc;
 }
 
@@ -905,6 +1316,7 @@ static void mongo_destroy(struct store *base)
 	struct store_mongo *s = (struct store_mongo *)base;
 	mongoc_client_pool_destroy(s->pool);
 	mongoc_write_concern_destroy(s->wc);
+	pthread_mutex_destroy(&s->meta_lock);
 	bson_free(s->db);
 	free(s);
 }
@@ -915,7 +1327,8 @@ static const struct store_vtable mongo_vt = {
     .apply = mongo_apply,
     .get = mongo_get,
     .list = mongo_list,
-    .count = mongo_count,
+    .meta = mongo_meta,
+    .delivery_states = mongo_delivery_states,
     .get_event = mongo_get_event,
     .list_deliveries = mongo_list_deliveries,
 };
@@ -984,6 +1397,7 @@ struct store *store_mongo_open(const char *url, char *err, size_t errlen)
 		goto fail;
 	}
 	s->base.vt = &mongo_vt;
+	pthread_mutex_init(&s->meta_lock, NULL);
 	db = mongoc_uri_get_database(uri);
 	s->db = bson_strdup(db != NULL && db[0] != '\0' ? db : DEFAULT_DB);
 	s->wc = mongoc_write_concern_new();
@@ -1002,6 +1416,7 @@ struct store *store_mongo_open(const char *url, char *err, size_t errlen)
 fail:
 	if (s != NULL) {
 		mongoc_write_concern_destroy(s->wc);
+		pthread_mutex_destroy(&s->meta_lock);
 		bson_free(s->db);
 		free(s);
 	}

@@ -24,11 +24,15 @@ enum stmt_id {
 	ST_GET,
 	ST_LIST_FIRST,
 	ST_LIST_AFTER,
-	ST_COUNT,
+	ST_META_GET,
+	ST_META_INSERT,
+	ST_META_DELETE,
 	ST_EVENT_INSERT,
-	ST_EVENT_TARGETS,
+	ST_EVENT_ITEM,
+	ST_EVENT_EXISTS,
 	ST_EVENT_COUNT,
 	ST_EVENT_GET,
+	ST_DELIVERY_STATE,
 	ST_ATTEMPT,
 	ST_DELIVERIES_FIRST,
 	ST_DELIVERIES_AFTER,
@@ -49,15 +53,21 @@ static const char *const stmt_sql[ST__COUNT] = {
                       "ORDER BY id LIMIT ?1",
     [ST_LIST_AFTER] = "SELECT id, target_url, created_ms, updated_ms FROM webhooks "
                       "WHERE id > ?2 ORDER BY id LIMIT ?1",
-    [ST_COUNT] = "SELECT count(*) FROM webhooks",
+    [ST_META_GET] = "SELECT n, last_id FROM meta WHERE k = 'webhooks'",
+    [ST_META_INSERT] = "UPDATE meta SET n = n + 1, last_id = max(last_id, ?1) "
+                       "WHERE k = 'webhooks'",
+    [ST_META_DELETE] = "UPDATE meta SET n = n - 1 WHERE k = 'webhooks'",
     [ST_EVENT_INSERT] = "INSERT INTO events (id, ip, created_ms, targets) VALUES (?1, ?2, ?3, ?4)",
-    [ST_EVENT_TARGETS] = "UPDATE events SET targets = ?2 WHERE id = ?1",
+    /* Counted once and in chain order: a work item taken again finds items moved on. */
+    [ST_EVENT_ITEM] = "UPDATE events SET fanned = fanned + ?3, items = ?2 + 1, done = ?4 "
+                      "WHERE id = ?1 AND items = ?2",
+    [ST_EVENT_EXISTS] = "SELECT 1 FROM events WHERE id = ?1",
     [ST_EVENT_COUNT] = "UPDATE events SET succeeded = succeeded + ?2, failed = failed + ?3 "
                        "WHERE id = ?1",
-    [ST_EVENT_GET] = "SELECT id, ip, created_ms, targets, succeeded, failed FROM events "
-                     "WHERE id = ?1",
-    /* The first attempt creates the delivery; later ones append to its attempts. A record
-     * without a URL (a retry dropped because its webhook was deleted) keeps the old one. */
+    [ST_EVENT_GET] = "SELECT id, ip, created_ms, targets, succeeded, failed, fanned, items, "
+                     "done FROM events WHERE id = ?1",
+    [ST_DELIVERY_STATE] = "SELECT status, json_array_length(attempts) FROM deliveries "
+                          "WHERE event_id = ?1 AND id = ?2",
     /* The first attempt creates the delivery; later ones append to its attempts. The
      * attempt is JSON that store_attempt_json made, so it is spliced in as text rather than
      * parsed again. A record without a URL (a retry dropped because its webhook was
@@ -90,7 +100,17 @@ static const char schema_sql[] = "CREATE TABLE IF NOT EXISTS webhooks ("
                                  " created_ms INTEGER NOT NULL,"
                                  " targets INTEGER NOT NULL,"
                                  " succeeded INTEGER NOT NULL DEFAULT 0,"
-                                 " failed INTEGER NOT NULL DEFAULT 0"
+                                 " failed INTEGER NOT NULL DEFAULT 0,"
+                                 " fanned INTEGER NOT NULL DEFAULT 0,"
+                                 " items INTEGER NOT NULL DEFAULT 0,"
+                                 " done INTEGER NOT NULL DEFAULT 0"
+                                 ") WITHOUT ROWID;"
+                                 /* Counters kept by the writes, so that nothing on a
+                                  * request path counts rows. */
+                                 "CREATE TABLE IF NOT EXISTS meta ("
+                                 " k TEXT PRIMARY KEY NOT NULL,"
+                                 " n INTEGER NOT NULL,"
+                                 " last_id TEXT NOT NULL"
                                  ") WITHOUT ROWID;"
                                  /* Keyed by event first: an event's deliveries page as
                                   * one range scan. */
@@ -103,6 +123,16 @@ static const char schema_sql[] = "CREATE TABLE IF NOT EXISTS webhooks ("
                                  " attempts TEXT NOT NULL,"
                                  " PRIMARY KEY (event_id, id)"
                                  ") WITHOUT ROWID;";
+
+/* What a store made by an older version lacks, added once at open. Counting the webhooks
+ * here is the only count(*) the store ever runs. */
+static const char migrate_events_sql[] =
+    "ALTER TABLE events ADD COLUMN fanned INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE events ADD COLUMN items INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE events ADD COLUMN done INTEGER NOT NULL DEFAULT 0;";
+static const char migrate_meta_sql[] =
+    "INSERT OR IGNORE INTO meta (k, n, last_id) "
+    "SELECT 'webhooks', count(*), coalesce(max(id), '') FROM webhooks;";
 
 /* A connection with its prepared statements. */
 struct conn {
@@ -140,6 +170,34 @@ static int fail(sqlite3 *db, const char *what, char *err, size_t errlen)
 	           : -EIO;
 }
 
+static bool has_column(sqlite3 *db, const char *table, const char *column)
+{
+	return sqlite3_table_column_metadata(db, NULL, table, column, NULL, NULL, NULL, NULL,
+	                                     NULL) == SQLITE_OK;
+}
+
+/* Create the schema, or bring one made by an older version up to date, in one transaction. */
+static int migrate(sqlite3 *db, char *err, size_t errlen)
+{
+	char *msg = NULL;
+	int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &msg);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, schema_sql, NULL, NULL, &msg);
+	if (rc == SQLITE_OK && !has_column(db, "events", "fanned"))
+		rc = sqlite3_exec(db, migrate_events_sql, NULL, NULL, &msg);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, migrate_meta_sql, NULL, NULL, &msg);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, "COMMIT", NULL, NULL, &msg);
+	if (rc == SQLITE_OK)
+		return 0;
+	snprintf(err, errlen, "sqlite: creating the schema: %s", msg != NULL ? msg : "failed");
+	sqlite3_free(msg);
+	if (!sqlite3_get_autocommit(db))
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	return -EIO;
+}
+
 static struct conn *conn_open(const char *path, bool writer, char *err, size_t errlen)
 {
 	struct conn *c = calloc(1, sizeof(*c));
@@ -166,12 +224,8 @@ static struct conn *conn_open(const char *path, bool writer, char *err, size_t e
 		sqlite3_free(msg);
 		goto fail;
 	}
-	if (writer && sqlite3_exec(c->db, schema_sql, NULL, NULL, &msg) != SQLITE_OK) {
-		snprintf(err, errlen, "sqlite: creating the schema: %s",
-		         msg != NULL ? msg : "failed");
-		sqlite3_free(msg);
+	if (writer && migrate(c->db, err, errlen) != 0)
 		goto fail;
-	}
 	for (int i = 0; i < ST__COUNT; i++) {
 		if (sqlite3_prepare_v3(c->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &c->st[i],
 		                       NULL) != SQLITE_OK) {
@@ -296,8 +350,14 @@ static int apply_op(struct conn *c, struct store_op *op, bool *fatal, char *err,
 		sqlite3_bind_int64(st, 4, op->hook.updated_ms);
 		rc = sqlite3_step(st);
 		sqlite3_reset(st);
-		if (rc == SQLITE_DONE)
-			return 0;
+		if (rc == SQLITE_DONE) {
+			st = c->st[ST_META_INSERT];
+			sqlite3_bind_text(st, 1, op->hook.id, -1, SQLITE_STATIC);
+			rc = step_once(st);
+			if (rc == SQLITE_DONE)
+				return 0;
+			break;
+		}
 		if ((sqlite3_extended_errcode(c->db)) == SQLITE_CONSTRAINT_PRIMARYKEY)
 			return -EEXIST;
 		break;
@@ -319,8 +379,12 @@ static int apply_op(struct conn *c, struct store_op *op, bool *fatal, char *err,
 		st = c->st[ST_DELETE];
 		sqlite3_bind_text(st, 1, op->hook.id, -1, SQLITE_STATIC);
 		rc = step_once(st);
+		if (rc == SQLITE_DONE && sqlite3_changes(c->db) == 0)
+			return -ENOENT;
 		if (rc == SQLITE_DONE)
-			return sqlite3_changes(c->db) > 0 ? 0 : -ENOENT;
+			rc = step_once(c->st[ST_META_DELETE]);
+		if (rc == SQLITE_DONE)
+			return 0;
 		break;
 	case STORE_OP_EVENT_INSERT:
 		st = c->st[ST_EVENT_INSERT];
@@ -334,13 +398,25 @@ static int apply_op(struct conn *c, struct store_op *op, bool *fatal, char *err,
 		if (sqlite3_extended_errcode(c->db) == SQLITE_CONSTRAINT_PRIMARYKEY)
 			return -EEXIST;
 		break;
-	case STORE_OP_EVENT_TARGETS:
-		st = c->st[ST_EVENT_TARGETS];
-		sqlite3_bind_text(st, 1, op->event.id, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 2, op->event.targets);
+	case STORE_OP_EVENT_ITEM:
+		st = c->st[ST_EVENT_ITEM];
+		sqlite3_bind_text(st, 1, op->item.event_id, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, op->item.item);
+		sqlite3_bind_int64(st, 3, op->item.deliveries);
+		sqlite3_bind_int(st, 4, op->item.last ? 1 : 0);
 		rc = step_once(st);
+		if (rc != SQLITE_DONE)
+			break;
+		if (sqlite3_changes(c->db) > 0)
+			return 0;
+		/* Counted before, or no such event. */
+		st = c->st[ST_EVENT_EXISTS];
+		sqlite3_bind_text(st, 1, op->item.event_id, -1, SQLITE_STATIC);
+		rc = step_once(st);
+		if (rc == SQLITE_ROW)
+			return 0;
 		if (rc == SQLITE_DONE)
-			return sqlite3_changes(c->db) > 0 ? 0 : -ENOENT;
+			return -ENOENT;
 		break;
 	case STORE_OP_ATTEMPT:
 		return apply_attempt(c, &op->attempt, fatal, err, errlen);
@@ -434,19 +510,54 @@ static int sq_list(struct store *base, const char *after, size_t limit, struct s
 	return result;
 }
 
-static int sq_count(struct store *base, int64_t *count, char *err, size_t errlen)
+static int sq_meta(struct store *base, struct store_meta *out, char *err, size_t errlen)
 {
 	struct store_sqlite *s = (struct store_sqlite *)base;
 	struct conn *c = reader_take(s, err, errlen);
 	if (c == NULL)
 		return -EIO;
-	sqlite3_stmt *st = c->st[ST_COUNT];
+	sqlite3_stmt *st = c->st[ST_META_GET];
 	int result = 0;
-	if (sqlite3_step(st) == SQLITE_ROW)
-		*count = sqlite3_column_int64(st, 0);
-	else
-		result = fail(c->db, "count", err, errlen);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		const unsigned char *last = sqlite3_column_text(st, 1);
+		out->webhooks = sqlite3_column_int64(st, 0);
+		snprintf(out->last_id, sizeof(out->last_id), "%s",
+		         last != NULL ? (const char *)last : "");
+	} else {
+		result = fail(c->db, "reading the webhook counter", err, errlen);
+	}
 	sqlite3_reset(st);
+	reader_give(s, c);
+	return result;
+}
+
+static int sq_delivery_states(struct store *base, const char *event_id,
+                              const char (*ids)[ID_LEN + 1], size_t n,
+                              struct store_delivery_state *out, char *err, size_t errlen)
+{
+	struct store_sqlite *s = (struct store_sqlite *)base;
+	struct conn *c = reader_take(s, err, errlen);
+	if (c == NULL)
+		return -EIO;
+	sqlite3_stmt *st = c->st[ST_DELIVERY_STATE];
+	int result = 0;
+	/* One read transaction for the lot, not one per row. */
+	sqlite3_exec(c->db, "BEGIN", NULL, NULL, NULL);
+	sqlite3_bind_text(st, 1, event_id, -1, SQLITE_STATIC);
+	for (size_t i = 0; i < n && result == 0; i++) {
+		sqlite3_bind_text(st, 2, ids[i], -1, SQLITE_STATIC);
+		int rc = sqlite3_step(st);
+		out[i] = (struct store_delivery_state){.found = rc == SQLITE_ROW};
+		if (rc == SQLITE_ROW) {
+			out[i].status = (enum store_delivery_status)sqlite3_column_int(st, 0);
+			out[i].attempts = sqlite3_column_int(st, 1);
+		} else if (rc != SQLITE_DONE) {
+			result = fail(c->db, "reading deliveries", err, errlen);
+		}
+		sqlite3_reset(st);
+	}
+	sqlite3_clear_bindings(st);
+	sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL);
 	reader_give(s, c);
 	return result;
 }
@@ -469,6 +580,9 @@ static int sq_get_event(struct store *base, const char *id, struct store_event *
 		out->targets = sqlite3_column_int64(st, 3);
 		out->succeeded = sqlite3_column_int64(st, 4);
 		out->failed = sqlite3_column_int64(st, 5);
+		out->fanned = sqlite3_column_int64(st, 6);
+		out->items = sqlite3_column_int64(st, 7);
+		out->done = sqlite3_column_int(st, 8) != 0;
 	} else if (rc == SQLITE_DONE) {
 		snprintf(err, errlen, "no event with id '%s'", id);
 		result = -ENOENT;
@@ -548,7 +662,8 @@ static const struct store_vtable sqlite_vt = {
     .apply = sq_apply,
     .get = sq_get,
     .list = sq_list,
-    .count = sq_count,
+    .meta = sq_meta,
+    .delivery_states = sq_delivery_states,
     .get_event = sq_get_event,
     .list_deliveries = sq_list_deliveries,
 };

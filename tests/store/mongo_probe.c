@@ -5,16 +5,18 @@
  *
  *   get ID                  -> get rc=R [id=.. url=.. created=.. updated=..] ms=T
  *   list AFTER|- LIMIT      -> list rc=R n=N ids=a,b,.. ms=T
- *   count                   -> count rc=R count=C ms=T
+ *   meta                    -> meta rc=R webhooks=N last_id=ID|- ms=T
  *   event ID                -> event rc=R [id=.. ip=.. created=.. targets=.. succeeded=..
- *                              failed=..] ms=T
+ *                              failed=.. fanned=.. items=.. done=0|1] ms=T
+ *   states EVENT ID[,ID..]  -> states rc=R states=S1,.. ms=T, each S "-" (not found) or
+ *                              STATUS/ATTEMPTS
  *   deliveries EVENT AFTER|- LIMIT
  *                           -> deliveries rc=R n=N ms=T, then N lines
  *                              "delivery ID WEBHOOK STATUS URL ATTEMPTS-JSON"
  *   apply N                 -> apply rc=R results=r1,.. created=c1,.. ms=T
  *     followed by N lines, one op each:
  *       insert ID CREATED UPDATED URL | update ID UPDATED URL | delete ID
- *       event_insert ID IP CREATED TARGETS | event_targets ID TARGETS
+ *       event_insert ID IP CREATED TARGETS | event_item EVENT ITEM DELIVERIES LAST(0|1)
  *       attempt EVENT DELIVERY WEBHOOK NUMBER AT HTTP-STATUS STATUS DURATION URL|- [ERROR...]
  *   quit (or end of input)  -> exits 0 after store_destroy
  *
@@ -31,6 +33,7 @@
 #include "timeutil.h"
 
 #define MAX_BATCH 1000
+#define MAX_STATES 2500 /* more than the MongoDB backend asks for in one find */
 
 static void finish(int rc, int64_t start_ms, const char *err)
 {
@@ -111,16 +114,25 @@ static int parse_op(char *line, struct store_op *op)
 		op->kind = STORE_OP_ATTEMPT;
 		return parse_attempt(&save, &op->attempt);
 	}
-	if (strcmp(kind, "event_insert") == 0 || strcmp(kind, "event_targets") == 0) {
-		bool insert = strcmp(kind, "event_insert") == 0;
-		op->kind = insert ? STORE_OP_EVENT_INSERT : STORE_OP_EVENT_TARGETS;
-		if (copy_field(op->event.id, sizeof(op->event.id), strtok_r(NULL, " \n", &save)))
-			return -EINVAL;
-		if (insert &&
-		    (copy_field(op->event.ip, sizeof(op->event.ip), strtok_r(NULL, " \n", &save)) ||
-		     parse_i64(strtok_r(NULL, " \n", &save), &op->event.created_ms)))
+	if (strcmp(kind, "event_insert") == 0) {
+		op->kind = STORE_OP_EVENT_INSERT;
+		if (copy_field(op->event.id, sizeof(op->event.id), strtok_r(NULL, " \n", &save)) ||
+		    copy_field(op->event.ip, sizeof(op->event.ip), strtok_r(NULL, " \n", &save)) ||
+		    parse_i64(strtok_r(NULL, " \n", &save), &op->event.created_ms))
 			return -EINVAL;
 		return parse_i64(strtok_r(NULL, " \n", &save), &op->event.targets);
+	}
+	if (strcmp(kind, "event_item") == 0) {
+		int last = 0;
+		op->kind = STORE_OP_EVENT_ITEM;
+		if (copy_field(op->item.event_id, sizeof(op->item.event_id),
+		               strtok_r(NULL, " \n", &save)) ||
+		    parse_i64(strtok_r(NULL, " \n", &save), &op->item.item) ||
+		    parse_i64(strtok_r(NULL, " \n", &save), &op->item.deliveries) ||
+		    parse_int(strtok_r(NULL, " \n", &save), &last) || (last != 0 && last != 1))
+			return -EINVAL;
+		op->item.last = last == 1;
+		return 0;
 	}
 	if (copy_field(op->hook.id, sizeof(op->hook.id), strtok_r(NULL, " \n", &save)) != 0)
 		return -EINVAL;
@@ -228,9 +240,11 @@ static void run_event(struct store *s, const char *id)
 	int rc = store_get_event(s, id != NULL ? id : "", &ev, err, sizeof(err));
 	printf("event rc=%d", rc);
 	if (rc == 0)
-		printf(" id=%s ip=%s created=%lld targets=%lld succeeded=%lld failed=%lld", ev.id,
-		       ev.ip, (long long)ev.created_ms, (long long)ev.targets,
-		       (long long)ev.succeeded, (long long)ev.failed);
+		printf(" id=%s ip=%s created=%lld targets=%lld succeeded=%lld failed=%lld fanned=%lld"
+		       " items=%lld done=%d",
+		       ev.id, ev.ip, (long long)ev.created_ms, (long long)ev.targets,
+		       (long long)ev.succeeded, (long long)ev.failed, (long long)ev.fanned,
+		       (long long)ev.items, ev.done ? 1 : 0);
 	finish(rc, start, err);
 }
 
@@ -262,13 +276,49 @@ static void run_deliveries(struct store *s, const char *event_id, const char *af
 	store_deliveries_free(rows, n);
 }
 
-static void run_count(struct store *s)
+static void run_meta(struct store *s)
 {
+	struct store_meta meta = {.webhooks = -1};
 	char err[STORE_ERR_LEN] = "";
-	int64_t count = -1;
 	int64_t start = time_mono_ms();
-	int rc = store_count(s, &count, err, sizeof(err));
-	printf("count rc=%d count=%lld", rc, (long long)count);
+	int rc = store_meta(s, &meta, err, sizeof(err));
+	printf("meta rc=%d webhooks=%lld last_id=%s", rc, (long long)meta.webhooks,
+	       meta.last_id[0] != '\0' ? meta.last_id : "-");
+	finish(rc, start, err);
+}
+
+/* "states EVENT ID[,ID..]" */
+static void run_states(struct store *s, const char *event_id, char *list)
+{
+	static char ids[MAX_STATES][ID_LEN + 1];
+	static struct store_delivery_state out[MAX_STATES];
+	char err[STORE_ERR_LEN] = "";
+	char *save = NULL;
+	size_t n = 0;
+
+	for (char *id = list != NULL ? strtok_r(list, ",", &save) : NULL; id != NULL;
+	     id = strtok_r(NULL, ",", &save)) {
+		if (n == MAX_STATES || copy_field(ids[n], sizeof(ids[n]), id) != 0) {
+			n = 0;
+			break;
+		}
+		n++;
+	}
+	if (event_id == NULL || n == 0) {
+		printf("states rc=%d err=usage: states EVENT ID[,ID..]\n", -EINVAL);
+		fflush(stdout);
+		return;
+	}
+	int64_t start = time_mono_ms();
+	int rc = store_delivery_states(s, event_id, (const char(*)[ID_LEN + 1])ids, n, out, err,
+	                               sizeof(err));
+	printf("states rc=%d states=", rc);
+	for (size_t i = 0; i < n; i++) {
+		if (out[i].found)
+			printf("%s%d/%d", i > 0 ? "," : "", (int)out[i].status, out[i].attempts);
+		else
+			printf("%s-", i > 0 ? "," : "");
+	}
 	finish(rc, start, err);
 }
 
@@ -297,7 +347,7 @@ int main(int argc, char **argv)
 		char *save = NULL;
 		const char *cmd = strtok_r(line, " \n", &save);
 		const char *a1 = strtok_r(NULL, " \n", &save);
-		const char *a2 = strtok_r(NULL, " \n", &save);
+		char *a2 = strtok_r(NULL, " \n", &save);
 		const char *a3 = strtok_r(NULL, " \n", &save);
 		if (cmd == NULL)
 			continue;
@@ -307,8 +357,10 @@ int main(int argc, char **argv)
 			run_get(s, a1);
 		else if (strcmp(cmd, "list") == 0)
 			run_list(s, a1, a2);
-		else if (strcmp(cmd, "count") == 0)
-			run_count(s);
+		else if (strcmp(cmd, "meta") == 0)
+			run_meta(s);
+		else if (strcmp(cmd, "states") == 0)
+			run_states(s, a1, a2);
 		else if (strcmp(cmd, "event") == 0)
 			run_event(s, a1);
 		else if (strcmp(cmd, "deliveries") == 0)

@@ -57,9 +57,14 @@ def webhook(hook_id, url, created, updated):
             'updatedAt': Int64(updated)}
 
 
-def event(event_id, ip, created, targets, succeeded=0, failed=0):
-    return {'_id': event_id, 'ip': ip, 'createdAt': Int64(created), 'targets': Int64(targets),
-            'succeeded': Int64(succeeded), 'failed': Int64(failed)}
+def event(event_id, ip, created, targets, succeeded=0, failed=0, fanned=0, items=0, done=False,
+          legacy=False):
+    """An event document; legacy: as an older version stored it, without fanned, items, done."""
+    doc = {'_id': event_id, 'ip': ip, 'createdAt': Int64(created), 'targets': Int64(targets),
+           'succeeded': Int64(succeeded), 'failed': Int64(failed)}
+    if not legacy:
+        doc.update(fanned=Int64(fanned), items=Int64(items), done=done)
+    return doc
 
 
 def attempt(number, http_status, error, duration):
@@ -194,10 +199,53 @@ class MongoWireTest(unittest.TestCase):
         return self.receive({'update': coll, 'ordered': True, 'writeConcern': WC,
                              'updates': [statement]})
 
-    def expect_count(self):
+    def expect_count(self, db='hooksdb'):
         return self.receive({'aggregate': 'webhooks', 'cursor': {},
                              'pipeline': [{'$match': {}},
-                                          {'$group': {'_id': 1, 'n': {'$sum': 1}}}]})
+                                          {'$group': {'_id': 1, 'n': {'$sum': 1}}}]}, db)
+
+    # The meta document {_id: 'webhooks', n, lastId}.
+
+    def expect_meta_check(self, db='hooksdb'):
+        """The once-per-store lookup of the meta document, before its first use."""
+        return self.receive({'find': 'meta', 'filter': {'_id': 'webhooks'},
+                             'projection': {'_id': 1}, 'limit': Int64(1),
+                             'singleBatch': True}, db)
+
+    def meta_exists(self, db='hooksdb'):
+        """The meta lookup, answered: the document is there (a store made by this version)."""
+        self.expect_meta_check(db).replies(cursor([{'_id': 'webhooks'}], 'meta'))
+
+    def expect_meta_read(self):
+        return self.receive({'find': 'meta', 'filter': {'_id': 'webhooks'}, 'limit': Int64(1),
+                             'singleBatch': True})
+
+    def expect_raise_last_id(self, hook_id):
+        return self.expect_update('meta', {'_id': 'webhooks'}, {'$max': {'lastId': hook_id}},
+                                  upsert=True)
+
+    def expect_count_change(self, delta):
+        return self.expect_update('meta', {'_id': 'webhooks'}, {'$inc': {'n': Int64(delta)}})
+
+    def expect_greatest_id(self):
+        return self.receive({'find': 'webhooks', 'filter': {}, 'sort': {'_id': -1},
+                             'projection': {'_id': 1}, 'limit': Int64(1), 'singleBatch': True})
+
+    def expect_item(self, event_id, item, deliveries, last):
+        items = {'$in': [Int64(0), None]} if item == 0 else Int64(item)
+        return self.expect_update('events', {'_id': event_id, 'items': items},
+                                  {'$inc': {'fanned': Int64(deliveries)},
+                                   '$set': {'items': Int64(item + 1), 'done': last}})
+
+    def expect_event_exists(self, event_id):
+        return self.receive({'find': 'events', 'filter': {'_id': event_id},
+                             'projection': {'_id': 1}, 'limit': Int64(1), 'singleBatch': True})
+
+    def expect_states(self, keys):
+        return self.receive({'find': 'deliveries', 'filter': {'_id': {'$in': keys}},
+                             'projection': {'status': 1, 'attempts': {
+                                 '$size': {'$ifNull': ['$attempts', []]}}},
+                             'batchSize': len(keys)})
 
     def assert_no_more_commands(self):
         with self.assertRaisesRegex(AssertionError, 'got nothing'):
@@ -225,29 +273,47 @@ class MongoWireTest(unittest.TestCase):
     def test_insert_sends_the_document_with_majority_journaled_write_concern(self):
         probe, _ = self.start()
         self.apply(probe, 'insert %s 1700000000123 1700000000456 https://example.com/a?x=1' % A)
+        self.meta_exists()
+        # lastId first, so that it is never behind an inserted id; the counter after.
+        self.expect_raise_last_id(A).ok(n=1)
         self.expect_insert([webhook(A, 'https://example.com/a?x=1', 1700000000123,
                                     1700000000456)]).ok(n=1)
+        self.expect_count_change(1).ok(n=1)
         got = probe.result()
         self.assertEqual((got['cmd'], got['rc'], got['results']), ('apply', '0', '0'))
+        # The meta document is looked up once per store, not per call.
+        self.apply(probe, 'insert %s 1 1 https://b/' % B)
+        self.expect_raise_last_id(B).ok(n=1)
+        self.expect_insert([webhook(B, 'https://b/', 1, 1)]).ok(n=1)
+        self.expect_count_change(1).ok(n=1)
+        self.assertEqual(probe.result()['results'], '0')
+        self.assert_no_more_commands()
 
     def test_consecutive_inserts_share_one_command(self):
         probe, _ = self.start()
-        self.apply(probe, 'insert %s 1 2 https://a/' % A, 'insert %s 3 4 https://b/' % B)
-        self.expect_insert([webhook(A, 'https://a/', 1, 2),
-                            webhook(B, 'https://b/', 3, 4)]).ok(n=2)
+        self.apply(probe, 'insert %s 3 4 https://b/' % B, 'insert %s 1 2 https://a/' % A)
+        self.meta_exists()
+        self.expect_raise_last_id(B).ok(n=1)  # the greatest id of the batch, once
+        self.expect_insert([webhook(B, 'https://b/', 3, 4),
+                            webhook(A, 'https://a/', 1, 2)]).ok(n=2)
+        self.expect_count_change(2).ok(n=1)  # one $inc for the batch
         got = probe.result()
         self.assertEqual((got['rc'], got['results']), ('0', '0,0'))
+        self.assert_no_more_commands()
 
     def test_duplicate_key_is_eexist_and_the_rest_is_sent_again(self):
         probe, _ = self.start()
         self.apply(probe, 'insert %s 1 1 https://a/' % A, 'insert %s 2 2 https://dup/' % A,
                    'insert %s 3 3 https://c/' % C)
+        self.meta_exists()
+        self.expect_raise_last_id(C).ok(n=1)
         self.expect_insert([webhook(A, 'https://a/', 1, 1), webhook(A, 'https://dup/', 2, 2),
                             webhook(C, 'https://c/', 3, 3)]).ok(
             n=1, writeErrors=[{'index': 1, 'code': 11000,
                                'errmsg': 'E11000 duplicate key error collection'}])
         # Ordered inserts stop at the error: the op after it goes in a command of its own.
         self.expect_insert([webhook(C, 'https://c/', 3, 3)]).ok(n=1)
+        self.expect_count_change(2).ok(n=1)  # the duplicate is not counted
         got = probe.result()
         self.assertEqual((got['rc'], got['results']), ('0', '0,%d,0' % EEXIST))
 
@@ -273,15 +339,23 @@ class MongoWireTest(unittest.TestCase):
     def test_delete(self):
         probe, _ = self.start()
         self.apply(probe, 'delete %s' % A, 'delete %s' % B)
+        self.meta_exists()
         self.expect_delete(A).ok(n=1)
         self.expect_delete(B).ok(n=0)
+        self.expect_count_change(-1).ok(n=1)  # only what was deleted
         got = probe.result()
         self.assertEqual((got['rc'], got['results']), ('0', '0,%d' % ENOENT))
+        self.apply(probe, 'delete %s' % B)
+        self.expect_delete(B).ok(n=0)
+        self.assertEqual(probe.result()['results'], str(ENOENT))
+        self.assert_no_more_commands()  # nothing deleted: no $inc
 
     def test_batch_runs_in_order_with_each_result(self):
         probe, _ = self.start()
         self.apply(probe, 'insert %s 1 1 https://a/' % A, 'update %s 2 https://b2/' % B,
                    'delete %s' % C, 'insert %s 3 3 https://c/' % C)
+        self.meta_exists()
+        self.expect_raise_last_id(C).ok(n=1)
         self.expect_insert([webhook(A, 'https://a/', 1, 1)]).ok(
             n=0, writeErrors=[{'index': 0, 'code': 11000, 'errmsg': 'E11000'}])
         self.expect_find_and_modify(B, 'https://b2/', 2).ok(
@@ -291,27 +365,36 @@ class MongoWireTest(unittest.TestCase):
         got = probe.result()
         self.assertEqual((got['rc'], got['results'], got['created']),
                          ('0', '%d,0,0,0' % EEXIST, '1,77,-1,3'))
+        self.assert_no_more_commands()  # one delete and one insert: the counter is unchanged
 
     def test_server_error_is_eio(self):
         probe, _ = self.start()
         self.apply(probe, 'insert %s 1 1 https://a/' % A)
+        self.meta_exists()
+        self.expect_raise_last_id(A).ok(n=1)
         self.expect_insert([webhook(A, 'https://a/', 1, 1)]).command_err(
             code=2, errmsg='BadValue from the mock')
         got = probe.result()
         self.assertEqual(got['rc'], str(EIO))
         self.assertIn('BadValue from the mock', got['err'])
+        self.assert_no_more_commands()  # nothing inserted: no $inc
 
     def test_not_writable_primary_is_eagain(self):
         probe, _ = self.start()
         self.apply(probe, 'delete %s' % A)
+        self.meta_exists()
         self.expect_delete(A).command_err(code=10107, errmsg='not primary')
         self.assertEqual(probe.result()['rc'], str(EAGAIN))
 
     def test_write_concern_error_is_eagain(self):
         probe, _ = self.start()
         self.apply(probe, 'insert %s 1 1 https://a/' % A)
+        self.meta_exists()
+        self.expect_raise_last_id(A).ok(n=1)
         self.expect_insert([webhook(A, 'https://a/', 1, 1)]).ok(
             n=1, writeConcernError={'code': 64, 'errmsg': 'waiting for replication timed out'})
+        # The primary has the webhook, acknowledged or not: it is counted all the same.
+        self.expect_count_change(1).ok(n=1)
         got = probe.result()
         self.assertEqual(got['rc'], str(EAGAIN))
         self.apply(probe, 'update %s 2 https://b/' % A)
@@ -323,8 +406,11 @@ class MongoWireTest(unittest.TestCase):
     def test_failure_midway_fails_the_whole_batch(self):
         probe, _ = self.start()
         self.apply(probe, 'delete %s' % A, 'delete %s' % B, 'delete %s' % C)
+        self.meta_exists()
         self.expect_delete(A).ok(n=1)
         self.expect_delete(B).hangup()
+        # The delete of A happened: the counter still hears of it, on a new connection.
+        self.expect_count_change(-1).ok(n=1)
         got = probe.result()
         self.assertEqual(got['rc'], str(EAGAIN))
         self.assert_no_more_commands()  # the delete of C was never sent
@@ -334,13 +420,18 @@ class MongoWireTest(unittest.TestCase):
     def test_closed_connection_is_eagain_and_the_next_call_reconnects(self):
         probe, _ = self.start()
         self.apply(probe, 'insert %s 1 1 https://a/' % A)
+        self.meta_exists()
+        self.expect_raise_last_id(A).ok(n=1)
         self.expect_insert([webhook(A, 'https://a/', 1, 1)]).hangup()
         got = probe.result()
         self.assertEqual(got['rc'], str(EAGAIN))
         self.assertLess(int(got['ms']), 3000)
-        probe.send('count')
-        self.expect_count().replies(cursor(docs=[{'_id': 1, 'n': 3}]))
-        self.assertEqual(probe.result()['count'], '3')
+        self.assert_no_more_commands()  # not known to be inserted: not counted
+        probe.send('meta')
+        self.expect_meta_read().replies(
+            cursor([{'_id': 'webhooks', 'n': Int64(3), 'lastId': A}], 'meta'))
+        got = probe.result()
+        self.assertEqual((got['rc'], got['webhooks'], got['last_id']), ('0', '3', A))
 
     def test_closed_connection_on_a_read_is_eagain(self):
         probe, _ = self.start()
@@ -365,6 +456,8 @@ class MongoWireTest(unittest.TestCase):
     def test_no_reply_times_out_after_the_default_socket_timeout(self):
         probe, _ = self.start()
         self.apply(probe, 'insert %s 1 1 https://a/' % A)
+        self.meta_exists()
+        self.expect_raise_last_id(A).ok(n=1)
         self.expect_insert([webhook(A, 'https://a/', 1, 1)])  # and never answer
         got = probe.result(timeout=30)
         self.assertEqual(got['rc'], str(EAGAIN))
@@ -374,6 +467,7 @@ class MongoWireTest(unittest.TestCase):
     def test_uri_timeouts_and_database_win_over_the_defaults(self):
         probe, _ = self.start('mongodb://127.0.0.1:%d/?socketTimeoutMS=1500' % self.port)
         self.apply(probe, 'delete %s' % A)
+        self.meta_exists(db='webhooks')
         self.receive({'delete': 'webhooks', 'ordered': True, 'writeConcern': WC,
                       'deletes': [{'q': {'_id': A}, 'limit': 1}]}, db='webhooks')
         got = probe.result()
@@ -390,9 +484,9 @@ class MongoWireTest(unittest.TestCase):
 
     def test_server_down_fails_after_the_default_selection_timeout(self):
         probe, _ = self.start('mongodb://127.0.0.1:%d' % self.closed_port())
-        probe.send('count')
+        probe.send('meta')
         got = probe.result(timeout=30)
-        self.assertEqual((got['rc'], got['count']), (str(EAGAIN), '-1'))
+        self.assertEqual((got['rc'], got['webhooks'], got['last_id']), (str(EAGAIN), '0', '-'))
         self.assertIn('serverselectiontimeoutms', got['err'].lower())
         self.assertGreaterEqual(int(got['ms']), 1800)  # serverSelectionTimeoutMS=2000 applied
         self.assertLess(int(got['ms']), 4500)
@@ -464,31 +558,181 @@ class MongoWireTest(unittest.TestCase):
         self.assertEqual((got['rc'], got['n']), ('0', '0'))
         self.assert_nothing_sent()
 
-    def test_count(self):
+    # The meta document.
+
+    def test_meta_reads_the_counter_document(self):
         probe, _ = self.start()
-        probe.send('count')
-        self.expect_count().replies(cursor([{'_id': 1, 'n': 42}]))
-        self.assertEqual(probe.result()['count'], '42')
-        probe.send('count')
-        self.expect_count().replies(cursor([]))  # an empty collection: no group at all
+        probe.send('meta')
+        self.meta_exists()
+        self.expect_meta_read().replies(
+            cursor([{'_id': 'webhooks', 'n': Int64(42), 'lastId': B}], 'meta'))
         got = probe.result()
-        self.assertEqual((got['rc'], got['count']), ('0', '0'))
+        self.assertEqual((got['rc'], got['webhooks'], got['last_id']), ('0', '42', B))
+        # Checked once: later reads are one find each, and an int32 counter reads as well.
+        probe.send('meta')
+        self.expect_meta_read().replies(
+            cursor([{'_id': 'webhooks', 'n': 7, 'lastId': A}], 'meta'))
+        got = probe.result()
+        self.assertEqual((got['rc'], got['webhooks'], got['last_id']), ('0', '7', A))
+        # Deleted by hand since: nothing is known (and nothing is counted on a read).
+        probe.send('meta')
+        self.expect_meta_read().replies(cursor([], 'meta'))
+        got = probe.result()
+        self.assertEqual((got['rc'], got['webhooks'], got['last_id']), ('0', '0', '-'))
+        self.assert_no_more_commands()
+
+    def test_meta_of_a_malformed_document_is_eio(self):
+        probe, _ = self.start()
+        probe.send('meta')
+        self.meta_exists()
+        self.expect_meta_read().replies(
+            cursor([{'_id': 'webhooks', 'n': 'many', 'lastId': B}], 'meta'))
+        got = probe.result()
+        self.assertEqual((got['rc'], got['webhooks'], got['last_id']), (str(EIO), '0', '-'))
+
+    def test_meta_of_an_older_store_is_made_once_from_its_webhooks(self):
+        probe, _ = self.start()
+        probe.send('meta')
+        self.expect_meta_check().replies(cursor([], 'meta'))
+        self.expect_count().replies(cursor([{'_id': 1, 'n': 7}]))
+        self.expect_greatest_id().replies(cursor([{'_id': C}]))
+        # $setOnInsert: of instances doing this at once, the first one's document stays.
+        self.expect_update('meta', {'_id': 'webhooks'},
+                           {'$setOnInsert': {'n': Int64(7), 'lastId': C}}, upsert=True).ok(
+            n=1, upserted=[{'index': 0, '_id': 'webhooks'}])
+        self.expect_meta_read().replies(
+            cursor([{'_id': 'webhooks', 'n': Int64(7), 'lastId': C}], 'meta'))
+        got = probe.result()
+        self.assertEqual((got['rc'], got['webhooks'], got['last_id']), ('0', '7', C))
+        # Made once: an insert now goes straight to the counters.
+        self.apply(probe, 'insert %s 1 1 https://a/' % A)
+        self.expect_raise_last_id(A).ok(n=1)
+        self.expect_insert([webhook(A, 'https://a/', 1, 1)]).ok(n=1)
+        self.expect_count_change(1).ok(n=1)
+        self.assertEqual(probe.result()['results'], '0')
+        self.assert_no_more_commands()
+
+    def test_meta_of_an_empty_older_store_starts_at_zero(self):
+        probe, _ = self.start()
+        self.apply(probe, 'delete %s' % A)
+        self.expect_meta_check().replies(cursor([], 'meta'))
+        self.expect_count().replies(cursor([]))  # an empty collection: no group at all
+        self.expect_greatest_id().replies(cursor([]))
+        self.expect_update('meta', {'_id': 'webhooks'},
+                           {'$setOnInsert': {'n': Int64(0), 'lastId': ''}}, upsert=True).ok(n=1)
+        self.expect_delete(A).ok(n=0)
+        got = probe.result()
+        self.assertEqual((got['rc'], got['results']), ('0', str(ENOENT)))
+        self.assert_no_more_commands()
+
+    def test_meta_lookup_failing_fails_the_call_and_is_tried_again(self):
+        probe, _ = self.start()
+        self.apply(probe, 'insert %s 1 1 https://a/' % A)
+        self.expect_meta_check().command_err(code=2, errmsg='BadValue from the mock')
+        got = probe.result()
+        self.assertEqual((got['rc'], got['results']), (str(EIO), '1'))  # nothing inserted
+        self.assert_no_more_commands()
+        self.apply(probe, 'insert %s 1 1 https://a/' % A)
+        self.meta_exists()
+        self.expect_raise_last_id(A).ok(n=1)
+        self.expect_insert([webhook(A, 'https://a/', 1, 1)]).ok(n=1)
+        self.expect_count_change(1).ok(n=1)
+        self.assertEqual(probe.result()['results'], '0')
+
+    def test_raising_last_id_failing_inserts_nothing(self):
+        probe, _ = self.start()
+        self.apply(probe, 'insert %s 1 1 https://a/' % A)
+        self.meta_exists()
+        self.expect_raise_last_id(A).command_err(code=10107, errmsg='not primary')
+        self.assertEqual(probe.result()['rc'], str(EAGAIN))
+        self.assert_no_more_commands()
+
+    def test_counter_change_failing_fails_the_batch(self):
+        probe, _ = self.start()
+        self.apply(probe, 'insert %s 1 1 https://a/' % A)
+        self.meta_exists()
+        self.expect_raise_last_id(A).ok(n=1)
+        self.expect_insert([webhook(A, 'https://a/', 1, 1)]).ok(n=1)
+        self.expect_count_change(1).ok(
+            n=1, writeConcernError={'code': 64, 'errmsg': 'waiting for replication timed out'})
+        self.assertEqual(probe.result()['rc'], str(EAGAIN))
+
+    def test_a_batch_raises_last_id_once_and_changes_the_counter_once(self):
+        probe, _ = self.start()
+        self.apply(probe, 'insert %s 1 1 https://a/' % A, 'insert %s 3 3 https://c/' % C,
+                   'delete %s' % B, 'delete %s' % A, 'update %s 4 https://c2/' % C,
+                   'insert %s 2 2 https://b/' % B, 'event_insert %s ::1 5 2' % E)
+        self.meta_exists()
+        self.expect_raise_last_id(C).ok(n=1)
+        self.expect_insert([webhook(A, 'https://a/', 1, 1), webhook(C, 'https://c/', 3, 3)]).ok(
+            n=2)
+        self.expect_delete(B).ok(n=1)
+        self.expect_delete(A).ok(n=1)
+        self.expect_find_and_modify(C, 'https://c2/', 4).ok(
+            lastErrorObject={'n': 1}, value={'_id': C, 'createdAt': Int64(3)})
+        self.expect_insert([webhook(B, 'https://b/', 2, 2)]).ok(n=1)
+        self.receive({'insert': 'events', 'ordered': True, 'writeConcern': WC,
+                      'documents': [event(E, '::1', 5, 2)]}).ok(n=1)
+        self.expect_count_change(1).ok(n=1)  # 3 inserted, 2 deleted; events do not count
+        got = probe.result()
+        self.assertEqual((got['rc'], got['results']), ('0', '0,0,0,0,0,0,0'))
+        self.assert_no_more_commands()
+
+    def test_batches_without_webhook_inserts_or_deletes_leave_meta_alone(self):
+        probe, _ = self.start()
+        self.apply(probe, 'update %s 2 https://b/' % A, 'event_insert %s ::1 5 2' % E,
+                   'event_item %s 0 2 1' % E)
+        self.expect_find_and_modify(A, 'https://b/', 2).ok(
+            lastErrorObject={'n': 1}, value={'_id': A, 'createdAt': Int64(1)})
+        self.receive({'insert': 'events', 'ordered': True, 'writeConcern': WC,
+                      'documents': [event(E, '::1', 5, 2)]}).ok(n=1)
+        self.expect_item(E, 0, 2, True).ok(n=1, nModified=1)
+        got = probe.result()
+        self.assertEqual((got['rc'], got['results']), ('0', '0,0,0'))
+        self.assert_no_more_commands()
 
     # Events and deliveries.
 
-    def test_event_inserts_and_targets(self):
+    def test_event_inserts_start_with_nothing_fanned(self):
         probe, _ = self.start()
         self.apply(probe, 'event_insert %s 203.0.113.9 1700000000001 3' % E,
-                   'event_insert %s ::1 1700000000002 0' % F,
-                   'event_targets %s 2' % E, 'event_targets %s 1' % C)
+                   'event_insert %s ::1 1700000000002 0' % F)
         self.receive({'insert': 'events', 'ordered': True, 'writeConcern': WC,
                       'documents': [event(E, '203.0.113.9', 1700000000001, 3),
                                     event(F, '::1', 1700000000002, 0)]}).ok(
             n=1, writeErrors=[{'index': 1, 'code': 11000, 'errmsg': 'E11000'}])
-        self.expect_update('events', {'_id': E}, {'$set': {'targets': Int64(2)}}).ok(n=1)
-        self.expect_update('events', {'_id': C}, {'$set': {'targets': Int64(1)}}).ok(n=0)
         got = probe.result()
-        self.assertEqual((got['rc'], got['results']), ('0', '0,%d,0,%d' % (EEXIST, ENOENT)))
+        self.assertEqual((got['rc'], got['results']), ('0', '0,%d' % EEXIST))
+        self.assert_no_more_commands()
+
+    def test_event_items_count_only_the_next_item(self):
+        probe, _ = self.start()
+        self.apply(probe, 'event_item %s 0 5 0' % E, 'event_item %s 1 3 1' % E,
+                   'event_item %s 2 1 0' % F, 'event_item %s 0 1 1' % C)
+        # Item 0 also matches an event stored before items existed.
+        self.expect_item(E, 0, 5, False).ok(n=1, nModified=1)
+        self.expect_item(E, 1, 3, True).ok(n=1, nModified=1)
+        # Matched nothing: counted before (or early) when the event exists ...
+        self.expect_item(F, 2, 1, False).ok(n=0, nModified=0)
+        self.expect_event_exists(F).replies(cursor([{'_id': F}], 'events'))
+        # ... and -ENOENT when it does not.
+        self.expect_item(C, 0, 1, True).ok(n=0, nModified=0)
+        self.expect_event_exists(C).replies(cursor([], 'events'))
+        got = probe.result()
+        self.assertEqual((got['rc'], got['results']), ('0', '0,0,0,%d' % ENOENT))
+        self.assert_no_more_commands()
+
+    def test_event_item_failing_fails_the_batch(self):
+        probe, _ = self.start()
+        self.apply(probe, 'event_item %s 3 1 0' % E, 'event_item %s 4 1 1' % E)
+        self.expect_item(E, 3, 1, False).ok(n=0)
+        self.expect_event_exists(E).command_err(code=2, errmsg='BadValue from the mock')
+        got = probe.result()
+        self.assertEqual(got['rc'], str(EIO))
+        self.assert_no_more_commands()  # item 4 was never sent
+        self.apply(probe, 'event_item %s 4 1 1' % E)
+        self.expect_item(E, 4, 1, True).command_err(code=91, errmsg='shutting down')
+        self.assertEqual(probe.result()['rc'], str(EAGAIN))
 
     def test_attempts_upsert_deliveries_in_one_bulk_then_count_outcomes_per_event(self):
         probe, _ = self.start()
@@ -563,12 +807,48 @@ class MongoWireTest(unittest.TestCase):
             cursor([event(E, '2001:db8::1', 5, 4, 2, 1)], 'events'))
         got = probe.result()
         self.assertEqual(
-            [got[k] for k in ('rc', 'id', 'ip', 'created', 'targets', 'succeeded', 'failed')],
-            ['0', E, '2001:db8::1', '5', '4', '2', '1'])
+            [got[k] for k in ('rc', 'id', 'ip', 'created', 'targets', 'succeeded', 'failed',
+                              'fanned', 'items', 'done')],
+            ['0', E, '2001:db8::1', '5', '4', '2', '1', '0', '0', '0'])
+        probe.send('event %s' % E)
+        self.receive({'find': 'events', 'filter': {'_id': E}, 'limit': Int64(1),
+                      'singleBatch': True}).replies(
+            cursor([event(E, '::1', 5, 4, 2, 1, fanned=9, items=3, done=True)], 'events'))
+        got = probe.result()
+        self.assertEqual([got[k] for k in ('rc', 'fanned', 'items', 'done')],
+                         ['0', '9', '3', '1'])
         probe.send('event %s' % F)
         self.receive({'find': 'events', 'filter': {'_id': F}, 'limit': Int64(1),
                       'singleBatch': True}).replies(cursor([], 'events'))
         self.assertEqual(probe.result()['rc'], str(ENOENT))
+
+    def test_event_of_an_older_version_reads_as_nothing_fanned(self):
+        probe, _ = self.start()
+        # First an event with all three set, so that a value left over from it would show.
+        probe.send('event %s' % F)
+        self.receive({'find': 'events', 'filter': {'_id': F}, 'limit': Int64(1),
+                      'singleBatch': True}).replies(
+            cursor([event(F, '::1', 5, 4, fanned=4, items=2, done=True)], 'events'))
+        got = probe.result()
+        self.assertEqual([got[k] for k in ('rc', 'fanned', 'items', 'done')],
+                         ['0', '4', '2', '1'])
+        probe.send('event %s' % E)
+        self.receive({'find': 'events', 'filter': {'_id': E}, 'limit': Int64(1),
+                      'singleBatch': True}).replies(
+            cursor([event(E, '::1', 5, 4, 2, 1, legacy=True)], 'events'))
+        got = probe.result()
+        self.assertEqual([got[k] for k in ('rc', 'targets', 'fanned', 'items', 'done')],
+                         ['0', '4', '0', '0', '0'])
+
+    def test_event_with_a_malformed_item_field_is_eio(self):
+        probe, _ = self.start()
+        for field, value in (('done', 1), ('items', 'two'), ('fanned', None)):
+            probe.send('event %s' % E)
+            doc = event(E, '::1', 5, 4)
+            doc[field] = value
+            self.receive({'find': 'events', 'filter': {'_id': E}, 'limit': Int64(1),
+                          'singleBatch': True}).replies(cursor([doc], 'events'))
+            self.assertEqual(probe.result()['rc'], str(EIO), field)
 
     def test_deliveries_page_is_the_range_of_the_event(self):
         probe, _ = self.start()
@@ -613,6 +893,56 @@ class MongoWireTest(unittest.TestCase):
         got = probe.result()
         self.assertEqual((got['rc'], got['n']), (str(EIO), '0'))
 
+
+    # Delivery states.
+
+    def test_delivery_states_in_one_find_of_status_and_attempt_count(self):
+        probe, _ = self.start()
+        probe.send('states %s %s,%s,%s' % (E, D1, D2, D1))
+        self.expect_states([E + ':' + D1, E + ':' + D2, E + ':' + D1]).replies(cursor([
+            {'_id': E + ':' + D1, 'status': 2, 'attempts': 5}], 'deliveries'))
+        got = probe.result()
+        self.assertEqual((got['rc'], got['states']), ('0', '2/5,-,2/5'))
+        probe.send('states %s %s,%s' % (E, D2, D1))
+        self.expect_states([E + ':' + D2, E + ':' + D1]).replies(cursor([
+            {'_id': E + ':' + D1, 'status': 0, 'attempts': 1},
+            {'_id': E + ':' + D2, 'status': Int64(1), 'attempts': Int64(2)}], 'deliveries'))
+        got = probe.result()
+        self.assertEqual((got['rc'], got['states']), ('0', '1/2,0/1'))
+
+    def test_delivery_states_ask_at_most_a_thousand_ids_per_find(self):
+        probe, _ = self.start()
+        ids = ['%08x-0000-4000-8000-%012x' % (i, i) for i in range(2100)]
+        probe.send('states %s %s' % (E, ','.join(ids)))
+        for first, count in ((0, 1000), (1000, 1000), (2000, 100)):
+            keys = [E + ':' + d for d in ids[first:first + count]]
+            self.expect_states(keys).replies(cursor(
+                [{'_id': keys[0], 'status': 1, 'attempts': 1},
+                 {'_id': keys[-1], 'status': 2, 'attempts': 6}], 'deliveries'))
+        got = probe.result()
+        states = got['states'].split(',')
+        self.assertEqual(len(states), 2100)
+        found = {i: s for i, s in enumerate(states) if s != '-'}
+        self.assertEqual(found, {0: '1/1', 999: '2/6', 1000: '1/1', 1999: '2/6', 2000: '1/1',
+                                 2099: '2/6'})
+
+    def test_delivery_states_of_a_malformed_document_is_eio(self):
+        probe, _ = self.start()
+        for doc in ({'_id': E + ':' + D1, 'status': 9, 'attempts': 1},
+                    {'_id': E + ':' + D1, 'status': 1, 'attempts': 'x'},
+                    {'_id': F + ':' + D1, 'status': 1, 'attempts': 1}):
+            probe.send('states %s %s' % (E, D1))
+            self.expect_states([E + ':' + D1]).replies(cursor([doc], 'deliveries'))
+            got = probe.result()
+            self.assertEqual((got['rc'], got['states']), (str(EIO), '-'), doc)
+
+    def test_delivery_states_server_error_is_eio(self):
+        probe, _ = self.start()
+        probe.send('states %s %s' % (E, D1))
+        self.expect_states([E + ':' + D1]).command_err(code=2, errmsg='BadValue from the mock')
+        got = probe.result()
+        self.assertEqual(got['rc'], str(EIO))
+        self.assertIn('BadValue from the mock', got['err'])
 
 if __name__ == '__main__':
     unittest.main(verbosity=2)

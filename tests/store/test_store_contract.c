@@ -136,15 +136,60 @@ static void assert_absent(struct ctx *c, const char *id)
 	assert_true(c->err[0] != '\0');
 }
 
+static struct store_meta meta_of(struct ctx *c)
+{
+	struct store_meta m;
+	memset(&m, 0x5a, sizeof(m));
+	int rc = store_meta(c->store, &m, c->err, sizeof(c->err));
+	if (rc != 0)
+		print_error("store_meta: %d %s\n", rc, c->err);
+	assert_int_equal(rc, 0);
+	assert_true(m.webhooks >= 0);
+	assert_true(strlen(m.last_id) == 0 || strlen(m.last_id) == ID_LEN);
+	return m;
+}
+
 static int64_t count_of(struct ctx *c)
 {
-	int64_t n = -1;
-	int rc = store_count(c->store, &n, c->err, sizeof(c->err));
-	if (rc != 0)
-		print_error("store_count: %d %s\n", rc, c->err);
-	assert_int_equal(rc, 0);
-	assert_true(n >= 0);
-	return n;
+	return meta_of(c).webhooks;
+}
+
+static void assert_meta(struct ctx *c, int64_t webhooks, const char *last_id)
+{
+	struct store_meta m = meta_of(c);
+	if (m.webhooks != webhooks || strcmp(m.last_id, last_id) != 0)
+		print_error("meta: webhooks %lld last_id '%s', want %lld '%s'\n",
+		            (long long)m.webhooks, m.last_id, (long long)webhooks, last_id);
+	assert_int_equal(m.webhooks, webhooks);
+	assert_string_equal(m.last_id, last_id);
+}
+
+/* Write into out an id greater than floor ("" for none) and than every id id_generate makes
+ * below it: floor with its last hex digit below 'f' raised by one and the digits after it 0. */
+static void id_above(const char *floor, char out[ID_LEN + 1])
+{
+	if (floor[0] == '\0') {
+		id_generate(out);
+		return;
+	}
+	memcpy(out, floor, ID_LEN + 1);
+	int i = ID_LEN - 1;
+	while (i >= 0 && (out[i] == '-' || out[i] == 'f'))
+		i--;
+	if (i < 0) {
+		fail_msg("no id is above %s", floor);
+		return;
+	}
+	out[i] = out[i] == '9' ? 'a' : (char)(out[i] + 1);
+	for (int j = i + 1; j < ID_LEN; j++) {
+		if (out[j] != '-')
+			out[j] = '0';
+	}
+}
+
+static const char *max_id(const char *a, const char *b)
+{
+	return strcmp(a, b) >= 0 ? a : b;
 }
 
 static void test_insert_get_round_trip(void **state)
@@ -390,21 +435,76 @@ static void test_list_after_last_possible_id(void **state)
 	assert_int_equal(n, 0);
 }
 
-static void test_count(void **state)
+/* The counter follows inserts and deletes that took effect, and no other op; last_id is the
+ * greatest id ever inserted, whatever the order of the inserts, and stays when it is deleted. */
+static void test_meta_counts_and_last_id(void **state)
 {
 	struct ctx *c = *state;
-	int64_t before = count_of(c);
-	struct store_webhook h[3];
-	for (int i = 0; i < 3; i++) {
-		h[i] = hook("https://example.com/count", i, i);
-		insert_ok(c, &h[i]);
-	}
-	assert_int_equal(count_of(c), before + 3);
-	delete_quietly(c, h[0].id);
-	assert_int_equal(count_of(c), before + 2);
-	delete_quietly(c, h[1].id);
-	delete_quietly(c, h[2].id);
-	assert_int_equal(count_of(c), before);
+	struct store_meta before = meta_of(c);
+	struct store_webhook lo = hook("https://example.com/meta/lo", 1, 1);
+	struct store_webhook hi = hook("https://example.com/meta/hi", 2, 2);
+	struct store_webhook x = hook("https://example.com/meta/x", 3, 3);
+	struct store_webhook y = hook("https://example.com/meta/y", 4, 4);
+	char unknown[ID_LEN + 1];
+	id_generate(unknown);
+	id_above(max_id(before.last_id, lo.id), hi.id);
+
+	insert_ok(c, &hi);
+	assert_meta(c, before.webhooks + 1, hi.id);
+	insert_ok(c, &lo); /* a lower id does not lower last_id */
+	assert_meta(c, before.webhooks + 2, hi.id);
+
+	struct store_webhook again = hook("https://example.com/meta/again", 5, 5);
+	memcpy(again.id, lo.id, sizeof(lo.id));
+	struct store_op ops[] = {op_insert(&again), op_delete(unknown),
+	                         op_update(lo.id, "https://example.com/meta/lo2", 6),
+	                         op_update(unknown, "https://example.com/meta/u", 6)};
+	const int want[] = {-EEXIST, -ENOENT, 0, -ENOENT};
+	assert_int_equal(store_apply(c->store, ops, 4, c->err, sizeof(c->err)), 0);
+	for (size_t i = 0; i < 4; i++)
+		assert_int_equal(ops[i].result, want[i]);
+	assert_meta(c, before.webhooks + 2, hi.id); /* none of them counts */
+
+	struct store_op del = op_delete(hi.id);
+	assert_int_equal(apply1(c, &del), 0);
+	assert_meta(c, before.webhooks + 1, hi.id); /* ever inserted: deleting keeps it */
+
+	/* One batch: its inserts and deletes add up, and its greatest id is the last_id. */
+	id_above(hi.id, y.id);
+	struct store_op batch[] = {op_insert(&y), op_insert(&x), op_delete(lo.id), op_delete(x.id),
+	                           op_delete(lo.id)};
+	const int want_batch[] = {0, 0, 0, 0, -ENOENT};
+	assert_int_equal(store_apply(c->store, batch, 5, c->err, sizeof(c->err)), 0);
+	for (size_t i = 0; i < 5; i++)
+		assert_int_equal(batch[i].result, want_batch[i]);
+	assert_meta(c, before.webhooks + 1, y.id);
+	assert_absent(c, lo.id);
+	assert_absent(c, x.id);
+	assert_get_equal(c, &y);
+
+	del = op_delete(y.id);
+	assert_int_equal(apply1(c, &del), 0);
+	assert_meta(c, before.webhooks, y.id);
+}
+
+/* The counter and last_id are stored, not kept by the open store. */
+static void test_meta_survives_reopen(void **state)
+{
+	struct ctx *c = *state;
+	struct store_meta before = meta_of(c);
+	struct store_webhook h = hook("https://example.com/meta/reopen", 1, 1);
+	id_above(before.last_id, h.id);
+	insert_ok(c, &h);
+	assert_meta(c, before.webhooks + 1, h.id);
+
+	store_destroy(c->store);
+	c->store = store_open(store_url, c->err, sizeof(c->err));
+	if (c->store == NULL)
+		print_error("store_open(%s): %s\n", store_url, c->err);
+	assert_non_null(c->store);
+	assert_meta(c, before.webhooks + 1, h.id);
+	delete_quietly(c, h.id);
+	assert_meta(c, before.webhooks, h.id);
 }
 
 static void test_url_of_max_length(void **state)
@@ -445,14 +545,17 @@ static void *work(void *arg)
 		struct store_webhook h = hook("https://example.com/thread", i, i);
 		struct store_op op = op_insert(&h);
 		struct store_webhook got;
-		int64_t n;
+		struct store_meta m;
 		memcpy(w->ids[i], h.id, sizeof(h.id));
 		if (store_apply(w->store, &op, 1, err, sizeof(err)) != 0 || op.result != 0)
 			w->failures++;
 		else if (store_get(w->store, h.id, &got, err, sizeof(err)) != 0 ||
 		         strcmp(got.target_url, h.target_url) != 0)
 			w->failures++;
-		else if (store_count(w->store, &n, err, sizeof(err)) != 0 || n < 1)
+		/* Once an insert is acknowledged, last_id is at least its id, whatever the
+		 * other threads insert at the same time. */
+		else if (store_meta(w->store, &m, err, sizeof(err)) != 0 || m.webhooks < 1 ||
+		         strcmp(m.last_id, h.id) < 0)
 			w->failures++;
 	}
 	return NULL;
@@ -537,41 +640,125 @@ static void assert_event(struct ctx *c, const struct store_event *want)
 	assert_int_equal(got.targets, want->targets);
 	assert_int_equal(got.succeeded, want->succeeded);
 	assert_int_equal(got.failed, want->failed);
+	assert_int_equal(got.fanned, want->fanned);
+	assert_int_equal(got.items, want->items);
+	assert_int_equal(got.done, want->done);
 }
 
-static void test_event_insert_get_targets(void **state)
+/* An event starts with nothing fanned, no item counted and not done, whatever the caller put in
+ * those fields; a second event with its id changes nothing. */
+static void test_event_insert_get(void **state)
 {
 	struct ctx *c = *state;
 	struct store_op ops[] = {
 	    op_event("203.0.113.7", 1700000000999, 3),
 	    op_event("2001:db8::42", 1700000001000, 0),
 	};
+	ops[0].event.fanned = 7;
+	ops[0].event.items = 2;
+	ops[0].event.done = true;
 	apply_all_ok(c, ops, 2, NULL);
 	struct store_event e0 = ops[0].event, e1 = ops[1].event;
 	e0.succeeded = e0.failed = e1.succeeded = e1.failed = 0;
+	e0.fanned = e0.items = e1.fanned = e1.items = 0;
+	e0.done = e1.done = false;
 	assert_event(c, &e0);
 	assert_event(c, &e1);
 
 	struct store_op dup = op_event("198.51.100.1", 5, 5);
 	memcpy(dup.event.id, e0.id, sizeof(e0.id));
-	char unknown[ID_LEN + 1];
-	id_generate(unknown);
-	struct store_op more[] = {dup,
-	                          {.kind = STORE_OP_EVENT_TARGETS, .result = 1},
-	                          {.kind = STORE_OP_EVENT_TARGETS, .result = 1}};
-	memcpy(more[1].event.id, e0.id, sizeof(e0.id));
-	more[1].event.targets = 2;
-	memcpy(more[2].event.id, unknown, sizeof(unknown));
-	more[2].event.targets = 1;
-	const int want[] = {-EEXIST, 0, -ENOENT};
-	apply_all_ok(c, more, 3, want);
-	e0.targets = 2;
-	assert_event(c, &e0); /* the duplicate changed nothing but the targets op did */
+	const int want[] = {-EEXIST};
+	apply_all_ok(c, &dup, 1, want);
+	assert_event(c, &e0); /* unchanged */
 
+	char unknown[ID_LEN + 1];
 	struct store_event got;
+	id_generate(unknown);
 	c->err[0] = '\0';
 	assert_int_equal(store_get_event(c->store, unknown, &got, c->err, sizeof(c->err)), -ENOENT);
 	assert_true(c->err[0] != '\0');
+}
+
+static struct store_op op_item(const char *event_id, int64_t item, int64_t deliveries, bool last)
+{
+	struct store_op op = {.kind = STORE_OP_EVENT_ITEM, .result = 1};
+	snprintf(op.item.event_id, sizeof(op.item.event_id), "%s", event_id);
+	op.item.item = item;
+	op.item.deliveries = deliveries;
+	op.item.last = last;
+	return op;
+}
+
+/* Work items are counted once each and in chain order: a repeated or early item changes
+ * nothing and still succeeds; the last one marks the event done. */
+static void test_event_items_count_once_in_order(void **state)
+{
+	struct ctx *c = *state;
+	struct store_op ev = op_event("192.0.2.10", 42, 9);
+	apply_all_ok(c, &ev, 1, NULL);
+	struct store_event want = ev.event;
+	want.succeeded = want.failed = want.fanned = want.items = 0;
+	want.done = false;
+	const char *id = ev.event.id;
+
+	struct store_op first = op_item(id, 0, 5, false);
+	apply_all_ok(c, &first, 1, NULL);
+	want.fanned = 5;
+	want.items = 1;
+	assert_event(c, &want);
+
+	struct store_op again = op_item(id, 0, 5, false); /* taken twice: counted once */
+	apply_all_ok(c, &again, 1, NULL);
+	assert_event(c, &want);
+
+	struct store_op early[] = {op_item(id, 2, 100, true), op_item(id, -1, 100, false),
+	                           op_item(id, 5, 100, false)};
+	apply_all_ok(c, early, 3, NULL);
+	assert_event(c, &want); /* out of order: nothing */
+
+	/* In one batch: items 1 and 2 count, the repeat of 1 between them does not. */
+	struct store_op run[] = {op_item(id, 1, 0, false), op_item(id, 1, 50, false),
+	                         op_item(id, 2, 4, true)};
+	apply_all_ok(c, run, 3, NULL);
+	want.fanned = 9;
+	want.items = 3;
+	want.done = true;
+	assert_event(c, &want);
+
+	struct store_op late = op_item(id, 2, 4, true); /* the last item taken again */
+	apply_all_ok(c, &late, 1, NULL);
+	assert_event(c, &want);
+}
+
+/* An item of an unknown event is -ENOENT, and neither it nor an attempt mixes with another
+ * event's counters. */
+static void test_event_item_unknown_event(void **state)
+{
+	struct ctx *c = *state;
+	struct store_op ev = op_event("192.0.2.11", 43, 1);
+	apply_all_ok(c, &ev, 1, NULL);
+	char unknown[ID_LEN + 1], d[ID_LEN + 1], w[ID_LEN + 1];
+	id_generate(unknown);
+	id_generate(d);
+	id_generate(w);
+	struct store_op ops[] = {
+	    op_item(unknown, 0, 3, true),
+	    op_item(ev.event.id, 0, 1, true),
+	    op_item(unknown, 0, 3, true),
+	    op_attempt(ev.event.id, d, w, "https://example.com/i", 1, 200, "",
+	               STORE_DELIVERY_SUCCEEDED),
+	};
+	const int want_results[] = {-ENOENT, 0, -ENOENT, 0};
+	apply_all_ok(c, ops, 4, want_results);
+	struct store_event want = ev.event;
+	want.succeeded = 1;
+	want.failed = 0;
+	want.fanned = 1;
+	want.items = 1;
+	want.done = true;
+	assert_event(c, &want);
+	struct store_event got;
+	assert_int_equal(store_get_event(c->store, unknown, &got, c->err, sizeof(c->err)), -ENOENT);
 }
 
 /* The attempts of a delivery as the API shows them: what store_attempt_json writes. */
@@ -710,6 +897,121 @@ static void test_deliveries_pagination(void **state)
 	assert_int_equal(n, 0);
 }
 
+static void states_of(struct ctx *c, const char *event_id, const char (*ids)[ID_LEN + 1],
+                      size_t n, struct store_delivery_state *out)
+{
+	for (size_t i = 0; i < n; i++)
+		memset(&out[i], 0x5a, sizeof(out[i]));
+	int rc = store_delivery_states(c->store, event_id, ids, n, out, c->err, sizeof(c->err));
+	if (rc != 0)
+		print_error("store_delivery_states: %d %s\n", rc, c->err);
+	assert_int_equal(rc, 0);
+}
+
+static void assert_state(const struct store_delivery_state *got, bool found,
+                         enum store_delivery_status status, int attempts)
+{
+	assert_int_equal(got->found, found);
+	if (found) {
+		assert_int_equal(got->status, status);
+		assert_int_equal(got->attempts, attempts);
+	}
+}
+
+/* Each delivery's state is what its attempts made it, found only under its own event, in the
+ * order asked (a repeated id answered each time). */
+static void test_delivery_states(void **state)
+{
+	struct ctx *c = *state;
+	struct store_op evs[] = {op_event("192.0.2.20", 1, 3), op_event("192.0.2.21", 1, 1)};
+	apply_all_ok(c, evs, 2, NULL);
+	const char *e = evs[0].event.id, *other = evs[1].event.id;
+	char ids[5][ID_LEN + 1], w[ID_LEN + 1];
+	for (int i = 0; i < 4; i++)
+		id_generate(ids[i]);
+	memcpy(ids[4], ids[0], sizeof(ids[0]));
+	id_generate(w);
+	struct store_delivery_state out[5];
+
+	states_of(c, e, (const char(*)[ID_LEN + 1])ids, 5, out);
+	for (int i = 0; i < 5; i++)
+		assert_state(&out[i], false, 0, 0);
+
+	struct store_op ops[] = {
+	    op_attempt(e, ids[0], w, "https://example.com/s0", 1, 500, "", STORE_DELIVERY_PENDING),
+	    op_attempt(e, ids[1], w, "https://example.com/s1", 1, 0, "timeout",
+	               STORE_DELIVERY_PENDING),
+	    op_attempt(e, ids[0], w, "https://example.com/s0", 2, 503, "", STORE_DELIVERY_PENDING),
+	    op_attempt(e, ids[1], w, "https://example.com/s1", 2, 0, "timeout",
+	               STORE_DELIVERY_FAILED),
+	    op_attempt(e, ids[0], w, "https://example.com/s0", 3, 200, "",
+	               STORE_DELIVERY_SUCCEEDED),
+	    op_attempt(e, ids[2], w, "https://example.com/s2", 1, 0, "refused",
+	               STORE_DELIVERY_PENDING),
+	    /* Another event's delivery under an id asked for below. */
+	    op_attempt(other, ids[3], w, "https://example.com/s3", 1, 200, "",
+	               STORE_DELIVERY_SUCCEEDED),
+	};
+	apply_all_ok(c, ops, sizeof(ops) / sizeof(ops[0]), NULL);
+
+	states_of(c, e, (const char(*)[ID_LEN + 1])ids, 5, out);
+	assert_state(&out[0], true, STORE_DELIVERY_SUCCEEDED, 3);
+	assert_state(&out[1], true, STORE_DELIVERY_FAILED, 2);
+	assert_state(&out[2], true, STORE_DELIVERY_PENDING, 1);
+	assert_state(&out[3], false, 0, 0);
+	assert_state(&out[4], true, STORE_DELIVERY_SUCCEEDED, 3);
+
+	states_of(c, other, (const char(*)[ID_LEN + 1])ids + 3, 1, out);
+	assert_state(&out[0], true, STORE_DELIVERY_SUCCEEDED, 1);
+
+	char unknown[ID_LEN + 1];
+	id_generate(unknown);
+	states_of(c, unknown, (const char(*)[ID_LEN + 1])ids, 2, out);
+	assert_state(&out[0], false, 0, 0);
+	assert_state(&out[1], false, 0, 0);
+	/* Nothing to ask: nothing written. */
+	out[0].found = true;
+	assert_int_equal(store_delivery_states(c->store, e, (const char(*)[ID_LEN + 1])ids, 0, out,
+	                                       c->err, sizeof(c->err)),
+	                 0);
+	assert_true(out[0].found);
+}
+
+/* A work item's worth of deliveries at once, more than a backend may ask for in one query. */
+static void test_delivery_states_many(void **state)
+{
+	struct ctx *c = *state;
+	enum { N = 2100 };
+	struct store_op ev = op_event("192.0.2.22", 1, N);
+	apply_all_ok(c, &ev, 1, NULL);
+	char(*ids)[ID_LEN + 1] = calloc(N, sizeof(*ids));
+	struct store_delivery_state *out = calloc(N, sizeof(*out));
+	struct store_op *ops = calloc(BATCH_LIMIT, sizeof(*ops));
+	char w[ID_LEN + 1];
+	assert_non_null(ids);
+	assert_non_null(out);
+	assert_non_null(ops);
+	id_generate(w);
+	for (size_t i = 0; i < N; i++)
+		id_generate(ids[i]);
+	/* Every third delivery has an attempt; status and attempt number vary with its place. */
+	size_t k = 0;
+	for (size_t i = 0; i < N; i += 3) {
+		enum store_delivery_status st = (enum store_delivery_status)(i % 2);
+		ops[k++] = op_attempt(ev.event.id, ids[i], w, "https://example.com/m", 1, 200, "", st);
+		if (k == BATCH_LIMIT || i + 3 >= N) {
+			apply_all_ok(c, ops, k, NULL);
+			k = 0;
+		}
+	}
+	states_of(c, ev.event.id, (const char(*)[ID_LEN + 1])ids, N, out);
+	for (size_t i = 0; i < N; i++)
+		assert_state(&out[i], i % 3 == 0, (enum store_delivery_status)(i % 2), 1);
+	free(ops);
+	free(out);
+	free(ids);
+}
+
 int main(int argc, char **argv)
 {
 	const char *env = argc > 1 ? argv[1] : "STORE_URL";
@@ -731,12 +1033,17 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_empty_batch, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_list_pagination, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_list_after_last_possible_id, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_count, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_meta_counts_and_last_id, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_meta_survives_reopen, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_url_of_max_length, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_concurrent_calls, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_event_insert_get_targets, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_event_insert_get, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_event_items_count_once_in_order, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_event_item_unknown_event, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_attempts_and_deliveries, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_deliveries_pagination, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_delivery_states, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_delivery_states_many, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
