@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "log.h"
 
@@ -41,7 +42,7 @@ int natsconn_open(natsConnection **nc, const char *url, const char *name,
 	natsOptions *opts = NULL;
 	natsStatus s = natsOptions_Create(&opts);
 	if (s == NATS_OK)
-		s = natsOptions_SetServers(opts, (const char *[]){url}, 1);
+		s = natsOptions_SetURL(opts, url); /* a comma-separated list is a cluster */
 	if (s == NATS_OK)
 		s = natsOptions_SetName(opts, name);
 	/* nats.c's flusher thread waits 1 ms before each flush to gather more messages: that
@@ -81,4 +82,21 @@ int natsconn_open(natsConnection **nc, const char *url, const char *name,
 		return -EIO;
 	}
 	return 0;
+}
+
+const char *natsconn_check_url(const char *v)
+{
+	static const char want[] = "nats://HOST:PORT or tls://HOST:PORT, comma-separated for a "
+	                           "cluster";
+	const char *p = v;
+	for (;;) {
+		while (*p == ' ')
+			p++;
+		if (strncmp(p, "nats://", 7) != 0 && strncmp(p, "tls://", 6) != 0)
+			return want;
+		const char *comma = strchr(p, ',');
+		if (comma == NULL)
+			return NULL;
+		p = comma + 1;
+	}
 }

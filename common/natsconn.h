@@ -16,4 +16,8 @@ __attribute__((warn_unused_result)) int natsconn_open(natsConnection **nc, const
                                                       natsConnectionHandler on_drop, void *closure,
                                                       char *err, size_t errlen);
 
+/* Check a NATS_URL value for cfg_load: NULL when every comma-separated URL in v is nats:// or
+ * tls://, else what was expected. */
+const char *natsconn_check_url(const char *v);
+
 #endif

@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <stdio.h>
 #include <cmocka.h>
 
 #include <stdlib.h>
@@ -99,10 +100,55 @@ static void test_valid_rejects(void **state)
 	                      "000"));
 }
 
+static void test_derive_is_stable_and_distinct(void **state)
+{
+	const char *ev = "01a23795-383f-7000-8000-000000000001";
+	const char *ev2 = "01a23795-383f-7000-8000-000000000002";
+	const char *wh = "01a23700-0000-7abc-9def-0123456789ab";
+	char a[ID_LEN + 1], b[ID_LEN + 1], c[ID_LEN + 1];
+	id_derive(a, ev, wh);
+	id_derive(b, ev, wh);
+	id_derive(c, ev2, wh);
+	assert_true(id_valid(a));
+	assert_string_equal(a, b);
+	assert_string_not_equal(a, c);
+	/* The webhook id's time comes first, so deliveries sort as the fan-out makes them. */
+	assert_memory_equal(a, wh, 13);
+	assert_int_equal(a[14], '8'); /* version 8 */
+	/* 10,000 webhooks of one millisecond give 10,000 distinct delivery ids. */
+	static char seen[10000][ID_LEN + 1];
+	for (int i = 0; i < 10000; i++) {
+		char w[ID_LEN + 1];
+		snprintf(w, sizeof(w), "01a23700-0000-7%03x-8000-%012x", i % 4096, i);
+		id_derive(seen[i], ev, w);
+	}
+	qsort(seen, 10000, sizeof(seen[0]), (int (*)(const void *, const void *))strcmp);
+	for (int i = 1; i < 10000; i++)
+		assert_string_not_equal(seen[i - 1], seen[i]);
+}
+
+static void test_generate_after_beats_a_clock_ahead(void **state)
+{
+	char id[ID_LEN + 1], now[ID_LEN + 1];
+	id_generate_after(now, "");
+	assert_true(id_valid(now));
+	/* A floor from a clock a year ahead: the id still sorts after it. */
+	const char *ahead = "ffff0000-0000-7fff-bfff-ffffffffffff";
+	id_generate_after(id, ahead);
+	assert_true(id_valid(id));
+	assert_true(strcmp(id, ahead) > 0);
+	assert_memory_equal(id, "ffff0000-0001", 13);
+	/* A floor behind the clock changes nothing. */
+	id_generate_after(id, "00000000-0000-7000-8000-000000000000");
+	assert_true(strcmp(id, now) > 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_generated_shape),
+	    cmocka_unit_test(test_derive_is_stable_and_distinct),
+	    cmocka_unit_test(test_generate_after_beats_a_clock_ahead),
 	    cmocka_unit_test(test_generated_distinct),
 	    cmocka_unit_test(test_valid_accepts_canonical),
 	    cmocka_unit_test(test_valid_rejects),
