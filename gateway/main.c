@@ -28,6 +28,7 @@
 #include "gateway.h"
 #include "http_routes.h"
 #include "log.h"
+#include "natsconn.h"
 #include "timeutil.h"
 
 #define DRAIN_MS 4000
@@ -38,13 +39,6 @@ static const char *check_bind(const char *v)
 	if (inet_pton(AF_INET, v, buf) == 1 || inet_pton(AF_INET6, v, buf) == 1)
 		return NULL;
 	return "an IPv4 or IPv6 address such as 0.0.0.0, 127.0.0.1 or ::";
-}
-
-static const char *check_nats_url(const char *v)
-{
-	if (strncmp(v, "nats://", 7) == 0 || strncmp(v, "tls://", 6) == 0)
-		return NULL;
-	return "a nats://HOST:PORT URL";
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -113,7 +107,7 @@ int main(int argc, char **argv)
 	struct gw_config *c = &gw.cfg;
 	const struct cfg_option options[] = {
 	    {"NATS_URL", "--nats-url", CFG_STRING, "nats://127.0.0.1:4222", "NATS server URL", 0, 0,
-	     check_nats_url, &c->nats_url},
+	     natsconn_check_url, &c->nats_url},
 	    {"GATEWAY_BIND", "--bind", CFG_STRING, "0.0.0.0", "address to listen on", 0, 0,
 	     check_bind, &c->bind},
 	    {"GATEWAY_PORT", "--port", CFG_INT, "8080", "port to listen on (0 picks one)", 0, 65535,

@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,9 +25,23 @@
 /* The process's one service: the subscriptions' closure slot carries their route instead. */
 static struct svc *the_svc;
 
+/* Subscriptions whose last callback has returned: nothing they use may be freed before. */
+static pthread_mutex_t complete_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t complete_cond = PTHREAD_COND_INITIALIZER;
+static int completed;
+
+static void on_complete(void *closure)
+{
+	pthread_mutex_lock(&complete_lock);
+	completed++;
+	pthread_cond_broadcast(&complete_cond);
+	pthread_mutex_unlock(&complete_lock);
+}
+
 /* A write waiting in the writer: where to reply. */
 struct pending_write {
 	struct svc *svc;
+	char last_id[ID_LEN + 1]; /* an event's: the greatest webhook id when it was triggered */
 	char reply[];
 };
 
@@ -151,8 +166,10 @@ static bool want_url(struct svc *svc, const char *reply, const char *url)
 	return true;
 }
 
-/* Hand a write to the group-commit writer; the reply comes from handlers_write_done. */
-static bool submit_write(struct svc *svc, const char *reply, const struct store_op *op)
+/* Hand a write to the group-commit writer; the reply comes from handlers_write_done. last_id is
+ * an event's view of the webhooks (NULL for other writes). */
+static bool submit_write(struct svc *svc, const char *reply, const struct store_op *op,
+                         const char *last_id)
 {
 	size_t rlen = reply != NULL ? strlen(reply) : 0;
 	struct pending_write *p = malloc(sizeof(*p) + rlen + 1);
@@ -161,6 +178,7 @@ static bool submit_write(struct svc *svc, const char *reply, const struct store_
 		return false;
 	}
 	p->svc = svc;
+	snprintf(p->last_id, sizeof(p->last_id), "%s", last_id != NULL ? last_id : "");
 	memcpy(p->reply, reply != NULL ? reply : "", rlen + 1);
 	if (writer_submit(svc->writer, op, p) != 0) {
 		reply_error(svc, reply, ERR_UNAVAILABLE, "the service is shutting down");
@@ -170,13 +188,32 @@ static bool submit_write(struct svc *svc, const char *reply, const struct store_
 	return true;
 }
 
+/* The event's first work item is in JetStream (rc 0), or could not be put there. */
+static void event_published(void *ctx, const struct store_event *ev, int rc, const char *err)
+{
+	struct pending_write *p = ctx;
+	if (rc != 0) {
+		reply_error(p->svc, p->reply, ERR_UNAVAILABLE,
+		            "the delivery queue is unavailable; try again");
+	} else {
+		json_t *o =
+		    json_pack("{s:s, s:I}", "eventId", ev->id, "targets", (json_int_t)ev->targets);
+		reply_json(p->svc, p->reply, o);
+		json_decref(o);
+	}
+	free(p);
+}
+
 void handlers_write_done(void *ctx, const struct store_op *op, int batch_rc, const char *err)
 {
 	struct pending_write *p = ctx;
 	struct svc *svc = p->svc;
 	int rc = batch_rc != 0 ? batch_rc : op->result;
-	if (rc != 0 && op->kind == STORE_OP_EVENT_INSERT)
-		dq_unreserve(svc->queue);
+	if (rc == 0 && op->kind == STORE_OP_EVENT_INSERT) {
+		/* Durable: answered once its work is durable too. */
+		jsq_publish_event(svc->queue, &op->event, p->last_id, event_published, p);
+		return;
+	}
 	if (rc == -EEXIST) {
 		/* Ids are random UUIDs, so a clash means something is badly wrong. */
 		log_error("id %s already exists",
@@ -188,14 +225,6 @@ void handlers_write_done(void *ctx, const struct store_op *op, int batch_rc, con
 		reply_error(svc, p->reply, ERR_NOT_FOUND, m);
 	} else if (rc != 0) {
 		reply_store_error(svc, p->reply, rc, err);
-	} else if (op->kind == STORE_OP_EVENT_INSERT) {
-		json_t *o = json_pack("{s:s, s:I}", "eventId", op->event.id, "targets",
-		                      (json_int_t)op->event.targets);
-		reply_json(svc, p->reply, o);
-		json_decref(o);
-		/* Acknowledged and durable: now deliver it. */
-		dq_submit_event(svc->queue, &op->event);
-		dispatch_wakeup(svc->dispatch);
 	} else if (op->kind == STORE_OP_DELETE) {
 		json_t *o = json_pack("{s:s, s:b}", "id", op->hook.id, "deleted", 1);
 		reply_json(svc, p->reply, o);
@@ -213,12 +242,21 @@ static void on_register(struct svc *svc, const char *reply, json_t *req)
 	const char *url = want_string(svc, reply, req, "targetUrl");
 	if (url == NULL || !want_url(svc, reply, url))
 		return;
+	struct store_meta meta;
+	char err[STORE_ERR_LEN];
+	int rc = store_meta(svc->store, &meta, err, sizeof(err));
+	if (rc != 0) {
+		reply_store_error(svc, reply, rc, err);
+		return;
+	}
 	struct store_op op = {.kind = STORE_OP_INSERT};
-	/* Time-ordered: new rows append to the table instead of landing all over it. */
-	id_generate_ordered(op.hook.id);
+	/* Time-ordered, so new rows append to the table; and greater than every id stored
+	 * before, whatever this machine's clock says, so that an event triggered before this
+	 * registration (whose targets end at the greatest id then) never includes it. */
+	id_generate_after(op.hook.id, meta.last_id);
 	snprintf(op.hook.target_url, sizeof(op.hook.target_url), "%s", url);
 	op.hook.created_ms = op.hook.updated_ms = time_now_ms();
-	submit_write(svc, reply, &op);
+	submit_write(svc, reply, &op, NULL);
 }
 
 static void on_update(struct svc *svc, const char *reply, json_t *req)
@@ -236,7 +274,7 @@ static void on_update(struct svc *svc, const char *reply, json_t *req)
 	snprintf(op.hook.id, sizeof(op.hook.id), "%s", id);
 	snprintf(op.hook.target_url, sizeof(op.hook.target_url), "%s", url);
 	op.hook.updated_ms = time_now_ms();
-	submit_write(svc, reply, &op);
+	submit_write(svc, reply, &op, NULL);
 }
 
 static void on_delete(struct svc *svc, const char *reply, json_t *req)
@@ -246,7 +284,7 @@ static void on_delete(struct svc *svc, const char *reply, json_t *req)
 		return;
 	struct store_op op = {.kind = STORE_OP_DELETE};
 	snprintf(op.hook.id, sizeof(op.hook.id), "%s", id);
-	submit_write(svc, reply, &op);
+	submit_write(svc, reply, &op, NULL);
 }
 
 static void on_get(struct svc *svc, const char *reply, json_t *req)
@@ -385,16 +423,11 @@ static void on_trigger(struct svc *svc, const char *reply, json_t *req)
 		            "ipAddress must be an IPv4 or IPv6 address");
 		return;
 	}
-	if (dq_reserve(svc->queue) != 0) {
-		reply_error(svc, reply, ERR_UNAVAILABLE,
-		            "too many events are being delivered; try again later");
-		return;
-	}
-	int64_t count = 0;
+	/* The counter, not a count: a trigger costs the same with a million webhooks. */
+	struct store_meta meta;
 	char err[STORE_ERR_LEN];
-	int rc = store_count(svc->store, &count, err, sizeof(err));
+	int rc = store_meta(svc->store, &meta, err, sizeof(err));
 	if (rc != 0) {
-		dq_unreserve(svc->queue);
 		reply_store_error(svc, reply, rc, err);
 		return;
 	}
@@ -402,21 +435,26 @@ static void on_trigger(struct svc *svc, const char *reply, json_t *req)
 	id_generate_ordered(op.event.id);
 	snprintf(op.event.ip, sizeof(op.event.ip), "%s", ip);
 	op.event.created_ms = time_now_ms();
-	op.event.targets = count;
-	/* The event is stored before it is acknowledged; delivery starts after the reply. */
-	if (!submit_write(svc, reply, &op))
-		dq_unreserve(svc->queue);
+	op.event.targets = meta.webhooks;
+	/* The event is stored, then its first work item goes to JetStream, then the reply. Its
+	 * targets are the webhooks with ids up to the greatest one now: ids are handed out in
+	 * order by the store's own record of them, so no clock decides who gets the event. */
+	submit_write(svc, reply, &op, meta.last_id);
 }
 
 static json_t *event_json(const struct store_event *ev)
 {
 	char created[TIME_RFC3339_LEN + 1];
 	time_rfc3339(ev->created_ms, created);
-	int64_t pending = ev->targets - ev->succeeded - ev->failed;
+	/* Once the fan-out has counted its last item, the deliveries it made are the total;
+	 * until then the number of webhooks at the trigger is the better estimate. */
+	int64_t targets =
+	    ev->done ? ev->fanned : (ev->fanned > ev->targets ? ev->fanned : ev->targets);
+	int64_t pending = targets - ev->succeeded - ev->failed;
 	return json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "eventId", ev->id, "ipAddress",
-	                 ev->ip, "createdAt", created, "targets", (json_int_t)ev->targets,
-	                 "succeeded", (json_int_t)ev->succeeded, "failed", (json_int_t)ev->failed,
-	                 "pending", (json_int_t)(pending > 0 ? pending : 0));
+	                 ev->ip, "createdAt", created, "targets", (json_int_t)targets, "succeeded",
+	                 (json_int_t)ev->succeeded, "failed", (json_int_t)ev->failed, "pending",
+	                 (json_int_t)(pending > 0 ? pending : 0));
 }
 
 /* Read the id of an existing event into ev; a string that is no UUID names no event (404).
@@ -531,6 +569,12 @@ int handlers_start(struct svc *svc, char *err, size_t errlen)
 			return -EIO;
 		}
 		svc->subs[svc->nsubs++] = sub;
+		s = natsSubscription_SetOnCompleteCB(sub, on_complete, NULL);
+		if (s != NATS_OK) {
+			snprintf(err, errlen, "cannot watch the subscription to %s: %s",
+			         routes[i].subject, natsStatus_GetText(s));
+			return -EIO;
+		}
 	}
 	return 0;
 }
@@ -552,6 +596,16 @@ void handlers_drain(struct svc *svc, int64_t timeout_ms)
 		if (s != NATS_OK)
 			log_warn("subscription drain: %s", natsStatus_GetText(s));
 	}
+	/* A drain that timed out leaves the subscription open: close it, which drops what is
+	 * still queued, and wait until its callback thread is done with it. */
+	for (int i = 0; i < svc->nsubs; i++) {
+		if (natsSubscription_IsValid(svc->subs[i]))
+			natsSubscription_Unsubscribe(svc->subs[i]);
+	}
+	pthread_mutex_lock(&complete_lock);
+	while (completed < svc->nsubs)
+		pthread_cond_wait(&complete_cond, &complete_lock);
+	pthread_mutex_unlock(&complete_lock);
 	for (int i = 0; i < svc->nsubs; i++)
 		natsSubscription_Destroy(svc->subs[i]);
 	svc->nsubs = 0;

@@ -3,21 +3,24 @@
  * The main thread does no request work. Its loop:
  *   1. parse the configuration (a bad value stops the process with one line);
  *   2. block SIGTERM/SIGINT in every thread, so that only the main thread sees them;
- *   3. open the store, start the group-commit writers (API writes; delivery records), the
- *      delivery queue and the dispatcher thread, connect to NATS (retrying forever in the
- *      background when the server is down) and subscribe in the queue group;
+ *   3. open the store and the API's group-commit writer, connect to NATS (retrying forever in
+ *      the background when the server is down), create the JetStream delivery queue and the
+ *      dispatcher thread, start the queue's fetchers (which set up the stream and consumers
+ *      once JetStream answers) and subscribe to the API subjects in the queue group;
  *   4. wait in sigwait() until SIGTERM or SIGINT: requests are handled meanwhile on the NATS
- *      library's delivery threads, writes on the writer threads, deliveries on the
- *      dispatcher's thread;
- *   5. drain, within 5 s in all: stop taking requests and finish the ones received
- *      (DRAIN_MS), complete the queued writes and reply, let in-flight deliveries finish
- *      (DISPATCH_DRAIN_MS) and record the rest as pending, flush the records, close NATS
+ *      library's delivery threads, writes on the writer thread, work messages on the queue's
+ *      fetcher threads, transfers on the dispatcher's thread;
+ *   5. drain, within 5 s in all: stop fetching work, stop taking requests and finish the ones
+ *      received (DRAIN_MS), complete the queued writes and reply, let in-flight deliveries
+ *      finish (DISPATCH_DRAIN_MS) and hand the rest back to JetStream, make the recorded
+ *      outcomes durable and ack what they finish, nak every message not finished, close NATS
  *      and the store, exit 0.
  */
 #include <errno.h>
 #include <curl/curl.h>
 #include <nats/nats.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,13 +32,10 @@
 #include "natsconn.h"
 #include "svc.h"
 
-#define WRITER_CAPACITY     1024
-#define WRITER_BATCH        512
-#define DRAIN_MS            1000
-#define DISPATCH_DRAIN_MS   2500
-#define RECORDER_CAPACITY   1024
-#define MAX_EVENTS          10000
-#define MAX_RETRIES_WAITING 65536
+#define WRITER_CAPACITY   1024
+#define WRITER_BATCH      512
+#define DRAIN_MS          1000
+#define DISPATCH_DRAIN_MS 2500
 
 static const char *check_store_url(const char *v)
 {
@@ -45,28 +45,9 @@ static const char *check_store_url(const char *v)
 	return "sqlite:PATH or mongodb://HOST:PORT/DB";
 }
 
-static const char *check_nats_url(const char *v)
+static void wake_dispatcher(void *ctx)
 {
-	if (strncmp(v, "nats://", 7) == 0 || strncmp(v, "tls://", 6) == 0)
-		return NULL;
-	return "a nats://HOST:PORT URL (comma-separated for a cluster)";
-}
-
-/* The queue's recorder: attempts go to their own group-commit writer, so that recording
- * thousands of them never queues API writes behind them. Blocks when that writer is full,
- * which slows the dispatcher down instead of growing memory. */
-static void record(void *ctx, const struct store_op *op)
-{
-	struct svc *svc = ctx;
-	if (svc->bench_no_record)
-		return;
-	if (writer_submit(svc->recorder, op, NULL) != 0)
-		log_warn("delivery record dropped: the service is stopping");
-}
-
-static void record_done(void *ctx, const struct store_op *op, int batch_rc, const char *err)
-{
-	/* Nobody waits for a record; the writer has already logged a failed batch. */
+	dispatch_wakeup(ctx);
 }
 
 int main(int argc, char **argv)
@@ -75,7 +56,7 @@ int main(int argc, char **argv)
 	struct svc_config *c = &svc.cfg;
 	const struct cfg_option options[] = {
 	    {"NATS_URL", "--nats-url", CFG_STRING, "nats://127.0.0.1:4222", "NATS server URL", 0, 0,
-	     check_nats_url, &c->nats_url},
+	     natsconn_check_url, &c->nats_url},
 	    {"STORE_URL", "--store-url", CFG_STRING, "sqlite:data/webhooks.db",
 	     "where webhooks are stored: sqlite:PATH or mongodb://HOST:PORT/DB", 0, 0,
 	     check_store_url, &c->store_url},
@@ -98,8 +79,8 @@ int main(int argc, char **argv)
 	log_set_level(c->log_level);
 	char err[512];
 	/* For make bench only: measures what recording deliveries costs the fan-out. */
-	svc.bench_no_record = getenv("WEBHOOKS_BENCH_NO_RECORD") != NULL;
-	if (svc.bench_no_record)
+	bool no_record = getenv("WEBHOOKS_BENCH_NO_RECORD") != NULL;
+	if (no_record)
 		log_warn("WEBHOOKS_BENCH_NO_RECORD is set: deliveries are not recorded");
 
 	/* libmongoc initialises itself before main() and, unless MONGOC_DISABLE_SHM is set,
@@ -123,26 +104,25 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	svc.writer = writer_create(svc.store, handlers_write_done, WRITER_CAPACITY, WRITER_BATCH,
-	                           err, sizeof(err));
+	                           false, err, sizeof(err));
 	if (svc.writer == NULL) {
 		log_error("%s", err);
 		goto out;
 	}
-	svc.recorder = writer_create(svc.store, record_done, RECORDER_CAPACITY, WRITER_BATCH, err,
-	                             sizeof(err));
-	if (svc.recorder == NULL) {
+	if (natsconn_open(&svc.nc, c->nats_url, "webhooks-svc", NULL, NULL, err, sizeof(err)) !=
+	    0) {
 		log_error("%s", err);
 		goto out;
 	}
-	const struct dq_config qcfg = {
+	const struct jsq_config qcfg = {
 	    .max_retries = c->max_retries,
 	    .schedule = &c->retry_schedule,
-	    .max_events = MAX_EVENTS,
-	    .max_retries_waiting = MAX_RETRIES_WAITING,
+	    .max_in_flight = (size_t)c->max_in_flight,
+	    .no_record = no_record,
 	};
-	svc.queue = dq_create(svc.store, &qcfg, record, &svc);
+	svc.queue = jsq_create(svc.nc, svc.store, &qcfg, err, sizeof(err));
 	if (svc.queue == NULL) {
-		log_error("out of memory");
+		log_error("%s", err);
 		goto out;
 	}
 	const struct dispatch_config dcfg = {
@@ -157,8 +137,7 @@ int main(int argc, char **argv)
 		log_error("%s", err);
 		goto out;
 	}
-	if (natsconn_open(&svc.nc, c->nats_url, "webhooks-svc", NULL, NULL, err, sizeof(err)) !=
-	    0) {
+	if (jsq_start(svc.queue, wake_dispatcher, svc.dispatch, err, sizeof(err)) != 0) {
 		log_error("%s", err);
 		goto out;
 	}
@@ -174,13 +153,13 @@ int main(int argc, char **argv)
 	log_info("received %s; draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 	exit_code = 0;
 out:
+	jsq_stop_fetching(svc.queue);
 	if (svc.nc != NULL)
 		handlers_drain(&svc, DRAIN_MS);
 	/* Complete queued writes while NATS is still open, so their replies go out. */
 	writer_destroy(svc.writer);
 	dispatch_destroy(svc.dispatch);
-	writer_destroy(svc.recorder);
-	dq_destroy(svc.queue);
+	jsq_destroy(svc.queue);
 	if (svc.nc != NULL) {
 		if (natsConnection_Status(svc.nc) == NATS_CONN_STATUS_CONNECTED)
 			natsConnection_FlushTimeout(svc.nc, 500);

@@ -7,7 +7,7 @@
 
 #include "config.h"
 #include "dispatch.h"
-#include "dqueue.h"
+#include "jsqueue.h"
 #include "log.h"
 #include "store.h"
 #include "writer.h"
@@ -29,12 +29,10 @@ struct svc {
 	struct svc_config cfg;
 	natsConnection *nc;
 	struct store *store;
-	struct writer *writer;   /* API writes: webhooks and events, replied when durable */
-	struct writer *recorder; /* delivery attempts, batched apart from API writes */
-	struct dqueue *queue;
+	struct writer *writer; /* API writes: webhooks and events, replied when durable */
+	struct jsq *queue;     /* fan-out and retries on JetStream, with its own recorder */
 	struct dispatch *dispatch;
 	natsSubscription *subs[16];
-	bool bench_no_record;
 	int nsubs;
 };
 

@@ -6,8 +6,13 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "log.h"
+
+#define RETRY_FIRST_MS 100
+#define RETRY_MAX_MS   5000
+#define STOP_TRIES     3
 
 /* Writes and the context each completes with, capacity slots of each. */
 struct buffer {
@@ -24,13 +29,62 @@ struct writer {
 	pthread_mutex_t lock;
 	pthread_cond_t not_empty;
 	pthread_cond_t not_full;
-	struct buffer fill;  /* where submitters append */
-	size_t count;        /* writes in fill */
-	struct buffer batch; /* what the writer thread is committing */
+	pthread_cond_t stop_cond; /* signalled once by writer_destroy */
+	struct buffer fill;       /* where submitters append */
+	size_t count;             /* writes in fill */
+	struct buffer batch;      /* what the writer thread is committing */
 	size_t capacity, batch_max;
+	bool retry; /* a failed batch is tried again instead of failing its writes */
 	bool stopping;
 	pthread_t thread;
 };
+
+/* Sleep for ms on the writer's lock, woken early only by writer_destroy. */
+static void pause_ms(struct writer *w, int64_t ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&w->lock);
+	if (!w->stopping)
+		pthread_cond_timedwait(&w->stop_cond, &w->lock, &ts);
+	pthread_mutex_unlock(&w->lock);
+}
+
+static bool is_stopping(struct writer *w)
+{
+	pthread_mutex_lock(&w->lock);
+	bool stopping = w->stopping;
+	pthread_mutex_unlock(&w->lock);
+	return stopping;
+}
+
+/* Apply one batch. A retrying writer tries a failed batch again, with a growing pause, until it
+ * commits; once stopping, it gives up after STOP_TRIES more tries. */
+static int apply_batch(struct writer *w, struct store_op *ops, size_t m, char *err, size_t errlen)
+{
+	int64_t pause = RETRY_FIRST_MS;
+	int tries_left = STOP_TRIES;
+	for (;;) {
+		err[0] = '\0';
+		int rc = store_apply(w->store, ops, m, err, errlen);
+		if (rc == 0)
+			return 0;
+		if (!w->retry || (is_stopping(w) && --tries_left < 0)) {
+			log_error("store write of %zu op(s) failed: %s", m, err);
+			return rc;
+		}
+		log_warn("store write of %zu op(s) failed (%s); trying again in %lld ms", m, err,
+		         (long long)pause);
+		pause_ms(w, pause);
+		pause = pause * 2 < RETRY_MAX_MS ? pause * 2 : RETRY_MAX_MS;
+	}
+}
 
 static void *run(void *arg)
 {
@@ -55,10 +109,7 @@ static void *run(void *arg)
 
 		for (size_t i = 0; i < n; i += w->batch_max) {
 			size_t m = n - i < w->batch_max ? n - i : w->batch_max;
-			err[0] = '\0';
-			int rc = store_apply(w->store, b.ops + i, m, err, sizeof(err));
-			if (rc != 0)
-				log_error("store write of %zu op(s) failed: %s", m, err);
+			int rc = apply_batch(w, b.ops + i, m, err, sizeof(err));
 			for (size_t j = i; j < i + m; j++)
 				w->done(b.ctxs[j], &b.ops[j], rc, err);
 		}
@@ -86,7 +137,7 @@ static void free_writer(struct writer *w)
 }
 
 struct writer *writer_create(struct store *store, writer_done_fn done, size_t capacity,
-                             size_t batch_max, char *err, size_t errlen)
+                             size_t batch_max, bool retry, char *err, size_t errlen)
 {
 	struct writer *w = calloc(1, sizeof(*w));
 	if (w == NULL)
@@ -95,17 +146,20 @@ struct writer *writer_create(struct store *store, writer_done_fn done, size_t ca
 	w->done = done;
 	w->capacity = capacity;
 	w->batch_max = batch_max;
+	w->retry = retry;
 	if (buffer_init(&w->fill, capacity) != 0 || buffer_init(&w->batch, capacity) != 0)
 		goto nomem; /* w was zeroed: free_writer frees what was allocated */
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->not_empty, NULL);
 	pthread_cond_init(&w->not_full, NULL);
+	pthread_cond_init(&w->stop_cond, NULL);
 	int rc = pthread_create(&w->thread, NULL, run, w);
 	if (rc != 0) {
 		snprintf(err, errlen, "cannot start the writer thread: error %d", rc);
 		pthread_mutex_destroy(&w->lock);
 		pthread_cond_destroy(&w->not_empty);
 		pthread_cond_destroy(&w->not_full);
+		pthread_cond_destroy(&w->stop_cond);
 		goto fail;
 	}
 	return w;
@@ -134,6 +188,14 @@ int writer_submit(struct writer *w, const struct store_op *op, void *ctx)
 	return 0;
 }
 
+size_t writer_room(struct writer *w)
+{
+	pthread_mutex_lock(&w->lock);
+	size_t room = w->capacity - w->count;
+	pthread_mutex_unlock(&w->lock);
+	return room;
+}
+
 void writer_destroy(struct writer *w)
 {
 	if (w == NULL)
@@ -142,10 +204,12 @@ void writer_destroy(struct writer *w)
 	w->stopping = true;
 	pthread_cond_broadcast(&w->not_empty);
 	pthread_cond_broadcast(&w->not_full);
+	pthread_cond_broadcast(&w->stop_cond);
 	pthread_mutex_unlock(&w->lock);
 	pthread_join(w->thread, NULL);
 	pthread_mutex_destroy(&w->lock);
 	pthread_cond_destroy(&w->not_empty);
 	pthread_cond_destroy(&w->not_full);
+	pthread_cond_destroy(&w->stop_cond);
 	free_writer(w);
 }

@@ -106,7 +106,7 @@ static void test_group_commit(void **state)
 	struct result r = {0};
 	char err[128];
 	/* A small queue also exercises blocking submitters (back-pressure). */
-	struct writer *w = writer_create(&f.base, on_done, 64, 512, err, sizeof(err));
+	struct writer *w = writer_create(&f.base, on_done, 64, 512, false, err, sizeof(err));
 	assert_non_null(w);
 	run_threads(w, &r);
 	writer_destroy(w);
@@ -126,7 +126,7 @@ static void test_failed_batch_fails_every_write(void **state)
 	atomic_store(&f.fail, true);
 	struct result r = {0};
 	char err[128];
-	struct writer *w = writer_create(&f.base, on_done, 1024, 16, err, sizeof(err));
+	struct writer *w = writer_create(&f.base, on_done, 1024, 16, false, err, sizeof(err));
 	assert_non_null(w);
 	run_threads(w, &r);
 	writer_destroy(w);
@@ -140,7 +140,7 @@ static void test_destroy_completes_queued_writes(void **state)
 	struct fake f = {.base.vt = &fake_vt};
 	struct result r = {0};
 	char err[128];
-	struct writer *w = writer_create(&f.base, on_done, 8, 8, err, sizeof(err));
+	struct writer *w = writer_create(&f.base, on_done, 8, 8, false, err, sizeof(err));
 	struct store_op op = {.kind = STORE_OP_DELETE};
 	op.hook.id[0] = '2';
 	for (int i = 0; i < 8; i++)

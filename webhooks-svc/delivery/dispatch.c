@@ -4,15 +4,17 @@
  * The thread's loop, one turn at a time:
  *   1. reap: read finished transfers from the multi handle (CURLMSG_DONE), turn each into an
  *      outcome (2xx, another status, or an error such as a timeout), report it to the queue
- *      (which records it and schedules a retry or ends the delivery) and free its slot;
+ *      (which records it and retries or ends the delivery, off this thread) and free its slot;
  *   2. stop check: once stopping, start nothing new; when nothing is in flight or the drain
- *      deadline has passed, abandon what is left (recorded as pending) and leave the loop;
- *   3. fill: take as many due deliveries from the queue as there are free slots and start
+ *      deadline has passed, abandon what is left (handed back to JetStream, not recorded)
+ *      and leave the loop;
+ *   3. fill: take as many deliveries from the queue's inbox as there are free slots and start
  *      each on a reused easy handle (same connection cache, same DNS cache);
- *   4. wait: curl_multi_poll() until a socket is ready, libcurl's own timer fires, the next
- *      retry is due, or dispatch_wakeup() is called (curl_multi_wakeup); then
+ *   4. wait: curl_multi_poll() until a socket is ready, libcurl's own timer fires, or
+ *      dispatch_wakeup() is called (curl_multi_wakeup: the inbox gained deliveries); then
  *      curl_multi_perform() drives the transfers.
- * No sleep-polling: the only waits are in curl_multi_poll, bounded by real deadlines. */
+ * No sleep-polling, and no store or JetStream I/O on this thread: the only waits are in
+ * curl_multi_poll, bounded by real deadlines. Retries wait in JetStream, not here. */
 #include "dispatch.h"
 
 #include <curl/curl.h>
@@ -52,12 +54,12 @@ struct slot {
 
 struct dispatch {
 	struct dispatch_config cfg;
-	struct dqueue *q;
+	struct jsq *q;
 	CURLM *multi;
 	struct slot *slots;
 	struct slot *free_slots;
 	size_t in_flight;
-	struct delivery *batch; /* max_in_flight entries, for dq_take */
+	struct delivery *batch; /* max_in_flight entries, for jsq_take */
 	_Atomic bool stopping;
 	_Atomic size_t stat_in_flight, stat_peak;
 	_Atomic uint64_t stat_attempts;
@@ -167,7 +169,7 @@ static void start(struct dispatch *d, const struct delivery *dl)
 fail : {
 	struct delivery_outcome o = {.at_ms = time_now_ms(), .retry_after_ms = -1};
 	snprintf(o.error, sizeof(o.error), "could not start the transfer (out of memory)");
-	dq_report(d->q, &s->d, &o, time_mono_ms());
+	jsq_report(d->q, &s->d, &o);
 	s->next_free = d->free_slots;
 	d->free_slots = s;
 }
@@ -188,7 +190,10 @@ static void outcome_of(struct slot *s, CURLcode rc, struct delivery_outcome *o)
 		curl_off_t after = 0;
 		if (curl_easy_getinfo(s->easy, CURLINFO_RETRY_AFTER, &after) == CURLE_OK &&
 		    after > 0)
-			o->retry_after_ms = (int64_t)after * 1000;
+			/* Capped before scaling: a huge Retry-After must not overflow. The retry
+			 * policy caps it again at twice the scheduled delay. */
+			o->retry_after_ms =
+			    after < INT64_MAX / 1000 ? (int64_t)after * 1000 : INT64_MAX;
 		return;
 	}
 	if (rc == CURLE_ABORTED_BY_CALLBACK && s->sends > 1)
@@ -228,7 +233,7 @@ static void reap(struct dispatch *d)
 		          s->d.attempt, s->d.target_url, o.http_status, o.error, o.duration_ms);
 		/* Release before reporting: m points into the handle's state. */
 		release(d, s);
-		dq_report(d->q, &s->d, &o, time_mono_ms());
+		jsq_report(d->q, &s->d, &o);
 	}
 }
 
@@ -238,11 +243,10 @@ static void abandon_all(struct dispatch *d)
 		struct slot *s = &d->slots[i];
 		if (!s->busy)
 			continue;
-		struct delivery_outcome o = {.at_ms = s->at_ms, .retry_after_ms = -1};
-		o.duration_ms = (time_mono_us() - s->started_us) / 1000;
-		snprintf(o.error, sizeof(o.error), "abandoned at shutdown");
+		log_info("delivery %s attempt %d to %s cut short by shutdown; handed back", s->d.id,
+		         s->d.attempt, s->d.target_url);
 		release(d, s);
-		dq_abandon(d->q, &s->d, &o);
+		jsq_abandon(d->q, &s->d);
 	}
 }
 
@@ -261,21 +265,19 @@ static void *run(void *arg)
 				break;
 		}
 
-		int64_t next_due = INT64_MAX;
 		size_t free_n = d->cfg.max_in_flight - d->in_flight;
 		if (!atomic_load(&d->stopping) && free_n > 0) {
-			size_t n = dq_take(d->q, now, d->batch, free_n, &next_due);
+			size_t n = jsq_take(d->q, d->batch, free_n);
 			for (size_t i = 0; i < n; i++)
 				start(d, &d->batch[i]);
 		}
 
 		int64_t wait = MAX_WAIT_MS;
-		if (next_due != INT64_MAX && next_due - now < wait)
-			wait = next_due > now ? next_due - now : 0;
 		if (drain_deadline != 0 && drain_deadline - now < wait)
 			wait = drain_deadline > now ? drain_deadline - now : 0;
-		/* With free slots and work left, dq_take returned less only because nothing is
-		 * due; a full house waits for a transfer to finish. */
+		/* With free slots, jsq_take returned less only because the inbox is empty (a
+		 * wakeup comes when it fills) or the recorder is full (a finished transfer makes
+		 * room); a full house waits for a transfer to finish. */
 		curl_multi_poll(d->multi, NULL, 0, (int)wait, NULL);
 		int running = 0;
 		curl_multi_perform(d->multi, &running);
@@ -284,7 +286,7 @@ static void *run(void *arg)
 	return NULL;
 }
 
-struct dispatch *dispatch_create(const struct dispatch_config *cfg, struct dqueue *q, char *err,
+struct dispatch *dispatch_create(const struct dispatch_config *cfg, struct jsq *q, char *err,
                                  size_t errlen)
 {
 	struct dispatch *d = calloc(1, sizeof(*d));

@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "dqueue.h"
+#include "jsqueue.h"
 
 struct dispatch_config {
 	size_t max_in_flight;
@@ -19,14 +19,14 @@ struct dispatch;
 
 /* Start the dispatcher thread over queue q (which it does not own). Returns NULL with err
  * filled on failure. */
-struct dispatch *dispatch_create(const struct dispatch_config *cfg, struct dqueue *q, char *err,
+struct dispatch *dispatch_create(const struct dispatch_config *cfg, struct jsq *q, char *err,
                                  size_t errlen);
 
 /* Wake the dispatcher because new work was submitted to the queue. Thread-safe. */
 void dispatch_wakeup(struct dispatch *d);
 
-/* Stop starting transfers, let in-flight ones finish for up to drain_ms, record the rest as
- * abandoned (pending), stop the thread and free everything. Accepts NULL. */
+/* Stop starting transfers, let in-flight ones finish for up to drain_ms, hand the rest back to
+ * the queue (jsq_abandon), stop the thread and free everything. Accepts NULL. */
 void dispatch_destroy(struct dispatch *d);
 
 /* Transfers in flight now and the most seen at once, for tests and logs. */

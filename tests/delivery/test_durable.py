@@ -1,0 +1,344 @@
+"""test_durable.py -- a 202 from GET /ip is a promise that no crash, restart or SIGTERM breaks,
+and every service instance shares every fan-out (issue 8).
+
+Once /ip has answered 202, every delivery of that event ends succeeded or failed, whatever
+process is killed meanwhile; delivery is at-least-once (an attempt cut short may be sent
+again, always with the same webhook-id), and the event's summary ends with pending 0.
+
+  * a fan-out of 5,000 webhooks whose first attempt fails (/fail/1/...: 503 the first time a
+    path is hit, 200 after), interrupted by kill -9 of webhooks-svc, kill -9 of nats-server
+    (JetStream on disk; restarted on the same port and store) or SIGTERM of webhooks-svc,
+    then resumed: every path got a 2xx, every request to a path carried one and the same
+    webhook-id, and the event ends succeeded 5,000, failed 0, pending 0;
+  * two instances on one store and one NATS share one event of 2,000 slow targets (20 ms
+    each, MAX_IN_FLIGHT=5 each): both deliver part of it, it takes well under the ~8 s one
+    instance needs, and no target gets two deliveries;
+  * kill -9 of one of two instances mid-event: the other one finishes it.
+
+Which instance sent a request is read from the kernel, not from the logs: a sampler thread
+maps each instance's TCP connections to the target (/proc/<pid>/fd and /proc/<pid>/net/tcp)
+to their local port, which webhook-target records as peerPort of every request.
+"""
+
+import os
+import threading
+import time
+
+from delivery_helpers import DeliveryCase, SANITIZED, main
+
+N_CRASH = 5000     # webhooks in the crash and restart tests
+N_SHARED = 2000    # webhooks in the two-instance tests
+HOLD_MS = 20       # how long the target holds each request in the two-instance tests
+CRASH_ENV = {'MAX_IN_FLIGHT': 20, 'MAX_RETRIES': 5, 'RETRY_SCHEDULE': '200ms'}
+SHARED_ENV = {'MAX_IN_FLIGHT': 5, 'MAX_RETRIES': 5, 'RETRY_SCHEDULE': '200ms'}
+# After a crash, the work that was in hand may come back only once the queue's
+# acknowledgement deadline passes: give the recovery that long and more.
+RECOVERY_TIMEOUT = 120 if SANITIZED else 60
+# One instance alone: N_SHARED x 20 ms / 5 slots = 8 s. Two that share it: about 4 s.
+SHARED_LIMIT = 7.0 if SANITIZED else 6.5
+
+
+# ---------------------------------------------------------------------------------------------
+# Which process owns a connection
+
+def tcp_local_ports(pid, remote_port):
+    """The local ports of the process's TCP connections to remote_port (any address), read
+    from /proc: its socket inodes, matched against the namespace's IPv4 and IPv6 tables."""
+    inodes = set()
+    fd_dir = '/proc/%d/fd' % pid
+    for fd in os.listdir(fd_dir):
+        try:
+            link = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue  # closed meanwhile
+        if link.startswith('socket:['):
+            inodes.add(link[len('socket:['):-1])
+    ports = set()
+    for table in ('tcp', 'tcp6'):
+        try:
+            with open('/proc/%d/net/%s' % (pid, table)) as f:
+                lines = f.readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            local, remote, inode = cols[1], cols[2], cols[9]
+            if inode in inodes and int(remote.rsplit(':', 1)[1], 16) == remote_port:
+                ports.add(int(local.rsplit(':', 1)[1], 16))
+    return ports
+
+
+class ConnectionOwners:
+    """A thread that samples, every few ms, which service instance holds which connection to
+    the target, so that each request the target recorded (with its peerPort) can be put down
+    to an instance. A port seen held by two instances (reused after a close) is ambiguous and
+    put down to none."""
+
+    def __init__(self, services, target_port, interval=0.025):
+        self.services = list(services)
+        self.target_port = target_port
+        self.interval = interval
+        self.owners = {}  # local port -> set of service names
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name='conn-owners')
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def sample(self):
+        for svc in self.services:
+            if not svc.proc.running():
+                continue
+            try:
+                ports = tcp_local_ports(svc.proc.pid, self.target_port)
+            except OSError:
+                continue  # exited meanwhile
+            for p in ports:
+                self.owners.setdefault(p, set()).add(svc.proc.name)
+
+    def _run(self):
+        while not self.stopping.is_set():
+            self.sample()
+            self.stopping.wait(self.interval)
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(10)
+        self.sample()  # kept-alive connections are still open: one last look
+
+    def holders(self):
+        """Service name -> how many connections to the target it holds right now."""
+        out = {}
+        for svc in self.services:
+            if svc.proc.running():
+                try:
+                    out[svc.proc.name] = len(tcp_local_ports(svc.proc.pid, self.target_port))
+                except OSError:
+                    out[svc.proc.name] = 0
+        return out
+
+    def owner(self, peer_port):
+        names = self.owners.get(peer_port, set())
+        return next(iter(names)) if len(names) == 1 else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The test case base class
+
+class DurableCase(DeliveryCase):
+
+    def fan_out(self, paths):
+        """Register a webhook per path (pipelined over NATS) and trigger one event for them.
+        Returns the event id."""
+        hooks = self.register_many_nats([self.target.url(p) for p in paths])
+        self.assertEqual(len({h['id'] for h in hooks}), len(paths))
+        ev, _ = self.trigger()
+        self.assertEqual(ev['targets'], len(paths), ev)
+        return ev['eventId']
+
+    def wait_requests(self, n, timeout=60):
+        """Wait until the target has received n requests (the event is under way)."""
+        self.target.wait(lambda s: s['total'] >= n, timeout,
+                         '%d requests at the target' % n)
+
+    def assertMidFanOut(self, done_hits):
+        """Right after the interruption: some targets have not yet had their 2xx (done_hits
+        requests to a path mean it has), or the interruption came too late to test anything."""
+        st = self.target.stats()
+        done = sum(1 for h in st['byPath'].values() if h >= done_hits)
+        self.assertLess(done, self.expected, 'every target already had its 2xx when the '
+                        'process was stopped (the test needs a slower fan-out)')
+        return done
+
+    def assertEveryDelivery(self, eid, paths, first_fails, timeout=RECOVERY_TIMEOUT):
+        """The event ends with every delivery succeeded and nothing pending; every path got a
+        2xx (with /fail/1/... that is a second request); each path's requests all carried one
+        webhook-id, its delivery's id, and no two paths share one."""
+        n = len(paths)
+        s = self.wait_event(eid, timeout)
+        self.assertEqual((s['targets'], s['succeeded'], s['failed'], s['pending']),
+                         (n, n, 0, 0), s)
+
+        seen = self.target.by_path()
+        missing = sorted(set(paths) - set(seen))
+        self.assertFalse(missing, '%d targets got no request, e.g. %s' % (len(missing),
+                                                                           missing[:5]))
+        need = 2 if first_fails else 1
+        no_2xx = sorted(p for p in paths if len(seen[p]) < need)
+        self.assertFalse(no_2xx, '%d targets never got a 2xx answer, e.g. %s'
+                         % (len(no_2xx), no_2xx[:5]))
+        ids, mixed = {}, []
+        for p in paths:
+            wids = {rq['headers'].get('webhook-id') for rq in seen[p]}
+            if len(wids) != 1:
+                mixed.append((p, sorted(map(str, wids))))
+            ids[p] = next(iter(wids))
+        self.assertFalse(mixed, '%d targets got requests with different webhook-ids, e.g. %s'
+                         % (len(mixed), mixed[:3]))
+        self.assertEqual(len(set(ids.values())), n, 'two targets got the same webhook-id')
+
+        dels, _ = self.deliveries(eid, limit=1000)
+        self.assertEqual(len(dels), n)
+        port_prefix = self.target.url('')
+        bad = []
+        for d in dels:
+            p = d['targetUrl'][len(port_prefix):]
+            ok_attempts = [a for a in d['attempts'] if 200 <= (a['httpStatus'] or 0) < 300]
+            if d['status'] != 'succeeded' or d['id'] != ids.get(p) or not ok_attempts:
+                bad.append(d)
+        self.assertFalse(bad, '%d delivery records are not succeeded with a 2xx attempt under '
+                         'the webhook-id their target saw, e.g. %s' % (len(bad), bad[:2]))
+        return seen
+
+
+# ---------------------------------------------------------------------------------------------
+# One instance: crash, NATS crash, SIGTERM
+
+class InterruptedFanOutTest(DurableCase):
+    """5,000 targets that fail their first request; the event is interrupted once between a
+    quarter of the requests and the end, then resumed by a new process."""
+
+    stack_options = {'svc_env': CRASH_ENV}
+    expected = N_CRASH
+    paths = ['/fail/1/k%05d' % i for i in range(N_CRASH)]
+
+    def start_event(self):
+        """Trigger the event and return its id once a quarter of its 2 x 5,000 requests
+        arrived: well inside the fan-out."""
+        eid = self.fan_out(self.paths)
+        self.wait_requests(N_CRASH // 2)
+        return eid
+
+    def test_kill_9_of_the_service_mid_fan_out(self):
+        eid = self.start_event()
+        self.stack.svc.kill()
+        self.assertMidFanOut(2)
+        self.stack.svc.start()
+        self.assertEveryDelivery(eid, self.paths, first_fails=True)
+
+    def test_kill_9_of_nats_server_mid_fan_out(self):
+        eid = self.start_event()
+        self.stack.nats.kill()
+        self.assertMidFanOut(2)
+        self.stack.nats.start()  # the same port and JetStream store directory
+        self.gw.wait_healthy(30)
+        import sys; T=time.monotonic()
+        for i in range(60):
+            r = self.gw.request('GET', '/events/' + eid)
+            sys.stderr.write('%.2f %s %s\n' % (time.monotonic()-T, r.status, r.raw[-60:]))
+            if r.status == 200 and r.json['pending'] == 0: break
+            if i in (10, 20):
+                for d in self.deliveries(eid, limit=1000)[0]:
+                    if d['status'] == 'pending':
+                        sys.stderr.write('%r\n' % d)
+                        p = d['targetUrl'].split(str(self.target.port))[1]
+                        for rq in self.target.requests(p):
+                            sys.stderr.write('  %s %s %s\n' % (rq['arrivalUs'], rq['peerPort'], rq['headers'].get('webhook-id')))
+                sys.stderr.write('now %s stats %r\n' % (time.time(), {k: v for k, v in self.target.stats().items() if k != 'byPath'}))
+            time.sleep(1)
+        dels, _ = self.deliveries(eid, limit=1000)
+        for d in dels:
+            if len(d['attempts']) > 2 or any((a['durationMs'] or 0) > 1000 for a in d['attempts']):
+                sys.stderr.write('%r\n' % d)
+                p = d['targetUrl'].split(str(self.target.port))[1]
+                for rq in self.target.requests(p):
+                    sys.stderr.write('  %s %s %s\n' % (rq['arrivalUs'], rq['peerPort'], rq['headers'].get('webhook-id')))
+        self.assertEveryDelivery(eid, self.paths, first_fails=True)
+
+    def test_sigterm_of_the_service_mid_fan_out(self):
+        eid = self.start_event()
+        rc, took = self.stack.svc.stop(timeout=5.0)  # asserts exit 0 within 5 s
+        self.assertEqual(rc, 0)
+        self.assertLess(took, 5.0)
+        self.assertMidFanOut(2)
+        self.stack.svc.start()
+        self.assertEveryDelivery(eid, self.paths, first_fails=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Two instances
+
+class TwoInstancesTest(DurableCase):
+    """Two webhooks-svc on the same SQLite file and the same NATS, MAX_IN_FLIGHT=5 each; one
+    event of 2,000 targets that hold each request 20 ms."""
+
+    stack_options = {'svc_env': SHARED_ENV}
+    expected = N_SHARED
+
+    def setUp(self):
+        super().setUp()
+        self.paths = ['/slow/%d/s%04d' % (HOLD_MS, i) for i in range(N_SHARED)]
+        # Registered before the second instance starts: what is tested is the delivery.
+        self.hooks = self.register_many_nats([self.target.url(p) for p in self.paths])
+        env = dict(SHARED_ENV, STORE_URL='sqlite:' + self.stack.svc.db_path)
+        self.svc2 = self.stack.add_service(env)
+        self.services = [self.stack.svc, self.svc2]
+        self.owners = ConnectionOwners(self.services, self.target.port)
+
+    def trigger_shared(self):
+        self.owners.start()
+        self.addCleanup(self.owners.stop)
+        ev, _ = self.trigger()
+        self.assertEqual(ev['targets'], N_SHARED, ev)
+        return ev['eventId']
+
+    def by_instance(self):
+        """Service name (or None: not known) -> the requests the target got from it."""
+        out = {}
+        for rq in self.target.requests():
+            out.setdefault(self.owners.owner(rq['peerPort']), []).append(rq)
+        return out
+
+    def test_both_instances_share_one_event(self):
+        t0 = time.monotonic()
+        eid = self.trigger_shared()
+        s = self.wait_event(eid, 60)
+        elapsed = time.monotonic() - t0
+        self.owners.stop()
+        self.assertEqual((s['targets'], s['succeeded'], s['failed'], s['pending']),
+                         (N_SHARED, N_SHARED, 0, 0), s)
+
+        # No target got two deliveries (each answered 200).
+        st = self.target.stats()
+        self.assertEqual(st['total'], N_SHARED, {k: v for k, v in st.items() if k != 'byPath'})
+        self.assertEqual(set(st['byPath']), set(self.paths))
+        self.assertEqual(set(st['byPath'].values()), {1})
+
+        # Both instances delivered a fair part of it.
+        counts = {name: len(reqs) for name, reqs in self.by_instance().items()}
+        for svc in self.services:
+            self.assertGreaterEqual(counts.get(svc.proc.name, 0), N_SHARED // 20,
+                                    'requests by instance (None: not known): %r' % counts)
+        # Each instance keeps to its 5 slots, so more than 5 at once means both at once.
+        self.assertGreater(st['peakInFlight'], 5, 'only one instance delivered at a time')
+        self.assertLessEqual(st['peakInFlight'], 10, st['peakInFlight'])
+        self.assertLess(elapsed, SHARED_LIMIT,
+                        'one event through two instances took %.1fs (one alone: ~8 s)'
+                        % elapsed)
+        print('\n%d targets through two instances in %.1fs; requests by instance: %r'
+              % (N_SHARED, elapsed, counts))
+
+        dels, _ = self.deliveries(eid, limit=1000)
+        self.assertEqual(len(dels), N_SHARED)
+        self.assertEqual({d['status'] for d in dels}, {'succeeded'})
+        self.assertEqual({len(d['attempts']) for d in dels}, {1})
+
+    def test_kill_9_of_one_instance_mid_event(self):
+        eid = self.trigger_shared()
+        self.wait_requests(N_SHARED // 4)
+        # Kill the one that holds the most connections to the target: it is delivering.
+        holders = self.owners.holders()
+        victim = max(self.services, key=lambda svc: holders.get(svc.proc.name, 0))
+        victim.kill()
+        self.assertMidFanOut(1)
+        seen = self.assertEveryDelivery(eid, self.paths, first_fails=False)
+        self.owners.stop()
+        survivor = [svc for svc in self.services if svc is not victim][0]
+        self.assertTrue(survivor.proc.running(), survivor.proc.name)
+        print('\nkilled %s (connections to the target: %r); %d requests for %d targets'
+              % (victim.proc.name, holders, sum(len(r) for r in seen.values()), N_SHARED))
+
+
+if __name__ == '__main__':
+    main()
