@@ -32,7 +32,7 @@
 #include "store.h"
 #include "timeutil.h"
 
-#define MAX_BATCH 1000
+#define MAX_BATCH  1000
 #define MAX_STATES 2500 /* more than the MongoDB backend asks for in one find */
 
 static void finish(int rc, int64_t start_ms, const char *err)
@@ -240,11 +240,12 @@ static void run_event(struct store *s, const char *id)
 	int rc = store_get_event(s, id != NULL ? id : "", &ev, err, sizeof(err));
 	printf("event rc=%d", rc);
 	if (rc == 0)
-		printf(" id=%s ip=%s created=%lld targets=%lld succeeded=%lld failed=%lld fanned=%lld"
-		       " items=%lld done=%d",
-		       ev.id, ev.ip, (long long)ev.created_ms, (long long)ev.targets,
-		       (long long)ev.succeeded, (long long)ev.failed, (long long)ev.fanned,
-		       (long long)ev.items, ev.done ? 1 : 0);
+		printf(
+		    " id=%s ip=%s created=%lld targets=%lld succeeded=%lld failed=%lld fanned=%lld"
+		    " items=%lld done=%d",
+		    ev.id, ev.ip, (long long)ev.created_ms, (long long)ev.targets,
+		    (long long)ev.succeeded, (long long)ev.failed, (long long)ev.fanned,
+		    (long long)ev.items, ev.done ? 1 : 0);
 	finish(rc, start, err);
 }
 
@@ -310,8 +311,7 @@ static void run_states(struct store *s, const char *event_id, char *list)
 		return;
 	}
 	int64_t start = time_mono_ms();
-	int rc = store_delivery_states(s, event_id, (const char(*)[ID_LEN + 1])ids, n, out, err,
-	                               sizeof(err));
+	int rc = store_delivery_states(s, event_id, ids, n, out, err, sizeof(err));
 	printf("states rc=%d states=", rc);
 	for (size_t i = 0; i < n; i++) {
 		if (out[i].found)
