@@ -44,6 +44,8 @@ struct bus {
 	bool stopping;
 	pthread_t timer;
 	bool timer_started;
+	bool sub_complete; /* the reply subscription's last callback has returned */
+	pthread_cond_t completed;
 };
 
 static void unlink_waiter(struct bus *b, struct waiter *w)
@@ -146,6 +148,15 @@ static void *run_timer(void *arg)
 	return NULL;
 }
 
+static void on_sub_complete(void *closure)
+{
+	struct bus *b = closure;
+	pthread_mutex_lock(&b->lock);
+	b->sub_complete = true;
+	pthread_cond_broadcast(&b->completed);
+	pthread_mutex_unlock(&b->lock);
+}
+
 /* Replies to requests sent before a drop will not come: fail them now rather than let each
  * wait for its timeout. */
 static void on_drop(natsConnection *nc, void *closure)
@@ -168,6 +179,7 @@ struct bus *bus_create(const char *nats_url, int64_t timeout_ms, char *err, size
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&b->wake, &ca);
 	pthread_condattr_destroy(&ca);
+	pthread_cond_init(&b->completed, NULL);
 
 	natsInbox *inbox = NULL;
 	natsStatus s = natsInbox_Create(&inbox);
@@ -187,6 +199,8 @@ struct bus *bus_create(const char *nats_url, int64_t timeout_ms, char *err, size
 	/* Replies are small and many: lift the default pending limits' message count. */
 	if (s == NATS_OK)
 		s = natsSubscription_SetPendingLimits(b->sub, 1000000, 256 * 1024 * 1024);
+	if (s == NATS_OK)
+		s = natsSubscription_SetOnCompleteCB(b->sub, on_sub_complete, b);
 	if (s != NATS_OK) {
 		snprintf(err, errlen, "NATS %s: %s", nats_url, natsStatus_GetText(s));
 		goto fail;
@@ -283,8 +297,13 @@ void bus_shutdown(struct bus *b)
 	if (b->timer_started)
 		pthread_join(b->timer, NULL);
 	b->timer_started = false;
-	if (b->sub != NULL)
-		natsSubscription_Unsubscribe(b->sub);
+	if (b->sub != NULL && natsSubscription_Unsubscribe(b->sub) == NATS_OK) {
+		/* A reply callback may still be running: b must outlive it. */
+		pthread_mutex_lock(&b->lock);
+		while (!b->sub_complete)
+			pthread_cond_wait(&b->completed, &b->lock);
+		pthread_mutex_unlock(&b->lock);
+	}
 	if (b->nc != NULL)
 		natsConnection_Close(b->nc);
 	fail_all(b, BUS_SHUTTING_DOWN);
@@ -298,6 +317,7 @@ void bus_destroy(struct bus *b)
 	natsSubscription_Destroy(b->sub);
 	natsConnection_Destroy(b->nc);
 	pthread_cond_destroy(&b->wake);
+	pthread_cond_destroy(&b->completed);
 	pthread_mutex_destroy(&b->lock);
 	free(b);
 }

@@ -243,11 +243,14 @@ static void on_reply(void *ctx, enum bus_result result, const char *data, size_t
 		}
 	}
 	req->replied = true;
-	if (req->suspended) {
-		req->suspended = false;
-		MHD_resume_connection(req->conn);
-	}
+	bool resume = req->suspended;
+	req->suspended = false;
+	struct MHD_Connection *conn = req->conn;
 	pthread_mutex_unlock(&req->lock);
+	/* After the unlock: once resumed, the connection may be answered and req freed (in
+	 * gw_completed) on another thread at once. Until then it stays suspended, so req lives. */
+	if (resume)
+		MHD_resume_connection(conn);
 }
 
 /* Build the NATS request for the route; on bad input send the error and return NULL. */
