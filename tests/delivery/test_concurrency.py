@@ -66,39 +66,52 @@ class InFlightCapTest(DeliveryCase):
 
 
 class LiveStoreTest(DeliveryCase):
-    """Targets are read when their work item (up to 256 webhooks) is taken, which happens
-    when the event is triggered for a small one: later changes do not alter that item, a
+    """With one slot, the fan-out feeds its work item to the dispatcher one delivery at a time
+    and reads each webhook again just before: a change made after the trigger to a webhook not
+    yet reached is seen (deleted: the delivery ends failed and unsent; updated: the new URL), a
     webhook registered after the trigger never gets the event, and a retry reads its webhook
-    again when it is due (it follows an update and stops at a deletion)."""
+    again when it is due."""
 
     stack_options = {'svc_env': {'MAX_IN_FLIGHT': 1, 'MAX_RETRIES': 1,
                                  'RETRY_SCHEDULE': '1s'}}
 
-    def test_item_is_read_once_and_late_registrations_get_nothing(self):
+    def test_deleted_gets_nothing_updated_gets_new_url_new_gets_nothing(self):
         hooks = sorted((self.register('/slow/300/w%d' % i) for i in range(5)),
                        key=lambda h: h['id'])
         paths = {h['id']: h['targetUrl'].split(str(self.target.port), 1)[1] for h in hooks}
         ev, _ = self.trigger()
-        # The first delivery takes 300 ms; the item was read when it was taken.
-        self.delete(hooks[4]['id'])
-        self.update(hooks[3]['id'], '/ok/updated')
+        # The first delivery takes 300 ms; the last two have not been read again yet.
+        deleted, updated = hooks[4], hooks[3]
+        self.delete(deleted['id'])
+        self.update(updated['id'], '/ok/updated')
         late = self.register('/ok/late')
         self.assertLessEqual(self.target.stats()['total'], 1, 'too slow to test this')
         summary = self.wait_event(ev['eventId'], 15)
         seen = self.target.by_path()
+        self.assertNotIn(paths[deleted['id']], seen, 'the deleted webhook got a POST')
+        self.assertNotIn(paths[updated['id']], seen, 'the old URL of the updated one got a POST')
+        self.assertEqual(len(seen.get('/ok/updated', [])), 1, list(seen))
         self.assertNotIn('/ok/late', seen, 'a webhook registered after the trigger got it')
-        self.assertNotIn('/ok/updated', seen, 'the item was read twice')
-        for h in hooks:
+        for h in hooks[:3]:
             self.assertEqual(len(seen[paths[h['id']]]), 1)
         # Arrivals follow id order, one at a time.
         order = [p for p, _ in sorted(((p, r[0]['arrivalUs']) for p, r in seen.items()),
                                       key=lambda x: x[1])]
-        self.assertEqual(order, [paths[h['id']] for h in hooks])
+        self.assertEqual(order, [paths[h['id']] for h in hooks[:3]] + ['/ok/updated'])
+        # The deleted one was a target when the event was triggered: it ends failed, unsent.
         self.assertEqual((summary['targets'], summary['succeeded'], summary['failed'],
-                          summary['pending']), (5, 5, 0, 0), summary)
+                          summary['pending']), (5, 4, 1, 0), summary)
         dels, _ = self.deliveries(ev['eventId'])
-        self.assertEqual({d['webhookId'] for d in dels}, {h['id'] for h in hooks})
-        self.assertNotIn(late['id'], {d['webhookId'] for d in dels})
+        by_hook = {d['webhookId']: d for d in dels}
+        self.assertEqual(set(by_hook), {h['id'] for h in hooks})
+        self.assertEqual(by_hook[updated['id']]['targetUrl'], self.target.url('/ok/updated'))
+        self.assertEqual(seen['/ok/updated'][0]['headers']['webhook-id'],
+                         by_hook[updated['id']]['id'])
+        gone = by_hook[deleted['id']]
+        self.assertEqual(gone['status'], 'failed', gone)
+        self.assertEqual([(a['httpStatus'], a['error']) for a in gone['attempts']],
+                         [(None, 'not sent: the webhook was deleted')], gone)
+        self.assertNotIn(late['id'], by_hook)
 
     def test_retry_reads_its_webhook_again(self):
         moved = self.register('/status/500/moved')

@@ -45,18 +45,27 @@
 #define HANDOFF_CAPACITY   4096
 #define RETRY_INBOX_FACTOR 2 /* the retry fetcher stops at this many items' worth queued */
 
+/* What the queue keeps of each delivery besides the delivery itself. */
+struct side {
+	int64_t retry_delay_ms; /* the delay chosen for its next attempt */
+	bool skip;              /* its webhook was deleted before it was sent: not handed out */
+};
+
 /* One JetStream message being worked on, with its deliveries. */
 struct work {
 	natsMsg *msg;
 	struct jsq *q;
-	_Atomic int pending;           /* deliveries not yet ended, + 1 while being built */
-	_Atomic bool abandoned;        /* hand it back at once (nak) instead of acking */
-	bool is_retry;                 /* a retry message (one delivery), else a work item */
-	int64_t nak_delay_ms;          /* > 0: a retry message that failed again, naked with this */
-	size_t n, next;                /* deliveries, and the next to hand out (inbox lock) */
-	struct work *inbox_next;       /* in the inbox, while it has deliveries to hand out */
+	_Atomic int pending;    /* deliveries not yet ended, + 1 while being built or fed */
+	_Atomic bool abandoned; /* hand it back at once (nak) instead of acking */
+	bool is_retry;          /* a retry message (one delivery), else a work item */
+	int64_t nak_delay_ms;   /* > 0: a retry message that failed again, naked with this */
+	size_t n;               /* deliveries to send: d[0..n); hand-offs sit after them */
+	size_t fed;             /* d[0..fed) were put in the inbox (inbox lock) */
+	size_t next;            /* the next to hand out (inbox lock) */
+	bool in_inbox;
+	struct work *inbox_next;
 	struct work *prev, *next_held; /* in the list of held messages */
-	int64_t *retry_delay_ms;       /* per delivery: the delay chosen for its next attempt */
+	struct side *side; /* per delivery, apart from d so that the dispatcher copies less */
 	struct delivery d[];
 };
 
@@ -141,7 +150,7 @@ static void finish(struct work *w)
 	if (s != NATS_OK)
 		log_debug("finishing a work message: %s", natsStatus_GetText(s));
 	natsMsg_Destroy(w->msg);
-	free(w->retry_delay_ms);
+	free(w->side);
 	free(w);
 }
 
@@ -155,15 +164,15 @@ static void release(struct work *w)
 static struct work *work_new(struct jsq *q, natsMsg *msg, size_t n)
 {
 	struct work *w = calloc(1, sizeof(*w) + n * sizeof(w->d[0]));
-	int64_t *delays = calloc(n > 0 ? n : 1, sizeof(*delays));
-	if (w == NULL || delays == NULL) {
+	struct side *side = calloc(n > 0 ? n : 1, sizeof(*side));
+	if (w == NULL || side == NULL) {
 		free(w);
-		free(delays);
+		free(side);
 		return NULL;
 	}
 	w->msg = msg;
 	w->q = q;
-	w->retry_delay_ms = delays;
+	w->side = side;
 	atomic_store(&w->pending, 1);
 	pthread_mutex_lock(&q->lock);
 	w->next_held = q->held;
@@ -175,23 +184,41 @@ static struct work *work_new(struct jsq *q, natsMsg *msg, size_t n)
 	return w;
 }
 
-/* Queue w's deliveries d[0..n) for the dispatcher and drop the builder's hold. */
-static void work_submit(struct work *w)
+/* Put d[fed..upto) of w in the inbox (jsq_take passes over the skipped ones). */
+static void inbox_add(struct work *w, size_t upto)
 {
 	struct jsq *q = w->q;
-	if (w->n > 0) {
-		atomic_fetch_add(&w->pending, (int)w->n);
-		pthread_mutex_lock(&q->lock);
+	size_t added = 0;
+	for (size_t i = w->fed; i < upto; i++)
+		added += !w->side[i].skip;
+	pthread_mutex_lock(&q->lock);
+	w->fed = upto;
+	q->queued += added;
+	if (!w->in_inbox && w->next < w->fed) {
+		w->in_inbox = true;
+		w->inbox_next = NULL;
 		if (q->inbox_tail != NULL)
 			q->inbox_tail->inbox_next = w;
 		else
 			q->inbox_head = w;
 		q->inbox_tail = w;
-		q->queued += w->n;
-		pthread_mutex_unlock(&q->lock);
-		q->wake(q->wake_ctx);
 	}
+	pthread_mutex_unlock(&q->lock);
+	if (added > 0)
+		q->wake(q->wake_ctx);
+}
+
+/* w's deliveries d[0..n) are to be sent: count them, put the first `first` in the inbox, and
+ * drop the builder's hold, unless some are left to feed: then the caller keeps feeding them
+ * (feed_more) and its hold, and true is returned. */
+static bool work_submit(struct work *w, size_t first)
+{
+	atomic_fetch_add(&w->pending, (int)w->n);
+	inbox_add(w, first < w->n ? first : w->n);
+	if (w->fed < w->n)
+		return true;
 	release(w);
+	return false;
 }
 
 /* --------------------------------------------------------------------------------------------
@@ -385,7 +412,7 @@ static void on_recorded(void *ctx, const struct store_op *op, int batch_rc, cons
 		 * message back, and this attempt will be made again. */
 		atomic_store(&w->abandoned, true);
 	} else if (op->attempt.status == STORE_DELIVERY_PENDING) {
-		int64_t delay = w->retry_delay_ms[d->index];
+		int64_t delay = w->side[d->index].retry_delay_ms;
 		if (w->is_retry) {
 			/* A retry message: it comes back itself when the next attempt is due. */
 			w->nak_delay_ms = delay > 0 ? delay : 1;
@@ -410,13 +437,17 @@ size_t jsq_take(struct jsq *q, struct delivery *out, size_t max)
 	pthread_mutex_lock(&q->lock);
 	while (n < max && q->inbox_head != NULL) {
 		struct work *w = q->inbox_head;
-		while (n < max && w->next < w->n)
-			out[n++] = w->d[w->next++];
-		if (w->next == w->n) {
+		while (n < max && w->next < w->fed) {
+			size_t i = w->next++;
+			if (!w->side[i].skip)
+				out[n++] = w->d[i];
+		}
+		if (w->next == w->fed) {
 			q->inbox_head = w->inbox_next;
 			if (q->inbox_head == NULL)
 				q->inbox_tail = NULL;
 			w->inbox_next = NULL;
+			w->in_inbox = false;
 		}
 	}
 	q->queued -= n;
@@ -454,6 +485,21 @@ static void record(struct jsq *q, struct delivery *orig, const struct store_op *
 	}
 }
 
+/* End the delivery d (inside its work) without sending it: its webhook is gone. */
+static void record_not_sent(struct jsq *q, struct delivery *d)
+{
+	struct store_op op = {.kind = STORE_OP_ATTEMPT};
+	struct store_attempt *a = &op.attempt;
+	memcpy(a->delivery_id, d->id, sizeof(a->delivery_id));
+	memcpy(a->event_id, d->event_id, sizeof(a->event_id));
+	memcpy(a->webhook_id, d->webhook_id, sizeof(a->webhook_id));
+	a->number = d->attempt;
+	a->at_ms = time_now_ms();
+	snprintf(a->error, sizeof(a->error), "not sent: the webhook was deleted");
+	a->status = STORE_DELIVERY_FAILED;
+	record(q, d, &op);
+}
+
 void jsq_report(struct jsq *q, const struct delivery *d, const struct delivery_outcome *o)
 {
 	struct work *w = d->work;
@@ -465,7 +511,7 @@ void jsq_report(struct jsq *q, const struct delivery *d, const struct delivery_o
 		op.attempt.status = STORE_DELIVERY_SUCCEEDED;
 	} else if (retry_policy_again(&q->policy, d->attempt)) {
 		op.attempt.status = STORE_DELIVERY_PENDING;
-		w->retry_delay_ms[d->index] =
+		w->side[d->index].retry_delay_ms =
 		    retry_policy_delay(&q->policy, d->attempt, o->http_status, o->retry_after_ms);
 	} else {
 		op.attempt.status = STORE_DELIVERY_FAILED;
@@ -704,6 +750,8 @@ static int wait_item(struct item_wait *w)
 /* The per-fetcher buffers. */
 struct fetcher {
 	struct jsq *q;
+	struct work *cur; /* the work item being fed to the inbox a chunk at a time */
+	size_t chunk;     /* deliveries fed at once: MAX_IN_FLIGHT, at most an item */
 	struct retry_policy policy;
 	struct store_webhook page[JSQ_ITEM_SIZE];
 	char ids[JSQ_ITEM_SIZE][ID_LEN + 1];
@@ -815,28 +863,12 @@ static void take_item(struct fetcher *f, natsMsg *m)
 		log_info("event %s item %lld taken again: %zu retries handed on, %zu to send",
 		         event_id, (long long)k, handed, w->n);
 	json_decref(o);
-	work_submit(w);
+	if (work_submit(w, f->chunk))
+		f->cur = w;
 	return;
 later:
 	json_decref(o);
 	nak_later(m, STORE_RETRY_MS);
-}
-
-/* Record that a waiting retry will not be made because its webhook is gone. */
-static void end_deleted(struct jsq *q, struct work *w)
-{
-	struct delivery *d = &w->d[0];
-	struct store_op op = {.kind = STORE_OP_ATTEMPT};
-	struct store_attempt *a = &op.attempt;
-	memcpy(a->delivery_id, d->id, sizeof(a->delivery_id));
-	memcpy(a->event_id, d->event_id, sizeof(a->event_id));
-	memcpy(a->webhook_id, d->webhook_id, sizeof(a->webhook_id));
-	a->number = d->attempt;
-	a->at_ms = time_now_ms();
-	snprintf(a->error, sizeof(a->error), "not sent: the webhook was deleted");
-	a->status = STORE_DELIVERY_FAILED;
-	atomic_fetch_add(&w->pending, 1);
-	record(q, d, &op);
 }
 
 static void take_retry(struct fetcher *f, natsMsg *m)
@@ -897,27 +929,72 @@ static void take_retry(struct fetcher *f, natsMsg *m)
 	d->attempt = st.found ? st.attempts + 1 : 1;
 	d->work = w;
 	json_decref(o);
-	if (rc == -ENOENT)
-		end_deleted(q, w);
-	else
+	if (rc == -ENOENT) {
+		atomic_fetch_add(&w->pending, 1);
+		record_not_sent(q, d);
+	} else {
 		w->n = 1;
-	work_submit(w);
+	}
+	work_submit(w, 1);
 	return;
 later:
 	json_decref(o);
 	nak_later(m, STORE_RETRY_MS);
 }
 
+/* Feed the next chunk of the current work item to the inbox, reading its webhooks again just
+ * before, so that a delivery not started yet sees the store as it is now: a webhook deleted
+ * since the item was taken ends as failed, unsent; an updated one is sent to its new URL. */
+static void feed_more(struct fetcher *f)
+{
+	struct jsq *q = f->q;
+	struct work *w = f->cur;
+	size_t from = w->fed, to = w->fed + f->chunk < w->n ? w->fed + f->chunk : w->n;
+	size_t got = 0;
+	char err[STORE_ERR_LEN];
+	/* Ids only grow, so the range (previous, last of chunk] holds no webhook but these. */
+	int rc = store_list(q->store, w->d[from - 1].webhook_id, to - from, f->page, &got, err,
+	                    sizeof(err));
+	if (rc != 0) {
+		log_warn("event %s: reading targets again failed (%s); sending as read before",
+		         w->d[from].event_id, err);
+	} else {
+		size_t j = 0;
+		for (size_t i = from; i < to; i++) {
+			struct delivery *d = &w->d[i];
+			while (j < got && strcmp(f->page[j].id, d->webhook_id) < 0)
+				j++;
+			if (j < got && strcmp(f->page[j].id, d->webhook_id) == 0) {
+				memcpy(d->target_url, f->page[j].target_url, sizeof(d->target_url));
+			} else {
+				w->side[i].skip = true;
+				record_not_sent(q, d);
+			}
+		}
+	}
+	inbox_add(w, to);
+	if (w->fed == w->n) {
+		f->cur = NULL;
+		release(w); /* the feeder's hold */
+	}
+}
+
 static void fetch_loop(struct fetcher *f, bool fanout)
 {
 	struct jsq *q = f->q;
 	int64_t next_keep = time_mono_ms() + JSQ_ACK_WAIT_MS / 3;
-	/* The fan-out fetcher takes another item only when less than one is queued, so that an
-	 * instance holds few items and the others take the rest of a big event. */
+	/* The fan-out fetcher takes another item only once the last one is fed and less than an
+	 * item is queued, so that an instance holds few items and the others take the rest of
+	 * a big event. */
 	size_t limit = fanout ? JSQ_ITEM_SIZE : RETRY_INBOX_FACTOR * JSQ_ITEM_SIZE;
 	while (!atomic_load(&q->stopping)) {
 		if (!wait_ready(q, fanout))
 			continue;
+		if (f->cur != NULL) {
+			if (wait_for_room(q, f->chunk, true, &next_keep))
+				feed_more(f);
+			continue;
+		}
 		if (!wait_for_room(q, limit, fanout, &next_keep))
 			break;
 		natsMsg *m = fetch_one(fanout ? q->fanout_sub : q->retry_sub);
@@ -1009,6 +1086,8 @@ int jsq_start(struct jsq *q, void (*wake)(void *), void *ctx, char *err, size_t 
 		return -ENOMEM;
 	}
 	ff->q = rf->q = q;
+	ff->chunk = q->cfg.max_in_flight < JSQ_ITEM_SIZE ? q->cfg.max_in_flight : JSQ_ITEM_SIZE;
+	rf->chunk = 1;
 	retry_policy_init(&ff->policy, q->cfg.max_retries, q->cfg.schedule);
 	retry_policy_init(&rf->policy, q->cfg.max_retries, q->cfg.schedule);
 	if (pthread_create(&q->handoff_thread, NULL, handoff_main, q) != 0) {
@@ -1059,6 +1138,11 @@ void jsq_destroy(struct jsq *q)
 		pthread_join(q->fanout_thread, NULL);
 	if (q->fetchers[1] != NULL)
 		pthread_join(q->retry_thread, NULL);
+	/* The item being fed: what was never fed goes back with it. */
+	struct work *cur = q->fetchers[0] != NULL ? q->fetchers[0]->cur : NULL;
+	size_t unfed = cur != NULL ? cur->n - cur->fed : 0;
+	if (cur != NULL)
+		atomic_store(&cur->abandoned, true);
 	free(q->fetchers[0]);
 	free(q->fetchers[1]);
 	/* Outcomes already reported become durable and are ended or handed on. */
@@ -1080,12 +1164,19 @@ void jsq_destroy(struct jsq *q)
 	size_t handed_back = 0;
 	while (w != NULL) {
 		struct work *next = w->inbox_next;
-		size_t left = w->n - w->next;
 		atomic_store(&w->abandoned, true);
 		handed_back++;
-		for (size_t i = 0; i < left; i++)
-			release(w);
+		/* Skipped ones were released by their records, flushed above. */
+		for (size_t i = w->next; i < w->fed; i++) {
+			if (!w->side[i].skip)
+				release(w);
+		}
 		w = next;
+	}
+	if (cur != NULL) {
+		handed_back++;
+		for (size_t i = 0; i < unfed + 1; i++) /* and the feeder's hold */
+			release(cur);
 	}
 	if (handed_back > 0)
 		log_info("handed %zu unfinished work message(s) back to JetStream", handed_back);
