@@ -12,6 +12,12 @@
      request (64 in flight, distinct paths on the 4 ports) and nothing else, which is as fast
      as any single-threaded libcurl dispatcher can go here.
 
+  3. Scale-out: one event of --scale-webhooks webhooks on a target that holds each request
+     20 ms, MAX_IN_FLIGHT=10 per instance, with 1, 2 and 3 webhooks-svc instances sharing the
+     event through JetStream; deliveries/s against instances x 500/s (10 slots / 20 ms).
+  4. Trigger rate: wrk on GET /ip with --trigger-webhooks registered (each accepted trigger is
+     a stored event and a JetStream work item); accepted triggers/s.
+
 Only 127.0.0.1 is used. Every process started here is stopped at the end.
 Each API figure is the median of --runs wrk runs, and each fan-out size the median of
 --fanout-runs runs (this 2-core machine is noisy); the million-webhook RSS run is made once. The
@@ -19,7 +25,8 @@ fan-out also runs with WEBHOOKS_BENCH_NO_RECORD=1 at the first size, to show wha
 costs.
 
 Usage: run.py BUILD_DIR [--duration S] [--runs N] [--fanout 10000,100000] [--fanout-runs N]
-              [--rss-webhooks 1000000]
+              [--rss-webhooks 1000000] [--scale-webhooks 20000] [--trigger-webhooks 10000,1000000]
+              [--only api,fanout,scale,trigger]
 """
 import argparse
 import json
@@ -132,17 +139,20 @@ def trigger(port):
 
 
 class System:
-    """nats-server + webhooks-svc + webhooks-gateway on free ports, SQLite in a temp dir."""
+    """nats-server (JetStream on, in the temp dir) + webhooks-svc instances + webhooks-gateway
+    on free ports, SQLite in the temp dir."""
 
     def __init__(self, bindir, work, svc_env=None):
         self.bindir, self.work = bindir, work
         self.nats_port, self.http_port = free_port(), free_port()
-        self.nats = start(["nats-server", "-a", "127.0.0.1", "-p", str(self.nats_port)])
+        self.nats = start(["nats-server", "-a", "127.0.0.1", "-p", str(self.nats_port), "-js",
+                           "-sd", os.path.join(work, "nats")])
         wait_port(self.nats_port)
         self.db = os.path.join(work, "webhooks.db")
         self.svc_env = {"NATS_URL": f"nats://127.0.0.1:{self.nats_port}",
                         "STORE_URL": "sqlite:" + self.db, "LOG_LEVEL": "warn", **(svc_env or {})}
         self.svc = None
+        self.extra = []
         self.gw = start([os.path.join(bindir, "webhooks-gateway")],
                         {"NATS_URL": f"nats://127.0.0.1:{self.nats_port}", "GATEWAY_BIND": "127.0.0.1",
                          "GATEWAY_PORT": str(self.http_port), "ADMIN_TOKEN": TOKEN, "LOG_LEVEL": "warn"})
@@ -151,6 +161,13 @@ class System:
 
     def start_svc(self):
         self.svc = start([os.path.join(self.bindir, "webhooks-svc")], self.svc_env)
+        self.wait_ready()
+
+    def add_svc(self):
+        """Another instance on the same store and NATS (the scale-out runs)."""
+        self.extra.append(start([os.path.join(self.bindir, "webhooks-svc")], self.svc_env))
+
+    def wait_ready(self):
         end = time.time() + 10
         while time.time() < end:
             try:
@@ -162,7 +179,15 @@ class System:
         raise RuntimeError("webhooks-svc did not come up")
 
     def stop_svc(self):
+        for p in self.extra:
+            stop(p)
+        self.extra = []
         stop(self.svc)
+
+    def stop(self):
+        self.stop_svc()
+        stop(self.gw)
+        stop(self.nats)
 
     def peak_rss_kib(self):
         with open(f"/proc/{self.svc.pid}/status") as f:
@@ -215,16 +240,40 @@ def bench_api(bindir, duration, work, runs):
     return res
 
 
-def seed(db, n, ports):
-    """Register n webhooks straight into the SQLite store (the schema webhooks-svc created):
-    registering a million through HTTP would measure the API again, not the fan-out."""
+def ordered_id(ms, i):
+    """A time-ordered id as webhooks-svc makes them (milliseconds, then a counter, then random
+    bits), so that seeded webhooks sort as registered ones do."""
+    r = uuid.uuid4().int
+    v = (ms << 80) | (0x7 << 76) | ((i & 0xfff) << 64) | (0x2 << 62) | (r & ((1 << 62) - 1))
+    return str(uuid.UUID(int=v))
+
+
+def seed(db, n, ports, path="/ok/hook-{i}"):
+    """Register n webhooks straight into the SQLite store (the schema webhooks-svc created),
+    and its counter and greatest id as the service keeps them: registering a million through
+    HTTP would measure the API again, not the fan-out."""
     con = sqlite3.connect(db)
-    now = int(time.time() * 1000) - 1000
-    rows = ((str(uuid.uuid4()), f"http://127.0.0.1:{ports[i % len(ports)]}/ok/hook-{i}", now, now)
+    now = int(time.time() * 1000) - 10000
+    rows = ((ordered_id(now + i // 4096, i % 4096),
+             f"http://127.0.0.1:{ports[i % len(ports)]}" + path.format(i=i), now, now)
             for i in range(n))
     con.executemany("INSERT INTO webhooks (id, target_url, created_ms, updated_ms) VALUES (?,?,?,?)", rows)
+    con.execute("UPDATE meta SET n = (SELECT count(*) FROM webhooks), "
+                "last_id = (SELECT max(id) FROM webhooks) WHERE k = 'webhooks'")
     con.commit()
     con.close()
+
+
+def wait_delivered(port, n, wait_s):
+    """Poll webhook-target's stats until n requests arrived or wait_s passed."""
+    stats, end = None, time.time() + wait_s
+    while time.time() < end:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_control/stats") as r:
+            stats = json.loads(r.read())
+        if stats["total"] >= n:
+            break
+        time.sleep(0.05)
+    return stats
 
 
 def bench_fanout(bindir, n, work, wait_s, record=True):
@@ -245,13 +294,7 @@ def bench_fanout(bindir, n, work, wait_s, record=True):
 
     status, body, replied_us = trigger(system.http_port)
     assert status == 202 and body["targets"] == n, (status, body)
-    stats, end = None, time.time() + wait_s
-    while time.time() < end:
-        with urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/_control/stats") as r:
-            stats = json.loads(r.read())
-        if stats["total"] >= n:
-            break
-        time.sleep(0.05)
+    stats = wait_delivered(ports[0], n, wait_s)
     rss = system.peak_rss_kib()
     total = stats["total"]
     if not stats.get("lastArrivalUs"):
@@ -261,11 +304,47 @@ def bench_fanout(bindir, n, work, wait_s, record=True):
            "first_delivery_ms": (stats["firstArrivalUs"] - replied_us) / 1000, "peak_rss_mib": rss / 1024,
            "ceiling_requests_per_sec": ceiling["requests_per_sec"],
            "curl_floor_per_sec": floor["transfers_per_sec"]}
-    system.stop_svc()
-    stop(system.gw)
-    stop(system.nats)
+    system.stop()
     stop(tgt)
     return out
+
+
+def bench_scale(bindir, n, instances, work):
+    """One event of n webhooks on a target holding each request 20 ms, MAX_IN_FLIGHT=10 per
+    instance: deliveries/s with `instances` instances sharing it."""
+    tgt = start([os.path.join(bindir, "webhook-target"), "--no-record", "--quiet", "--port", "0"],
+                stdout=subprocess.PIPE)
+    port = int(tgt.stdout.readline().split()[1])
+    system = System(bindir, work, {"MAX_IN_FLIGHT": "10"})
+    system.start_svc()
+    system.stop_svc()
+    seed(system.db, n, [port], "/slow/20/hook-{i}")
+    system.start_svc()
+    for _ in range(instances - 1):
+        system.add_svc()
+    time.sleep(1)  # every instance subscribed and pulling
+    status, body, replied_us = trigger(system.http_port)
+    assert status == 202 and body["targets"] == n, (status, body)
+    stats = wait_delivered(port, n, 120)
+    span_s = (stats["lastArrivalUs"] - replied_us) / 1e6
+    system.stop()
+    stop(tgt)
+    return {"instances": instances, "delivered": stats["total"], "deliveries_per_sec": stats["total"] / span_s,
+            "peak_in_flight": stats.get("peakInFlight")}
+
+
+def bench_trigger(bindir, n, duration, work):
+    """Accepted GET /ip per second with n webhooks registered (their deliveries go to a port
+    where nothing listens, so the fan-out that follows costs little while wrk runs)."""
+    system = System(bindir, work, {"MAX_IN_FLIGHT": "10", "MAX_RETRIES": "0"})
+    system.start_svc()
+    system.stop_svc()
+    seed(system.db, n, [9], "/none/{i}")
+    system.start_svc()
+    r = wrk(system.base, os.path.join(HERE, "get_ip.lua"), 32, duration)
+    system.stop()
+    r["accepted_per_sec"] = (r["requests"] - r["non2xx"]) / r["duration_s"]
+    return r
 
 
 def main():
@@ -280,23 +359,27 @@ def main():
                     help="runs per --fanout size (median); the --rss-webhooks run is made once")
     ap.add_argument("--no-record-overhead", dest="record_overhead", action="store_false",
                     help="skip the run without delivery records that measures their cost")
+    ap.add_argument("--scale-webhooks", type=int, default=20000)
+    ap.add_argument("--trigger-webhooks", default="10000,1000000")
+    ap.add_argument("--only", default="api,fanout,scale,trigger")
     args = ap.parse_args()
+    only = set(args.only.split(","))
     bindir = os.path.join(os.path.abspath(args.build), "bin")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2**30} GiB, {platform.platform()}")
     try:
-        if not args.skip_api:
+        if not args.skip_api and "api" in only:
             with tempfile.TemporaryDirectory() as work:
                 r = bench_api(bindir, args.duration, work, args.runs)
             for name, v in r.items():
                 print(f"api {name:9s} {v['requests_per_sec']:9.0f} req/s  p99 {v['p99_ms']:6.2f} ms  "
                       f"non2xx {int(v['non2xx'])}  (median of {v['all']})")
-        sizes = [int(x) for x in args.fanout.split(",") if x]
+        sizes = [int(x) for x in args.fanout.split(",") if x] if "fanout" in only else []
         plan = [(n, True, args.fanout_runs) for n in sizes]
         if args.record_overhead and sizes:
             plan.insert(1, (sizes[0], False, args.fanout_runs))
-        if args.rss_webhooks:
+        if args.rss_webhooks and "fanout" in only:
             plan.append((args.rss_webhooks, True, 1))
 
         def one(n, record):
@@ -319,6 +402,19 @@ def main():
                          f"worst first delivery {max(x['first_delivery_ms'] for x in results):.2f} ms, "
                          f"highest peak RSS {max(x['peak_rss_mib'] for x in results):.1f} MiB")
             print(line, flush=True)
+        if "scale" in only and args.scale_webhooks:
+            for k in (1, 2, 3):
+                with tempfile.TemporaryDirectory() as work:
+                    r = bench_scale(bindir, args.scale_webhooks, k, work)
+                print(f"scale-out {args.scale_webhooks} webhooks (20 ms each, MAX_IN_FLIGHT=10), {k} instance(s): "
+                      f"{r['deliveries_per_sec']:7.0f}/s = {r['deliveries_per_sec'] / (k * 500):.2f} x {k} x 500/s, "
+                      f"delivered {r['delivered']}, target's peak in flight {r['peak_in_flight']}", flush=True)
+        if "trigger" in only:
+            for n in [int(x) for x in args.trigger_webhooks.split(",") if x]:
+                with tempfile.TemporaryDirectory() as work:
+                    r = bench_trigger(bindir, n, args.duration, work)
+                print(f"trigger with {n:8d} webhooks: {r['accepted_per_sec']:7.0f} accepted/s "
+                      f"(p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, non-202 {int(r['non2xx'])})", flush=True)
     finally:
         stop_all()
 

@@ -71,21 +71,26 @@ struct work {
 
 /* A publish for the hand-off thread. */
 struct job {
-	enum { JOB_FIRST_ITEM, JOB_RETRY } kind;
+	enum { JOB_FIRST_ITEM, JOB_NEXT_ITEM, JOB_RETRY } kind;
 	struct store_event ev; /* JOB_FIRST_ITEM */
 	char last_id[ID_LEN + 1];
 	jsq_published_fn done;
 	void *ctx;
-	struct delivery *d; /* JOB_RETRY: the delivery inside its work */
+	struct chain *chain; /* JOB_NEXT_ITEM */
+	struct delivery *d;  /* JOB_RETRY: the delivery inside its work */
 	int64_t delay_ms;
 };
 
-/* A fetcher waiting for its item's count to be durable. */
-struct item_wait {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool done;
-	int rc;
+/* What follows the count of a work item: once the count is durable, the next item is
+ * published (when the range goes on), and then the item's hold on its work is dropped. */
+struct chain {
+	struct work *w;
+	char event_id[ID_LEN + 1];
+	char ip[STORE_IP_LEN];
+	char after[ID_LEN + 1]; /* the next item's range: (after, last] */
+	char last[ID_LEN + 1];
+	int64_t k; /* this item */
+	bool more; /* an item follows */
 };
 
 struct jsq {
@@ -272,16 +277,26 @@ static int publish_item(struct jsq *q, const char *event_id, const char *ip, con
 	return rc;
 }
 
-/* Count one item of an event through the recorder; wait is NULL when nobody waits. */
-static int count_item(struct jsq *q, const char *event_id, int64_t k, int64_t deliveries, bool last,
-                      struct item_wait *wait)
+static void item_op(struct store_op *op, const char *event_id, int64_t k, int64_t deliveries,
+                    bool last)
 {
-	struct store_op op = {.kind = STORE_OP_EVENT_ITEM};
-	snprintf(op.item.event_id, sizeof(op.item.event_id), "%s", event_id);
-	op.item.item = k;
-	op.item.deliveries = deliveries;
-	op.item.last = last;
-	return writer_submit(q->recorder, &op, wait);
+	*op = (struct store_op){.kind = STORE_OP_EVENT_ITEM};
+	snprintf(op->item.event_id, sizeof(op->item.event_id), "%s", event_id);
+	op->item.item = k;
+	op->item.deliveries = deliveries;
+	op->item.last = last;
+}
+
+/* Mark an event that will have no deliveries, at once (rare: JetStream refused it, or there
+ * are no webhooks). Written directly, so that the hand-off thread never waits on the
+ * recorder, which may be waiting on it. */
+static void mark_empty(struct jsq *q, const char *event_id)
+{
+	struct store_op op;
+	item_op(&op, event_id, 0, 0, true);
+	char err[STORE_ERR_LEN];
+	if (store_apply(q->store, &op, 1, err, sizeof(err)) != 0)
+		log_warn("event %s: could not mark it as having no deliveries: %s", event_id, err);
 }
 
 static void run_first_item(struct jsq *q, struct job *j)
@@ -305,10 +320,24 @@ static void run_first_item(struct jsq *q, struct job *j)
 		/* Nothing will be delivered: say so in the event, so that it shows no pending
 		 * deliveries. */
 		log_warn("event %s not accepted: %s", j->ev.id, err);
-		if (count_item(q, j->ev.id, 0, 0, true, NULL) != 0)
-			log_warn("event %s: could not mark it empty", j->ev.id);
+		mark_empty(q, j->ev.id);
 	}
 	j->done(j->ctx, &j->ev, rc, err);
+}
+
+static void run_next_item(struct jsq *q, struct job *j)
+{
+	struct chain *c = j->chain;
+	char err[256];
+	if (publish_item(q, c->event_id, c->ip, c->after, c->last, c->k + 1, err, sizeof(err)) !=
+	    0) {
+		/* This item comes back, is counted as a no-op and publishes the next again. */
+		log_warn("event %s item %lld: publishing the next item failed (%s)", c->event_id,
+		         (long long)c->k, err);
+		atomic_store(&c->w->abandoned, true);
+	}
+	release(c->w);
+	free(c);
 }
 
 static void run_retry_handoff(struct jsq *q, struct job *j)
@@ -349,6 +378,8 @@ static void *handoff_main(void *arg)
 		pthread_mutex_unlock(&q->job_lock);
 		if (j.kind == JOB_FIRST_ITEM)
 			run_first_item(q, &j);
+		else if (j.kind == JOB_NEXT_ITEM)
+			run_next_item(q, &j);
 		else
 			run_retry_handoff(q, &j);
 	}
@@ -377,10 +408,7 @@ void jsq_publish_event(struct jsq *q, const struct store_event *ev, const char *
 {
 	if (last_id[0] == '\0') {
 		/* No webhooks: nothing to deliver, and nothing to put in JetStream. */
-		if (count_item(q, ev->id, 0, 0, true, NULL) != 0) {
-			done(ctx, ev, -ESHUTDOWN, "the service is stopping");
-			return;
-		}
+		mark_empty(q, ev->id);
 		done(ctx, ev, 0, "");
 		return;
 	}
@@ -395,14 +423,19 @@ void jsq_publish_event(struct jsq *q, const struct store_event *ev, const char *
 static void on_recorded(void *ctx, const struct store_op *op, int batch_rc, const char *err)
 {
 	if (op->kind == STORE_OP_EVENT_ITEM) {
-		struct item_wait *wait = ctx;
-		if (wait == NULL)
+		struct chain *c = ctx;
+		int rc = batch_rc != 0 ? batch_rc : op->result;
+		if (rc == 0 && c->more) {
+			struct job j = {.kind = JOB_NEXT_ITEM, .chain = c};
+			job_push(c->w->q, &j);
 			return;
-		pthread_mutex_lock(&wait->lock);
-		wait->done = true;
-		wait->rc = batch_rc != 0 ? batch_rc : op->result;
-		pthread_cond_signal(&wait->cond);
-		pthread_mutex_unlock(&wait->lock);
+		}
+		if (rc == -ENOENT)
+			log_warn("event %s item %lld: no such event", c->event_id, (long long)c->k);
+		else if (rc != 0)
+			atomic_store(&c->w->abandoned, true); /* counted when it comes back */
+		release(c->w);
+		free(c);
 		return;
 	}
 	struct delivery *d = ctx;
@@ -737,16 +770,6 @@ static void nak_later(natsMsg *m, int64_t delay_ms)
 	natsMsg_Destroy(m);
 }
 
-/* Wait for a count submitted with count_item. */
-static int wait_item(struct item_wait *w)
-{
-	pthread_mutex_lock(&w->lock);
-	while (!w->done)
-		pthread_cond_wait(&w->cond, &w->lock);
-	pthread_mutex_unlock(&w->lock);
-	return w->rc;
-}
-
 /* The per-fetcher buffers. */
 struct fetcher {
 	struct jsq *q;
@@ -790,35 +813,6 @@ static void take_item(struct fetcher *f, natsMsg *m)
 		n++;
 	bool more = n == JSQ_ITEM_SIZE && strcmp(f->page[n - 1].id, last) < 0;
 
-	/* Count this item before the next one exists, so that items are counted in order and
-	 * the last one's count makes the event's total final. */
-	struct item_wait wait = {.lock = PTHREAD_MUTEX_INITIALIZER,
-	                         .cond = PTHREAD_COND_INITIALIZER};
-	rc = count_item(q, event_id, k, (int64_t)n, !more, &wait);
-	if (rc == 0)
-		rc = wait_item(&wait);
-	pthread_mutex_destroy(&wait.lock);
-	pthread_cond_destroy(&wait.cond);
-	if (rc == -ENOENT) {
-		log_warn("dropping work item %lld of event %s: no such event", (long long)k,
-		         event_id);
-		(void)natsMsg_Ack(m, NULL);
-		natsMsg_Destroy(m);
-		json_decref(o);
-		return;
-	}
-	if (rc != 0) {
-		log_warn("event %s item %lld: counting it failed; taken again in %d ms", event_id,
-		         (long long)k, STORE_RETRY_MS);
-		goto later;
-	}
-	if (more &&
-	    publish_item(q, event_id, ip, f->page[n - 1].id, last, k + 1, err, sizeof(err)) != 0) {
-		log_warn("event %s item %lld: publishing the next item failed (%s)", event_id,
-		         (long long)k, err);
-		goto later;
-	}
-
 	bool again = times_delivered(m) > 1;
 	for (size_t i = 0; i < n; i++)
 		id_derive(f->ids[i], event_id, f->page[i].id);
@@ -859,6 +853,32 @@ static void take_item(struct fetcher *f, natsMsg *m)
 		}
 	}
 	size_t handed = n - back;
+	/* Count this item, and only once that is durable publish the next one (chain), so that
+	 * items are counted in order and the last one's count makes the event's total final.
+	 * Sending does not wait for either; the work is not acked before both are done. */
+	struct chain *c = calloc(1, sizeof(*c));
+	atomic_fetch_add(&w->pending, 1); /* the chain's hold */
+	if (c == NULL) {
+		log_error("out of memory: event %s item %lld will be taken again", event_id,
+		          (long long)k);
+		atomic_store(&w->abandoned, true);
+		release(w);
+	} else {
+		c->w = w;
+		c->k = k;
+		c->more = more;
+		memcpy(c->event_id, event_id, sizeof(c->event_id));
+		snprintf(c->ip, sizeof(c->ip), "%s", ip);
+		snprintf(c->after, sizeof(c->after), "%s", more ? f->page[n - 1].id : "");
+		memcpy(c->last, last, sizeof(c->last));
+		struct store_op op;
+		item_op(&op, event_id, k, (int64_t)n, !more);
+		if (writer_submit(q->recorder, &op, c) != 0) {
+			atomic_store(&w->abandoned, true);
+			release(w);
+			free(c);
+		}
+	}
 	if (handed > 0)
 		log_info("event %s item %lld taken again: %zu retries handed on, %zu to send",
 		         event_id, (long long)k, handed, w->n);
@@ -1166,11 +1186,13 @@ void jsq_destroy(struct jsq *q)
 		struct work *next = w->inbox_next;
 		atomic_store(&w->abandoned, true);
 		handed_back++;
-		/* Skipped ones were released by their records, flushed above. */
-		for (size_t i = w->next; i < w->fed; i++) {
-			if (!w->side[i].skip)
-				release(w);
-		}
+		/* Skipped ones were released by their records, flushed above. Count first: the
+		 * last release frees w. */
+		size_t left = 0;
+		for (size_t i = w->next; i < w->fed; i++)
+			left += !w->side[i].skip;
+		for (size_t i = 0; i < left; i++)
+			release(w);
 		w = next;
 	}
 	if (cur != NULL) {
