@@ -3,13 +3,17 @@
   * the store locked for seconds in the middle of an event (another process holds SQLite's
     write lock longer than the service's busy timeout): the failed batch of attempt records
     is logged and tried again, nothing is sent twice, and the event still ends complete;
+  * JetStream out of storage (a full disk, for NATS): GET /ip answers 503 and nothing is
+    half-accepted; once JetStream has room again, triggers are taken and delivered;
   * SIGTERM while hundreds of triggers are queued on the service's subscription: it exits 0
     within 5 s without a sanitizer report (no callback may run after what it uses is freed),
     and every trigger that was answered 202 is delivered in full after a restart.
 """
 
 import json
+import os
 import sqlite3
+import tempfile
 import threading
 import time
 import uuid
@@ -100,6 +104,44 @@ class QueuedTriggersAtSigtermTest(DeliveryCase):
             ids = {r['headers']['webhook-id'] for r in seen[path]}
             # At least once per accepted event, and one delivery id per event.
             self.assertGreaterEqual(len(ids), len(accepted))
+
+
+# A nats-server configuration whose JetStream has no room for anything.
+NO_ROOM_CONF = os.path.join(tempfile.mkdtemp(prefix='webhooks-nats-conf-'), 'no-room.conf')
+with open(NO_ROOM_CONF, 'w') as f:
+    f.write('jetstream {\n  max_file_store: 1\n  max_memory_store: 1\n}\n')
+
+
+class JetStreamFullTest(DeliveryCase):
+    stack_options = {'nats_args': ('-c', NO_ROOM_CONF)}
+
+    def test_ip_is_503_while_jetstream_is_full_then_delivers(self):
+        hook = self.register('/ok/full')
+        r = self.gw.request('GET', '/ip', auth=False)
+        self.assertEqual(r.status, 503, r)
+        self.assertEqual(r.json['error']['code'], 'unavailable', r)
+        self.assertEqual(self.target.stats()['total'], 0)
+        # Room again (same port, same store directory): the service sets up its stream and
+        # takes triggers; the refused one never turns up.
+        self.stack.nats.extra_args = []
+        self.stack.nats.restart()
+        self.gw.wait_healthy(30)
+        ev = None
+        deadline = time.monotonic() + 30
+        while ev is None and time.monotonic() < deadline:
+            r = self.gw.request('GET', '/ip', auth=False)
+            if r.status == 202:
+                ev = r.json
+            else:
+                self.assertEqual(r.status, 503, r)
+                time.sleep(0.2)
+        self.assertIsNotNone(ev, 'no trigger accepted after JetStream had room again')
+        s = self.wait_event(ev['eventId'], 30)
+        self.assertEqual((s['targets'], s['succeeded'], s['pending']), (1, 1, 0), s)
+        reqs = self.target.by_path()['/ok/full']
+        self.assertEqual(len(reqs), 1, 'the refused trigger was delivered after all')
+        dels, _ = self.deliveries(ev['eventId'])
+        self.assertEqual([d['webhookId'] for d in dels], [hook['id']])
 
 
 if __name__ == '__main__':

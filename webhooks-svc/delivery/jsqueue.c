@@ -618,10 +618,20 @@ static int setup(struct jsq *q, char *err, size_t errlen)
 	sc.Retention = js_WorkQueuePolicy;
 	sc.Storage = js_FileStorage;
 	sc.Duplicates = (int64_t)DEDUP_WINDOW_MS * 1000000;
+	/* Bounded, and full means refusing new work (a 503 for /ip, a retry handed on later):
+	 * the default, discarding the oldest messages, would drop accepted deliveries. */
+	sc.MaxBytes = JSQ_MAX_BYTES;
+	sc.Discard = js_DiscardNew;
 	jsErrCode jerr = 0;
 	jsStreamInfo *si = NULL;
 	natsStatus s = js_AddStream(&si, q->js, &sc, NULL, &jerr);
 	jsStreamInfo_Destroy(si);
+	if (jerr == JSStreamNameExistErr) {
+		/* Made by an older version, with other settings: bring it up to these. */
+		si = NULL;
+		s = js_UpdateStream(&si, q->js, &sc, NULL, &jerr);
+		jsStreamInfo_Destroy(si);
+	}
 	if (!js_ok_or_exists(s, jerr)) {
 		snprintf(err, errlen, "stream %s: %s (%d)", JSQ_STREAM, natsStatus_GetText(s),
 		         (int)jerr);
@@ -879,6 +889,8 @@ static void take_item(struct fetcher *f, natsMsg *m)
 			free(c);
 		}
 	}
+	log_debug("event %s item %lld taken: %zu deliveries%s", event_id, (long long)k, n,
+	          again ? " (again)" : "");
 	if (handed > 0)
 		log_info("event %s item %lld taken again: %zu retries handed on, %zu to send",
 		         event_id, (long long)k, handed, w->n);

@@ -1,7 +1,8 @@
 /* jsqueue.h -- the durable delivery queue: every event's fan-out and every waiting retry live
  * in NATS JetStream, shared by all instances of the service.
  *
- * The work stream (WEBHOOKS_WORK, work-queue retention, file storage) holds two kinds of
+ * The work stream (WEBHOOKS_WORK, work-queue retention, file storage, at most JSQ_MAX_BYTES,
+ * refusing new messages when full rather than dropping old ones) holds two kinds of
  * messages, each taken by one durable pull consumer that every instance shares:
  *
  *   webhooks.work.fanout  a work item: the deliveries of one event to a range of up to
@@ -38,6 +39,7 @@
 #define JSQ_STREAM      "WEBHOOKS_WORK"
 #define JSQ_ITEM_SIZE   256   /* webhooks per work item */
 #define JSQ_ACK_WAIT_MS 30000 /* an unacked message goes to another instance after this */
+#define JSQ_MAX_BYTES   (1024LL * 1024 * 1024) /* the stream's bound: full refuses new work */
 
 struct work;
 
