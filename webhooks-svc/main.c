@@ -153,11 +153,14 @@ int main(int argc, char **argv)
 	log_info("received %s; draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 	exit_code = 0;
 out:
+	/* Everything that takes new work stops at once; the drains run side by side. */
 	jsq_stop_fetching(svc.queue);
+	dispatch_stop(svc.dispatch);
 	if (svc.nc != NULL)
 		handlers_drain(&svc, DRAIN_MS);
 	/* Complete queued writes while NATS is still open, so their replies go out. */
 	writer_destroy(svc.writer);
+	jsq_wait_fetchers(svc.queue);
 	dispatch_destroy(svc.dispatch);
 	jsq_destroy(svc.queue);
 	if (svc.nc != NULL) {

@@ -328,12 +328,19 @@ void dispatch_wakeup(struct dispatch *d)
 	curl_multi_wakeup(d->multi);
 }
 
-void dispatch_destroy(struct dispatch *d)
+void dispatch_stop(struct dispatch *d)
 {
 	if (d == NULL)
 		return;
 	atomic_store(&d->stopping, true);
 	curl_multi_wakeup(d->multi);
+}
+
+void dispatch_destroy(struct dispatch *d)
+{
+	if (d == NULL)
+		return;
+	dispatch_stop(d);
 	pthread_join(d->thread, NULL);
 	for (size_t i = 0; i < d->cfg.max_in_flight; i++) {
 		if (d->slots[i].easy != NULL)

@@ -25,6 +25,10 @@ struct dispatch *dispatch_create(const struct dispatch_config *cfg, struct jsq *
 /* Wake the dispatcher because new work was submitted to the queue. Thread-safe. */
 void dispatch_wakeup(struct dispatch *d);
 
+/* Stop starting transfers and start the drain (drain_ms from now); returns at once. The
+ * thread goes on until dispatch_destroy. Thread-safe. */
+void dispatch_stop(struct dispatch *d);
+
 /* Stop starting transfers, let in-flight ones finish for up to drain_ms, hand the rest back to
  * the queue (jsq_abandon), stop the thread and free everything. Accepts NULL. */
 void dispatch_destroy(struct dispatch *d);

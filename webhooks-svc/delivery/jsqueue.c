@@ -19,6 +19,7 @@
 #include "jsqueue.h"
 
 #include <errno.h>
+#include <arpa/inet.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -36,11 +37,14 @@
 #define SUBJECT_RETRY      "webhooks.work.retry"
 #define CONSUMER_FANOUT    "webhooks-fanout"
 #define CONSUMER_RETRY     "webhooks-retry"
-#define DEDUP_WINDOW_MS    (10 * 60 * 1000) /* a republished item or retry within it is dropped */
+#define DEDUP_WINDOW_MS    (60 * 60 * 1000) /* a republished item or retry within it is dropped */
 #define FETCH_WAIT_MS      500  /* a fetch long-polls this long; bounds how fast fetchers stop */
 #define SETUP_RETRY_MS     1000 /* JetStream unreachable: try the setup again after this */
 #define STORE_RETRY_MS     1000 /* the store failed: the message comes back after this */
-#define PUBLISH_WAIT_MS    2000 /* JetStream's acknowledgement of a publish */
+#define PUBLISH_WAIT_MS    1500 /* JetStream's acknowledgement of a publish */
+#define FIRST_ITEM_TRIES   2    /* a first item's publish is sent again once on a timeout */
+#define MAX_NAK_DELAY_MS   (30LL * 24 * 3600 * 1000) /* no message is held back longer */
+#define MAX_ITEMS          (1LL << 31)               /* items per event, beyond any store */
 #define RECORDER_BATCH     512
 #define HANDOFF_CAPACITY   4096
 #define RETRY_INBOX_FACTOR 2 /* the retry fetcher stops at this many items' worth queued */
@@ -55,15 +59,16 @@ struct side {
 struct work {
 	natsMsg *msg;
 	struct jsq *q;
-	_Atomic int pending;    /* deliveries not yet ended, + 1 while being built or fed */
-	_Atomic bool abandoned; /* hand it back at once (nak) instead of acking */
-	bool is_retry;          /* a retry message (one delivery), else a work item */
-	int64_t nak_delay_ms;   /* > 0: a retry message that failed again, naked with this */
-	size_t n;               /* deliveries to send: d[0..n); hand-offs sit after them */
-	size_t fed;             /* d[0..fed) were put in the inbox (inbox lock) */
-	size_t next;            /* the next to hand out (inbox lock) */
+	_Atomic int pending;          /* deliveries not yet ended, + 1 while being built or fed */
+	_Atomic bool abandoned;       /* hand it back at once (nak) instead of acking */
+	bool is_retry;                /* a retry message (one delivery), else a work item */
+	_Atomic int64_t nak_delay_ms; /* naked with this delay: a retry due later, or a failure */
+	size_t n;                     /* deliveries to send: d[0..n); hand-offs sit after them */
+	size_t fed;                   /* d[0..fed) were put in the inbox (inbox lock) */
+	size_t next;                  /* the next to hand out (inbox lock) */
 	bool in_inbox;
 	struct work *inbox_next;
+	struct work *unlinked_next; /* jsq_take's own list of what it unlinked (dispatcher) */
 	struct work *prev, *next_held; /* in the list of held messages */
 	struct side *side; /* per delivery, apart from d so that the dispatcher copies less */
 	struct delivery d[];
@@ -114,16 +119,21 @@ struct jsq {
 	bool ready;         /* stream and consumers exist and are subscribed */
 	size_t outstanding; /* taken by the dispatcher, not reported (dispatcher thread) */
 
+	_Atomic bool starved; /* jsq_take was held back by a full recorder */
+
 	pthread_mutex_t job_lock;
 	pthread_cond_t job_ready, job_room;
-	struct job *jobs; /* a ring of HANDOFF_CAPACITY */
-	size_t job_head, job_count;
+	struct ring {
+		struct job *jobs; /* HANDOFF_CAPACITY of them */
+		size_t head, count;
+	} firsts, others; /* first items go before everything else: a trigger waits on them */
 	bool job_stop;
 
 	_Atomic bool stopping;
 	bool started;
 	struct fetcher *fetchers[2]; /* fan-out, retry */
-	pthread_t fanout_thread, retry_thread, handoff_thread;
+	pthread_t fanout_thread, retry_thread, handoff_thread, keeper_thread;
+	bool running[3]; /* the fan-out fetcher, the retry fetcher, the keeper */
 };
 
 struct fetcher;
@@ -144,10 +154,13 @@ static void finish(struct work *w)
 	q->nheld--;
 	pthread_mutex_unlock(&q->lock);
 	natsStatus s;
-	if (atomic_load(&w->abandoned))
+	int64_t delay = atomic_load(&w->nak_delay_ms);
+	if (delay > MAX_NAK_DELAY_MS)
+		delay = MAX_NAK_DELAY_MS;
+	if (delay > 0)
+		s = natsMsg_NakWithDelay(w->msg, delay, NULL);
+	else if (atomic_load(&w->abandoned))
 		s = natsMsg_Nak(w->msg, NULL);
-	else if (w->nak_delay_ms > 0)
-		s = natsMsg_NakWithDelay(w->msg, w->nak_delay_ms, NULL);
 	else
 		s = natsMsg_Ack(w->msg, NULL);
 	/* A lost ack or nak only means the message comes back after the ack wait, and whoever
@@ -159,11 +172,19 @@ static void finish(struct work *w)
 	free(w);
 }
 
-/* One delivery of w (or the builder's hold) is over. */
+/* One delivery of w (or a hold on it) is over. */
 static void release(struct work *w)
 {
 	if (atomic_fetch_sub(&w->pending, 1) == 1)
 		finish(w);
+}
+
+/* Hand w back instead of acking it, redelivered after delay_ms: 0 at shutdown (another
+ * instance takes it at once), a pause after a failure, so that it does not spin. */
+static void give_back(struct work *w, int64_t delay_ms)
+{
+	atomic_store(&w->nak_delay_ms, delay_ms);
+	atomic_store(&w->abandoned, true);
 }
 
 static struct work *work_new(struct jsq *q, natsMsg *msg, size_t n)
@@ -200,6 +221,9 @@ static void inbox_add(struct work *w, size_t upto)
 	w->fed = upto;
 	q->queued += added;
 	if (!w->in_inbox && w->next < w->fed) {
+		/* The inbox holds w until it unlinks it: its skipped deliveries are released by
+		 * their records, which may come before jsq_take passes over them. */
+		atomic_fetch_add(&w->pending, 1);
 		w->in_inbox = true;
 		w->inbox_next = NULL;
 		if (q->inbox_tail != NULL)
@@ -255,6 +279,14 @@ static int publish(struct jsq *q, const char *subject, json_t *body, const char 
 		return 0;
 	snprintf(err, errlen, "JetStream did not take the message: %s (%d)", natsStatus_GetText(s),
 	         (int)jerr);
+	if (s == NATS_TIMEOUT)
+		return -ETIMEDOUT; /* it may have been stored: only the answer is missing */
+	if (s == NATS_NO_RESPONDERS || jerr == JSStreamNotFoundErr) {
+		/* The stream is gone (a new nats-server data directory): set it up again. */
+		pthread_mutex_lock(&q->lock);
+		q->ready = false;
+		pthread_mutex_unlock(&q->lock);
+	}
 	return -EAGAIN;
 }
 
@@ -314,8 +346,13 @@ static void run_first_item(struct jsq *q, struct job *j)
 	} else {
 		snprintf(err, sizeof(err), "the service is stopping");
 	}
-	if (rc == 0)
+	/* A timeout leaves the outcome unknown: the same message id again either stores it or
+	 * is answered as a duplicate of the stored one, which settles it either way. */
+	for (int tries = 0; rc == 0 || (rc == -ETIMEDOUT && tries < FIRST_ITEM_TRIES); tries++) {
 		rc = publish_item(q, j->ev.id, j->ev.ip, "", j->last_id, 0, err, sizeof(err));
+		if (rc == 0)
+			break;
+	}
 	if (rc != 0) {
 		/* Nothing will be delivered: say so in the event, so that it shows no pending
 		 * deliveries. */
@@ -334,7 +371,7 @@ static void run_next_item(struct jsq *q, struct job *j)
 		/* This item comes back, is counted as a no-op and publishes the next again. */
 		log_warn("event %s item %lld: publishing the next item failed (%s)", c->event_id,
 		         (long long)c->k, err);
-		atomic_store(&c->w->abandoned, true);
+		give_back(c->w, STORE_RETRY_MS);
 	}
 	release(c->w);
 	free(c);
@@ -355,7 +392,7 @@ static void run_retry_handoff(struct jsq *q, struct job *j)
 		 * and hands the retry on then. */
 		log_warn("delivery %s: retry not handed on (%s); its work item will be taken again",
 		         d->id, rc == -ENOMEM ? "out of memory" : err);
-		atomic_store(&d->work->abandoned, true);
+		give_back(d->work, STORE_RETRY_MS);
 	}
 	release(d->work);
 }
@@ -365,16 +402,17 @@ static void *handoff_main(void *arg)
 	struct jsq *q = arg;
 	for (;;) {
 		pthread_mutex_lock(&q->job_lock);
-		while (q->job_count == 0 && !q->job_stop)
+		while (q->firsts.count == 0 && q->others.count == 0 && !q->job_stop)
 			pthread_cond_wait(&q->job_ready, &q->job_lock);
-		if (q->job_count == 0) {
+		struct ring *r = q->firsts.count > 0 ? &q->firsts : &q->others;
+		if (r->count == 0) {
 			pthread_mutex_unlock(&q->job_lock);
 			return NULL;
 		}
-		struct job j = q->jobs[q->job_head];
-		q->job_head = (q->job_head + 1) % HANDOFF_CAPACITY;
-		q->job_count--;
-		pthread_cond_signal(&q->job_room);
+		struct job j = r->jobs[r->head];
+		r->head = (r->head + 1) % HANDOFF_CAPACITY;
+		r->count--;
+		pthread_cond_broadcast(&q->job_room);
 		pthread_mutex_unlock(&q->job_lock);
 		if (j.kind == JOB_FIRST_ITEM)
 			run_first_item(q, &j);
@@ -385,22 +423,29 @@ static void *handoff_main(void *arg)
 	}
 }
 
-/* Queue a job; blocks while the ring is full, which pushes back on whoever hands work on. */
-static void job_push(struct jsq *q, const struct job *j)
+/* Queue a job; blocks while its ring is full, which pushes back on whoever hands work on,
+ * until the queue is stopping: then returns -ECANCELED and the caller gives its work back. */
+static int job_push(struct jsq *q, const struct job *j)
 {
+	struct ring *r = j->kind == JOB_FIRST_ITEM ? &q->firsts : &q->others;
 	pthread_mutex_lock(&q->job_lock);
-	while (q->job_count == HANDOFF_CAPACITY)
+	while (r->count == HANDOFF_CAPACITY && !atomic_load(&q->stopping))
 		pthread_cond_wait(&q->job_room, &q->job_lock);
-	q->jobs[(q->job_head + q->job_count) % HANDOFF_CAPACITY] = *j;
-	q->job_count++;
+	if (r->count == HANDOFF_CAPACITY) {
+		pthread_mutex_unlock(&q->job_lock);
+		return -ECANCELED;
+	}
+	r->jobs[(r->head + r->count) % HANDOFF_CAPACITY] = *j;
+	r->count++;
 	pthread_cond_signal(&q->job_ready);
 	pthread_mutex_unlock(&q->job_lock);
+	return 0;
 }
 
-static void hand_on_retry(struct jsq *q, struct delivery *d, int64_t delay_ms)
+static int hand_on_retry(struct jsq *q, struct delivery *d, int64_t delay_ms)
 {
 	struct job j = {.kind = JOB_RETRY, .d = d, .delay_ms = delay_ms};
-	job_push(q, &j);
+	return job_push(q, &j);
 }
 
 void jsq_publish_event(struct jsq *q, const struct store_event *ev, const char *last_id,
@@ -414,47 +459,64 @@ void jsq_publish_event(struct jsq *q, const struct store_event *ev, const char *
 	}
 	struct job j = {.kind = JOB_FIRST_ITEM, .ev = *ev, .done = done, .ctx = ctx};
 	snprintf(j.last_id, sizeof(j.last_id), "%s", last_id);
-	job_push(q, &j);
+	if (job_push(q, &j) != 0) {
+		mark_empty(q, ev->id);
+		done(ctx, ev, -ESHUTDOWN, "the service is stopping");
+	}
 }
 
 /* --------------------------------------------------------------------------------------------
  * Records */
+
+/* The recorder has room again: a dispatcher that jsq_take held back may take work now. */
+static void wake_if_starved(struct jsq *q)
+{
+	if (atomic_load(&q->starved) && atomic_exchange(&q->starved, false))
+		q->wake(q->wake_ctx);
+}
 
 static void on_recorded(void *ctx, const struct store_op *op, int batch_rc, const char *err)
 {
 	if (op->kind == STORE_OP_EVENT_ITEM) {
 		struct chain *c = ctx;
 		int rc = batch_rc != 0 ? batch_rc : op->result;
+		struct jsq *q = c->w->q;
 		if (rc == 0 && c->more) {
 			struct job j = {.kind = JOB_NEXT_ITEM, .chain = c};
-			job_push(c->w->q, &j);
-			return;
-		}
-		if (rc == -ENOENT)
+			if (job_push(q, &j) == 0)
+				return;
+			give_back(c->w, 0); /* stopping */
+		} else if (rc == -ENOENT) {
 			log_warn("event %s item %lld: no such event", c->event_id, (long long)c->k);
-		else if (rc != 0)
-			atomic_store(&c->w->abandoned, true); /* counted when it comes back */
+		} else if (rc != 0) {
+			give_back(c->w, STORE_RETRY_MS); /* counted when it comes back */
+		}
 		release(c->w);
 		free(c);
+		wake_if_starved(q);
 		return;
 	}
 	struct delivery *d = ctx;
 	struct work *w = d->work;
+	struct jsq *q = w->q;
 	if (batch_rc != 0) {
 		/* Not durable (only when stopping: the recorder retries until then): hand the
 		 * message back, and this attempt will be made again. */
-		atomic_store(&w->abandoned, true);
+		give_back(w, 0);
 	} else if (op->attempt.status == STORE_DELIVERY_PENDING) {
 		int64_t delay = w->side[d->index].retry_delay_ms;
 		if (w->is_retry) {
 			/* A retry message: it comes back itself when the next attempt is due. */
-			w->nak_delay_ms = delay > 0 ? delay : 1;
-		} else {
-			hand_on_retry(w->q, d, delay);
+			atomic_store(&w->nak_delay_ms, delay > 0 ? delay : 1);
+		} else if (hand_on_retry(q, d, delay) == 0) {
+			wake_if_starved(q);
 			return;
+		} else {
+			give_back(w, 0); /* stopping */
 		}
 	}
 	release(w);
+	wake_if_starved(q);
 }
 
 /* --------------------------------------------------------------------------------------------
@@ -462,11 +524,16 @@ static void on_recorded(void *ctx, const struct store_op *op, int batch_rc, cons
 
 size_t jsq_take(struct jsq *q, struct delivery *out, size_t max)
 {
-	size_t room = writer_room(q->recorder);
-	room = room > q->outstanding ? room - q->outstanding : 0;
-	if (max > room)
+	/* Every outcome must find room in the recorder, beside what the fetchers submit (at most
+	 * a chunk of unsent records and a count at a time). */
+	size_t room = writer_room(q->recorder), keep = q->outstanding + q->cfg.max_in_flight + 16;
+	room = room > keep ? room - keep : 0;
+	if (max > room) {
 		max = room;
+		atomic_store(&q->starved, true); /* the recorder wakes us when it has room */
+	}
 	size_t n = 0;
+	struct work *unlinked = NULL;
 	pthread_mutex_lock(&q->lock);
 	while (n < max && q->inbox_head != NULL) {
 		struct work *w = q->inbox_head;
@@ -479,14 +546,23 @@ size_t jsq_take(struct jsq *q, struct delivery *out, size_t max)
 			q->inbox_head = w->inbox_next;
 			if (q->inbox_head == NULL)
 				q->inbox_tail = NULL;
-			w->inbox_next = NULL;
 			w->in_inbox = false;
+			w->inbox_next = NULL;
+			/* A list of its own: once unlocked, a fetcher may link w again at once. */
+			w->unlinked_next = unlinked;
+			unlinked = w;
 		}
 	}
 	q->queued -= n;
 	if (n > 0)
 		pthread_cond_broadcast(&q->room);
 	pthread_mutex_unlock(&q->lock);
+	/* The inbox's holds, dropped outside the lock: finishing a work takes it. */
+	while (unlinked != NULL) {
+		struct work *w = unlinked;
+		unlinked = w->unlinked_next;
+		release(w);
+	}
 	q->outstanding += n;
 	return n;
 }
@@ -513,7 +589,7 @@ static void record(struct jsq *q, struct delivery *orig, const struct store_op *
 		return;
 	}
 	if (writer_submit(q->recorder, op, orig) != 0) {
-		atomic_store(&orig->work->abandoned, true);
+		give_back(orig->work, 0); /* stopping: made again by whoever takes it */
 		release(orig->work);
 	}
 }
@@ -555,7 +631,7 @@ void jsq_report(struct jsq *q, const struct delivery *d, const struct delivery_o
 void jsq_abandon(struct jsq *q, const struct delivery *d)
 {
 	q->outstanding--;
-	atomic_store(&d->work->abandoned, true);
+	give_back(d->work, 0);
 	release(d->work);
 }
 
@@ -583,7 +659,13 @@ static int add_consumer(struct jsq *q, const char *name, const char *subject,
 	jsConsumerInfo *ci = NULL;
 	natsStatus s = js_AddConsumer(&ci, q->js, JSQ_STREAM, &cc, NULL, &jerr);
 	jsConsumerInfo_Destroy(ci);
-	if (js_ok_or_exists(s, jerr))
+	if (jerr == JSConsumerNameExistErr) {
+		/* Made by an older version, with other settings: bring it up to these. */
+		ci = NULL;
+		s = js_UpdateConsumer(&ci, q->js, JSQ_STREAM, &cc, NULL, &jerr);
+		jsConsumerInfo_Destroy(ci);
+	}
+	if (s == NATS_OK)
 		return 0;
 	snprintf(err, errlen, "consumer %s: %s (%d)", name, natsStatus_GetText(s), (int)jerr);
 	return -EIO;
@@ -704,33 +786,27 @@ static void keep_alive(struct jsq *q)
 	pthread_mutex_unlock(&q->lock);
 }
 
-/* Wait until the inbox holds fewer than limit deliveries; false when stopping. The fan-out
- * fetcher keeps the held messages alive meanwhile. */
-static bool wait_for_room(struct jsq *q, size_t limit, bool keeper, int64_t *next_keep)
+/* Wait until the inbox holds fewer than limit deliveries; false when stopping. */
+static bool wait_for_room(struct jsq *q, size_t limit)
 {
 	pthread_mutex_lock(&q->lock);
-	while (q->queued >= limit && !atomic_load(&q->stopping)) {
-		wait_room(q, keeper ? *next_keep : time_mono_ms() + FETCH_WAIT_MS);
-		if (keeper && time_mono_ms() >= *next_keep) {
-			pthread_mutex_unlock(&q->lock);
-			keep_alive(q);
-			*next_keep = time_mono_ms() + JSQ_ACK_WAIT_MS / 3;
-			pthread_mutex_lock(&q->lock);
-		}
-	}
+	while (q->queued >= limit && !atomic_load(&q->stopping))
+		wait_room(q, time_mono_ms() + FETCH_WAIT_MS);
 	pthread_mutex_unlock(&q->lock);
 	return !atomic_load(&q->stopping);
 }
 
-/* Take one message from sub, waiting up to FETCH_WAIT_MS; NULL when none came. */
-static natsMsg *fetch_one(natsSubscription *sub)
+/* Take one message from sub, waiting up to FETCH_WAIT_MS; NULL when none came (*failed when
+ * that was an error rather than a quiet wait). */
+static natsMsg *fetch_one(natsSubscription *sub, bool *failed)
 {
 	natsMsgList list = {0};
 	jsErrCode jerr = 0;
 	natsStatus s = natsSubscription_Fetch(&list, sub, 1, FETCH_WAIT_MS, &jerr);
+	*failed = s != NATS_OK && s != NATS_TIMEOUT;
 	if (s != NATS_OK || list.Count == 0) {
-		if (s != NATS_TIMEOUT && s != NATS_OK)
-			log_debug("fetch: %s", natsStatus_GetText(s));
+		if (*failed)
+			log_debug("fetch: %s (%d)", natsStatus_GetText(s), (int)jerr);
 		natsMsgList_Destroy(&list);
 		return NULL;
 	}
@@ -766,6 +842,14 @@ static json_t *parse_msg(natsMsg *m, const char *what)
 	return o;
 }
 
+/* Drop a message for good (Term): it can never be worked on. */
+static void drop(natsMsg *m, json_t *o)
+{
+	json_decref(o);
+	(void)natsMsg_Term(m, NULL);
+	natsMsg_Destroy(m);
+}
+
 static const char *str_member(json_t *o, const char *key, bool id)
 {
 	const char *v = json_string_value(json_object_get(o, key));
@@ -776,6 +860,8 @@ static const char *str_member(json_t *o, const char *key, bool id)
 
 static void nak_later(natsMsg *m, int64_t delay_ms)
 {
+	if (delay_ms > MAX_NAK_DELAY_MS)
+		delay_ms = MAX_NAK_DELAY_MS;
 	(void)natsMsg_NakWithDelay(m, delay_ms, NULL); /* lost: it comes back after the ack wait */
 	natsMsg_Destroy(m);
 }
@@ -797,21 +883,37 @@ static void take_item(struct fetcher *f, natsMsg *m)
 	json_t *o = parse_msg(m, "work item");
 	if (o == NULL)
 		return;
-	const char *event_id = str_member(o, "event", true), *ip = str_member(o, "ip", false);
+	const char *event_id = str_member(o, "event", true);
 	const char *after = str_member(o, "after", false), *last = str_member(o, "last", true);
 	json_t *jk = json_object_get(o, "item");
-	if (event_id == NULL || ip == NULL || after == NULL || last == NULL ||
-	    !json_is_integer(jk) || strlen(ip) >= STORE_IP_LEN) {
+	int64_t k = json_is_integer(jk) ? json_integer_value(jk) : -1;
+	if (event_id == NULL || after == NULL || last == NULL || k < 0 || k >= MAX_ITEMS ||
+	    (after[0] != '\0' && !id_valid(after))) {
 		log_error("dropping a malformed work item");
-		json_decref(o);
-		(void)natsMsg_Term(m, NULL);
-		natsMsg_Destroy(m);
+		drop(m, o);
 		return;
 	}
-	int64_t k = json_integer_value(jk);
+	/* The event as stored, not as the message says: a message on the subject proves
+	 * nothing, and the address in the bodies comes from the stored event. */
 	char err[STORE_ERR_LEN];
+	struct store_event ev;
+	int rc = store_get_event(q->store, event_id, &ev, err, sizeof(err));
+	if (rc == -ENOENT || (rc == 0 && k == 0 && ev.done && ev.items > 0 && ev.fanned == 0)) {
+		/* No such event, or one refused with a 503 (marked as having no deliveries) whose
+		 * first item JetStream stored after all. */
+		log_warn("dropping work item %lld of event %s: %s", (long long)k, event_id,
+		         rc == -ENOENT ? "no such event" : "the event was refused");
+		drop(m, o);
+		return;
+	}
+	if (rc != 0) {
+		log_warn("event %s item %lld: reading the event failed (%s); taken again in %d ms",
+		         event_id, (long long)k, err, STORE_RETRY_MS);
+		goto later;
+	}
+	const char *ip = ev.ip;
 	size_t got = 0;
-	int rc = store_list(q->store, after, JSQ_ITEM_SIZE, f->page, &got, err, sizeof(err));
+	rc = store_list(q->store, after, JSQ_ITEM_SIZE, f->page, &got, err, sizeof(err));
 	if (rc != 0) {
 		log_warn("event %s item %lld: reading targets failed (%s); taken again in %d ms",
 		         event_id, (long long)k, err, STORE_RETRY_MS);
@@ -823,11 +925,14 @@ static void take_item(struct fetcher *f, natsMsg *m)
 		n++;
 	bool more = n == JSQ_ITEM_SIZE && strcmp(f->page[n - 1].id, last) < 0;
 
+	/* Read what was recorded whether or not JetStream says the message is new: a copy
+	 * republished after its dedup window, or sent by a server that lost its consumer state,
+	 * looks new too. */
 	bool again = times_delivered(m) > 1;
 	for (size_t i = 0; i < n; i++)
 		id_derive(f->ids[i], event_id, f->page[i].id);
-	if (again && store_delivery_states(q->store, event_id, (const char(*)[ID_LEN + 1]) f->ids,
-	                                   n, f->states, err, sizeof(err)) != 0) {
+	if (store_delivery_states(q->store, event_id, (const char(*)[ID_LEN + 1]) f->ids, n,
+	                          f->states, err, sizeof(err)) != 0) {
 		log_warn("event %s item %lld: reading recorded deliveries failed (%s)", event_id,
 		         (long long)k, err);
 		goto later;
@@ -842,9 +947,9 @@ static void take_item(struct fetcher *f, natsMsg *m)
 	size_t back = n;
 	for (size_t i = 0; i < n; i++) {
 		const struct store_delivery_state *st = &f->states[i];
-		if (again && st->found && st->status != STORE_DELIVERY_PENDING)
-			continue; /* ended before the crash */
-		bool hand_on = again && st->found && st->attempts > 0;
+		if (st->found && st->status != STORE_DELIVERY_PENDING)
+			continue; /* ended before a crash */
+		bool hand_on = st->found && st->attempts > 0;
 		size_t at = hand_on ? --back : w->n++;
 		struct delivery *d = &w->d[at];
 		memcpy(d->id, f->ids[i], sizeof(d->id));
@@ -856,10 +961,14 @@ static void take_item(struct fetcher *f, natsMsg *m)
 		d->work = w;
 		d->index = at;
 		if (hand_on) {
-			/* It failed before the crash, and its retry may not have been handed on
+			/* It failed before a crash, and its retry may not have been handed on
 			 * (the retry's message id makes a second hand-off a no-op). */
 			atomic_fetch_add(&w->pending, 1);
-			hand_on_retry(q, d, retry_policy_delay(&f->policy, st->attempts, 0, -1));
+			if (hand_on_retry(
+			        q, d, retry_policy_delay(&f->policy, st->attempts, 0, -1)) != 0) {
+				give_back(w, 0);
+				release(w);
+			}
 		}
 	}
 	size_t handed = n - back;
@@ -912,19 +1021,24 @@ static void take_retry(struct fetcher *f, natsMsg *m)
 	const char *id = str_member(o, "delivery", true), *event_id = str_member(o, "event", true);
 	const char *webhook_id = str_member(o, "webhook", true), *ip = str_member(o, "ip", false);
 	json_t *jdue = json_object_get(o, "due");
-	if (id == NULL || event_id == NULL || webhook_id == NULL || ip == NULL ||
-	    strlen(ip) >= STORE_IP_LEN || !json_is_integer(jdue)) {
+	char derived[ID_LEN + 1] = "";
+	unsigned char bin[sizeof(struct in6_addr)];
+	if (event_id != NULL && webhook_id != NULL)
+		id_derive(derived, event_id, webhook_id);
+	/* The delivery id must be the one its event and webhook give, and the address a real
+	 * one (it goes into the body): a forged message cannot name anything else. */
+	if (id == NULL || strcmp(id, derived) != 0 || ip == NULL || strlen(ip) >= STORE_IP_LEN ||
+	    (inet_pton(AF_INET, ip, bin) != 1 && inet_pton(AF_INET6, ip, bin) != 1) ||
+	    !json_is_integer(jdue)) {
 		log_error("dropping a malformed retry message");
-		json_decref(o);
-		(void)natsMsg_Term(m, NULL);
-		natsMsg_Destroy(m);
+		drop(m, o);
 		return;
 	}
 	/* Not due yet (first seen, or back early): the server holds it until it is. */
-	int64_t left = json_integer_value(jdue) - time_now_ms();
-	if (left > 0) {
+	int64_t due = json_integer_value(jdue), now = time_now_ms();
+	if (due > now) {
 		json_decref(o);
-		nak_later(m, left);
+		nak_later(m, due - now < MAX_NAK_DELAY_MS ? due - now : MAX_NAK_DELAY_MS);
 		return;
 	}
 	char err[STORE_ERR_LEN];
@@ -982,20 +1096,31 @@ static void feed_more(struct fetcher *f)
 	struct jsq *q = f->q;
 	struct work *w = f->cur;
 	size_t from = w->fed, to = w->fed + f->chunk < w->n ? w->fed + f->chunk : w->n;
-	size_t got = 0;
-	char err[STORE_ERR_LEN];
-	/* Ids only grow, so the range (previous, last of chunk] holds no webhook but these. */
-	int rc = store_list(q->store, w->d[from - 1].webhook_id, to - from, f->page, &got, err,
-	                    sizeof(err));
-	if (rc != 0) {
-		log_warn("event %s: reading targets again failed (%s); sending as read before",
-		         w->d[from].event_id, err);
-	} else {
+	const char *end = w->d[to - 1].webhook_id;
+	char after[ID_LEN + 1], err[STORE_ERR_LEN];
+	memcpy(after, w->d[from - 1].webhook_id, sizeof(after));
+	/* Walk the store's ids from the last one fed up to the chunk's last, page by page: the
+	 * range may also hold webhooks that are not in the chunk (ended before a crash, or
+	 * handed on as retries), and what is missing from it was deleted. */
+	size_t i = from;
+	bool failed = false;
+	while (i < to) {
+		size_t got = 0;
+		if (store_list(q->store, after, JSQ_ITEM_SIZE, f->page, &got, err, sizeof(err)) !=
+		    0) {
+			log_warn(
+			    "event %s: reading targets again failed (%s); sending as read before",
+			    w->d[from].event_id, err);
+			failed = true;
+			break;
+		}
 		size_t j = 0;
-		for (size_t i = from; i < to; i++) {
+		for (; i < to; i++) {
 			struct delivery *d = &w->d[i];
 			while (j < got && strcmp(f->page[j].id, d->webhook_id) < 0)
 				j++;
+			if (j == got && got == JSQ_ITEM_SIZE)
+				break; /* the page ended before this one: read on */
 			if (j < got && strcmp(f->page[j].id, d->webhook_id) == 0) {
 				memcpy(d->target_url, f->page[j].target_url, sizeof(d->target_url));
 			} else {
@@ -1003,7 +1128,11 @@ static void feed_more(struct fetcher *f)
 				record_not_sent(q, d);
 			}
 		}
+		if (got == 0 || strcmp(f->page[got - 1].id, end) >= 0)
+			break;
+		memcpy(after, f->page[got - 1].id, sizeof(after));
 	}
+	(void)failed; /* what was not read again is sent as read when the item was taken */
 	inbox_add(w, to);
 	if (w->fed == w->n) {
 		f->cur = NULL;
@@ -1011,38 +1140,81 @@ static void feed_more(struct fetcher *f)
 	}
 }
 
+/* Wait on the room condition for up to ms, or until stopping. */
+static void pause_fetching(struct jsq *q, int64_t ms)
+{
+	pthread_mutex_lock(&q->lock);
+	if (!atomic_load(&q->stopping))
+		wait_room(q, time_mono_ms() + ms);
+	pthread_mutex_unlock(&q->lock);
+}
+
 static void fetch_loop(struct fetcher *f, bool fanout)
 {
 	struct jsq *q = f->q;
-	int64_t next_keep = time_mono_ms() + JSQ_ACK_WAIT_MS / 3;
 	/* The fan-out fetcher takes another item only once the last one is fed and less than an
 	 * item is queued, so that an instance holds few items and the others take the rest of
 	 * a big event. */
 	size_t limit = fanout ? JSQ_ITEM_SIZE : RETRY_INBOX_FACTOR * JSQ_ITEM_SIZE;
+	int failures = 0;
 	while (!atomic_load(&q->stopping)) {
 		if (!wait_ready(q, fanout))
 			continue;
 		if (f->cur != NULL) {
-			if (wait_for_room(q, f->chunk, true, &next_keep))
+			if (wait_for_room(q, f->chunk))
 				feed_more(f);
 			continue;
 		}
-		if (!wait_for_room(q, limit, fanout, &next_keep))
+		if (!wait_for_room(q, limit))
 			break;
-		natsMsg *m = fetch_one(fanout ? q->fanout_sub : q->retry_sub);
+		/* While disconnected, a pull request would wait in the library's reconnect buffer
+		 * and bring a burst of messages nobody keeps alive once it is sent. */
+		if (natsConnection_Status(q->nc) != NATS_CONN_STATUS_CONNECTED) {
+			pause_fetching(q, FETCH_WAIT_MS);
+			continue;
+		}
+		bool failed = false;
+		natsMsg *m = fetch_one(fanout ? q->fanout_sub : q->retry_sub, &failed);
 		if (m != NULL && atomic_load(&q->stopping)) {
 			(void)natsMsg_Nak(m, NULL);
 			natsMsg_Destroy(m);
 		} else if (m != NULL) {
+			failures = 0;
 			if (fanout)
 				take_item(f, m);
 			else
 				take_retry(f, m);
+		} else if (failed) {
+			/* The consumer may be gone (a new nats-server data directory): after a few
+			 * failures in a row, set everything up again. */
+			if (++failures >= 3) {
+				log_warn("JetStream: fetching keeps failing; setting the queue up "
+				         "again");
+				pthread_mutex_lock(&q->lock);
+				q->ready = false;
+				pthread_mutex_unlock(&q->lock);
+				failures = 0;
+			}
+			pause_fetching(q, FETCH_WAIT_MS);
 		}
-		if (fanout && time_mono_ms() >= next_keep) {
-			keep_alive(q);
-			next_keep = time_mono_ms() + JSQ_ACK_WAIT_MS / 3;
-		}
+	}
+}
+
+/* The keeper: every JSQ_ACK_WAIT_MS / 3, tells JetStream that every message held is still
+ * being worked on, whatever the fetchers are blocked on. */
+static void *keeper_main(void *arg)
+{
+	struct jsq *q = arg;
+	for (;;) {
+		int64_t next = time_mono_ms() + JSQ_ACK_WAIT_MS / 3;
+		pthread_mutex_lock(&q->lock);
+		/* The condition is broadcast often (every take): wait out the whole period. */
+		while (!atomic_load(&q->stopping) && time_mono_ms() < next)
+			wait_room(q, next);
+		pthread_mutex_unlock(&q->lock);
+		if (atomic_load(&q->stopping))
+			return NULL;
+		keep_alive(q);
 	}
 }
 
@@ -1080,8 +1252,9 @@ struct jsq *jsq_create(natsConnection *nc, struct store *store, const struct jsq
 	pthread_condattr_destroy(&ca);
 	pthread_cond_init(&q->job_ready, NULL);
 	pthread_cond_init(&q->job_room, NULL);
-	q->jobs = calloc(HANDOFF_CAPACITY, sizeof(*q->jobs));
-	if (q->jobs == NULL)
+	q->firsts.jobs = calloc(HANDOFF_CAPACITY, sizeof(*q->firsts.jobs));
+	q->others.jobs = calloc(HANDOFF_CAPACITY, sizeof(*q->others.jobs));
+	if (q->firsts.jobs == NULL || q->others.jobs == NULL)
 		goto nomem;
 	/* Room for every transfer's outcome, an item's worth beyond, and the fetchers' counts. */
 	q->recorder_capacity = 2 * cfg->max_in_flight + JSQ_ITEM_SIZE + 64;
@@ -1122,33 +1295,25 @@ int jsq_start(struct jsq *q, void (*wake)(void *), void *ctx, char *err, size_t 
 	rf->chunk = 1;
 	retry_policy_init(&ff->policy, q->cfg.max_retries, q->cfg.schedule);
 	retry_policy_init(&rf->policy, q->cfg.max_retries, q->cfg.schedule);
-	if (pthread_create(&q->handoff_thread, NULL, handoff_main, q) != 0) {
-		free(ff);
-		free(rf);
-		snprintf(err, errlen, "cannot start the hand-off thread");
-		return -EAGAIN;
-	}
-	if (pthread_create(&q->fanout_thread, NULL, fanout_main, ff) != 0) {
-		free(ff);
-		free(rf);
-		snprintf(err, errlen, "cannot start the fan-out fetcher");
-		/* The hand-off thread is stopped by jsq_destroy. */
-		q->started = true;
-		return -EAGAIN;
-	}
-	if (pthread_create(&q->retry_thread, NULL, retry_main, rf) != 0) {
-		free(rf);
-		snprintf(err, errlen, "cannot start the retry fetcher");
-		atomic_store(&q->stopping, true);
-		pthread_join(q->fanout_thread, NULL);
-		free(ff);
-		q->started = true;
-		return -EAGAIN;
-	}
 	q->fetchers[0] = ff;
 	q->fetchers[1] = rf;
+	/* What did start is stopped by jsq_destroy. */
+	if (pthread_create(&q->handoff_thread, NULL, handoff_main, q) != 0)
+		goto fail;
 	q->started = true;
+	if (pthread_create(&q->fanout_thread, NULL, fanout_main, ff) != 0)
+		goto fail;
+	q->running[0] = true;
+	if (pthread_create(&q->retry_thread, NULL, retry_main, rf) != 0)
+		goto fail;
+	q->running[1] = true;
+	if (pthread_create(&q->keeper_thread, NULL, keeper_main, q) != 0)
+		goto fail;
+	q->running[2] = true;
 	return 0;
+fail:
+	snprintf(err, errlen, "cannot start the delivery queue's threads");
+	return -EAGAIN;
 }
 
 void jsq_stop_fetching(struct jsq *q)
@@ -1159,22 +1324,37 @@ void jsq_stop_fetching(struct jsq *q)
 	pthread_mutex_lock(&q->lock);
 	pthread_cond_broadcast(&q->room);
 	pthread_mutex_unlock(&q->lock);
+	pthread_mutex_lock(&q->job_lock);
+	pthread_cond_broadcast(&q->job_room);
+	pthread_mutex_unlock(&q->job_lock);
+	/* A fetcher waiting for room in a full recorder (the store down) gives up now. */
+	if (q->recorder != NULL)
+		writer_cancel_waits(q->recorder);
+}
+
+void jsq_wait_fetchers(struct jsq *q)
+{
+	if (q == NULL)
+		return;
+	jsq_stop_fetching(q);
+	pthread_t threads[3] = {q->fanout_thread, q->retry_thread, q->keeper_thread};
+	for (int i = 0; i < 3; i++) {
+		if (q->running[i])
+			pthread_join(threads[i], NULL);
+		q->running[i] = false;
+	}
 }
 
 void jsq_destroy(struct jsq *q)
 {
 	if (q == NULL)
 		return;
-	jsq_stop_fetching(q);
-	if (q->fetchers[0] != NULL)
-		pthread_join(q->fanout_thread, NULL);
-	if (q->fetchers[1] != NULL)
-		pthread_join(q->retry_thread, NULL);
+	jsq_wait_fetchers(q);
 	/* The item being fed: what was never fed goes back with it. */
 	struct work *cur = q->fetchers[0] != NULL ? q->fetchers[0]->cur : NULL;
 	size_t unfed = cur != NULL ? cur->n - cur->fed : 0;
 	if (cur != NULL)
-		atomic_store(&cur->abandoned, true);
+		give_back(cur, 0);
 	free(q->fetchers[0]);
 	free(q->fetchers[1]);
 	/* Outcomes already reported become durable and are ended or handed on. */
@@ -1196,11 +1376,11 @@ void jsq_destroy(struct jsq *q)
 	size_t handed_back = 0;
 	while (w != NULL) {
 		struct work *next = w->inbox_next;
-		atomic_store(&w->abandoned, true);
+		give_back(w, 0);
 		handed_back++;
 		/* Skipped ones were released by their records, flushed above. Count first: the
-		 * last release frees w. */
-		size_t left = 0;
+		 * last release frees w. One more for the inbox's own hold. */
+		size_t left = 1;
 		for (size_t i = w->next; i < w->fed; i++)
 			left += !w->side[i].skip;
 		for (size_t i = 0; i < left; i++)
@@ -1228,7 +1408,8 @@ void jsq_destroy(struct jsq *q)
 	pthread_cond_destroy(&q->room);
 	pthread_cond_destroy(&q->job_ready);
 	pthread_cond_destroy(&q->job_room);
-	free(q->jobs);
+	free(q->firsts.jobs);
+	free(q->others.jobs);
 	free(q);
 }
 

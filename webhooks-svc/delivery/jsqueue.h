@@ -72,7 +72,8 @@ struct jsq_config {
 };
 
 /* Answers the trigger that published an event: rc is 0 once JetStream has the event's first
- * work item, or a negative code (then err says why). Runs on a NATS library thread. */
+ * work item, or a negative code (then err says why). Runs on the queue's hand-off thread, or
+ * on the caller's when there is nothing to publish. */
 typedef void (*jsq_published_fn)(void *ctx, const struct store_event *ev, int rc, const char *err);
 
 struct jsq;
@@ -101,16 +102,22 @@ void jsq_publish_event(struct jsq *q, const struct store_event *ev, const char *
 size_t jsq_take(struct jsq *q, struct delivery *out, size_t max);
 
 /* Report how an attempt went: it is recorded, then retried or ended. Dispatcher thread
- * only; never waits for the store. */
+ * only; does not wait for the store (jsq_take keeps room in the recorder for every outcome;
+ * once stopping, an outcome without room is not recorded and its message goes back). */
 void jsq_report(struct jsq *q, const struct delivery *d, const struct delivery_outcome *o);
 
 /* An attempt cut short by shutdown: not recorded; its message is handed back (nak), so the
  * attempt is made again by whoever takes it next. Dispatcher thread only. */
 void jsq_abandon(struct jsq *q, const struct delivery *d);
 
-/* Stop taking messages: the fetchers finish what they hold and exit. Call before the
- * dispatcher is stopped; returns at once. */
+/* Stop taking messages: the fetchers finish what they hold and exit, and whatever waits for
+ * room in the recorder or the hand-off gives up (its message goes back). Returns at once;
+ * call it first at shutdown. */
 void jsq_stop_fetching(struct jsq *q);
+
+/* Stop fetching and wait until the fetchers have exited, so that nothing wakes the dispatcher
+ * any more. Call before the dispatcher is destroyed. */
+void jsq_wait_fetchers(struct jsq *q);
 
 /* Flush the recorder, hand back (nak) every message not finished, stop the threads and free
  * the queue. Call after the dispatcher is destroyed, before the connection closes. Accepts

@@ -12,7 +12,7 @@
 
 #define RETRY_FIRST_MS 100
 #define RETRY_MAX_MS   5000
-#define STOP_TRIES     3
+#define STOP_TRIES     1
 
 /* Writes and the context each completes with, capacity slots of each. */
 struct buffer {
@@ -36,6 +36,7 @@ struct writer {
 	size_t capacity, batch_max;
 	bool retry; /* a failed batch is tried again instead of failing its writes */
 	bool stopping;
+	bool cancel; /* writer_cancel_waits: a submit that would block fails instead */
 	pthread_t thread;
 };
 
@@ -51,7 +52,7 @@ static void pause_ms(struct writer *w, int64_t ms)
 		ts.tv_nsec -= 1000000000;
 	}
 	pthread_mutex_lock(&w->lock);
-	if (!w->stopping)
+	if (!w->stopping && !w->cancel)
 		pthread_cond_timedwait(&w->stop_cond, &w->lock, &ts);
 	pthread_mutex_unlock(&w->lock);
 }
@@ -59,7 +60,7 @@ static void pause_ms(struct writer *w, int64_t ms)
 static bool is_stopping(struct writer *w)
 {
 	pthread_mutex_lock(&w->lock);
-	bool stopping = w->stopping;
+	bool stopping = w->stopping || w->cancel;
 	pthread_mutex_unlock(&w->lock);
 	return stopping;
 }
@@ -75,7 +76,7 @@ static int apply_batch(struct writer *w, struct store_op *ops, size_t m, char *e
 		int rc = store_apply(w->store, ops, m, err, errlen);
 		if (rc == 0)
 			return 0;
-		if (!w->retry || (is_stopping(w) && --tries_left < 0)) {
+		if (!w->retry || (is_stopping(w) && tries_left-- <= 0)) {
 			log_error("store write of %zu op(s) failed: %s", m, err);
 			return rc;
 		}
@@ -174,11 +175,11 @@ fail:
 int writer_submit(struct writer *w, const struct store_op *op, void *ctx)
 {
 	pthread_mutex_lock(&w->lock);
-	while (w->count == w->capacity && !w->stopping)
+	while (w->count == w->capacity && !w->stopping && !w->cancel)
 		pthread_cond_wait(&w->not_full, &w->lock);
-	if (w->stopping) {
+	if (w->stopping || w->count == w->capacity) {
 		pthread_mutex_unlock(&w->lock);
-		return -ESHUTDOWN;
+		return w->stopping ? -ESHUTDOWN : -ECANCELED;
 	}
 	w->fill.ops[w->count] = *op;
 	w->fill.ctxs[w->count] = ctx;
@@ -186,6 +187,15 @@ int writer_submit(struct writer *w, const struct store_op *op, void *ctx)
 	pthread_cond_signal(&w->not_empty);
 	pthread_mutex_unlock(&w->lock);
 	return 0;
+}
+
+void writer_cancel_waits(struct writer *w)
+{
+	pthread_mutex_lock(&w->lock);
+	w->cancel = true;
+	pthread_cond_broadcast(&w->not_full);
+	pthread_cond_broadcast(&w->stop_cond);
+	pthread_mutex_unlock(&w->lock);
 }
 
 size_t writer_room(struct writer *w)
