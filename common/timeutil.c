@@ -39,3 +39,16 @@ void time_rfc3339(int64_t epoch_ms, char out[TIME_RFC3339_LEN + 1])
 	memcpy(out, buf, TIME_RFC3339_LEN);
 	out[TIME_RFC3339_LEN] = '\0';
 }
+
+struct timespec time_deadline(clockid_t clock, int64_t ms)
+{
+	struct timespec ts;
+	clock_gettime(clock, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	return ts;
+}

@@ -125,15 +125,8 @@ static void *run_timer(void *arg)
 		}
 		int64_t now = time_mono_ms();
 		if (b->head->deadline_ms > now) {
-			struct timespec ts;
-			clock_gettime(CLOCK_MONOTONIC, &ts);
-			int64_t wait = b->head->deadline_ms - now;
-			ts.tv_sec += wait / 1000;
-			ts.tv_nsec += (wait % 1000) * 1000000;
-			if (ts.tv_nsec >= 1000000000) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000;
-			}
+			struct timespec ts =
+			    time_deadline(CLOCK_MONOTONIC, b->head->deadline_ms - now);
 			pthread_cond_timedwait(&b->wake, &b->lock, &ts);
 			continue;
 		}

@@ -85,14 +85,7 @@ static struct MHD_Daemon *start_http(struct gw *gw, char *err, size_t errlen)
 /* Wait until no request is in progress or the deadline passes. */
 static void wait_idle(struct gw *gw, int64_t ms)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (ms % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
+	struct timespec ts = time_deadline(CLOCK_REALTIME, ms);
 	pthread_mutex_lock(&gw->active_lock);
 	while (gw->active > 0) {
 		if (pthread_cond_timedwait(&gw->idle, &gw->active_lock, &ts) == ETIMEDOUT)

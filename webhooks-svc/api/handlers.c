@@ -237,18 +237,24 @@ void handlers_write_done(void *ctx, const struct store_op *op, int batch_rc, con
 	free(p);
 }
 
+/* Read the webhook counter and the greatest id; on failure reply and return false. */
+static bool want_meta(struct svc *svc, const char *reply, struct store_meta *meta)
+{
+	char err[STORE_ERR_LEN];
+	int rc = store_meta(svc->store, meta, err, sizeof(err));
+	if (rc != 0)
+		reply_store_error(svc, reply, rc, err);
+	return rc == 0;
+}
+
 static void on_register(struct svc *svc, const char *reply, json_t *req)
 {
 	const char *url = want_string(svc, reply, req, "targetUrl");
 	if (url == NULL || !want_url(svc, reply, url))
 		return;
 	struct store_meta meta;
-	char err[STORE_ERR_LEN];
-	int rc = store_meta(svc->store, &meta, err, sizeof(err));
-	if (rc != 0) {
-		reply_store_error(svc, reply, rc, err);
+	if (!want_meta(svc, reply, &meta))
 		return;
-	}
 	struct store_op op = {.kind = STORE_OP_INSERT};
 	/* Time-ordered, so new rows append to the table; and greater than every id stored
 	 * before, whatever this machine's clock says, so that an event triggered before this
@@ -425,12 +431,8 @@ static void on_trigger(struct svc *svc, const char *reply, json_t *req)
 	}
 	/* The counter, not a count: a trigger costs the same with a million webhooks. */
 	struct store_meta meta;
-	char err[STORE_ERR_LEN];
-	int rc = store_meta(svc->store, &meta, err, sizeof(err));
-	if (rc != 0) {
-		reply_store_error(svc, reply, rc, err);
+	if (!want_meta(svc, reply, &meta))
 		return;
-	}
 	struct store_op op = {.kind = STORE_OP_EVENT_INSERT};
 	id_generate_ordered(op.event.id);
 	snprintf(op.event.ip, sizeof(op.event.ip), "%s", ip);

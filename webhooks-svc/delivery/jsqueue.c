@@ -738,17 +738,10 @@ static int setup(struct jsq *q, char *err, size_t errlen)
 /* Wait on the room condition until deadline_ms (monotonic) or stopping; q->lock held. */
 static void wait_room(struct jsq *q, int64_t deadline_ms)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
 	int64_t left = deadline_ms - time_mono_ms();
 	if (left <= 0)
 		return;
-	ts.tv_sec += left / 1000;
-	ts.tv_nsec += (left % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
+	struct timespec ts = time_deadline(CLOCK_MONOTONIC, left);
 	pthread_cond_timedwait(&q->room, &q->lock, &ts);
 }
 

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "timeutil.h"
 
 #define RETRY_FIRST_MS 100
 #define RETRY_MAX_MS   5000
@@ -43,14 +44,7 @@ struct writer {
 /* Sleep for ms on the writer's lock, woken early only by writer_destroy. */
 static void pause_ms(struct writer *w, int64_t ms)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (ms % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
+	struct timespec ts = time_deadline(CLOCK_REALTIME, ms);
 	pthread_mutex_lock(&w->lock);
 	if (!w->stopping && !w->cancel)
 		pthread_cond_timedwait(&w->stop_cond, &w->lock, &ts);
