@@ -39,10 +39,12 @@
 //     dotted paths, nModified no longer JSON.stringify()s (which throws on BigInt), changing
 //     _id is refused (66), $inc on a non-number is refused (14); findAndModify likewise.
 //  7. concurrency: commands of different connections interleaved at every await (a $inc could
-//     be lost) -> one command at a time, in arrival order; hello is answered outside that queue
-//     and, when the driver asks for an awaitable hello (topologyVersion + maxAwaitTimeMS), after
-//     maxAwaitTimeMS, as a server does, instead of at once (libmongoc's monitor would otherwise
-//     spin); topologyVersion.processId is fixed for the life of the server.
+//     be lost) -> one command at a time, in arrival order. hello: every reply had a new
+//     topologyVersion.processId, and an awaitable hello (topologyVersion + maxAwaitTimeMS,
+//     libmongoc's streaming server monitor) was answered at once -> one processId for the life
+//     of the server, and an awaitable hello is answered after maxAwaitTimeMS, outside the queue,
+//     as a server does (so libmongoc's pool takes as long to stop as with MongoDB: up to the
+//     monitor's 500 ms poll tick).
 //  8. insert: a falsy _id ("" or 0) was replaced by a new ObjectId -> only a missing one is.
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -532,7 +534,7 @@ function projectDocs(docs, projection) {
   if (keys.length === 0) return docs;
   const isFlag = (v) => typeof v === 'number' || typeof v === 'boolean';
   if (keys.some((k) => !isFlag(spec[k]) || k.includes('.'))) {
-    return new mingo.Aggregator([{ $project: spec }]).run(docs);
+    return new mingo.Aggregator([{ $project: spec }]).run(docs).map((d) => ('_id' in d ? idFirst(d) : d));
   }
   const on = (v) => Boolean(v);
   const include = keys.filter((k) => k !== '_id' && on(spec[k]));
@@ -1010,12 +1012,11 @@ function logReplies() {
       const e = reply.writeErrors[0];
       log(`${commandName} ${target}: ${reply.writeErrors.length} write error(s), first at ${e.index}: ${e.code} ${e.errmsg}`);
     } else if (opts.logCommands) {
-      log(`${commandName} ${target}`);
+      log(`${(performance.now() / 1000).toFixed(3)} s: ${commandName} ${target}`);
     }
     return reply;
   };
 }
-const HELLO_LOG = new Set(['hello', 'isMaster', 'ismaster']);
 
 if (opts.patched) patch();
 logReplies();

@@ -12,12 +12,20 @@ sanitizer checks) without changing it, and adds:
   * DeliveryCase: an IntegrationCase with a target per test (or per class) and helpers to
     register webhooks (one by one over HTTP, or thousands pipelined over raw NATS), trigger
     GET /ip, wait for an event to finish (its summary is polled: nothing signals it), read
-    every page of its deliveries, and group what the target saw by path.
+    every page of its deliveries, and group what the target saw by path;
+  * the store backend: SQLite (the harness's own), or with WEBHOOKS_TEST_BACKEND=congodb a
+    CongoDB per test class (tests/congodb/launch.mjs, a MongoDB stand-in): every webhooks-svc
+    then gets STORE_URL=mongodb://... in place of its sqlite: URL, one database per SQLite file
+    it would have had (the same file, the same database: two instances sharing a file share a
+    database, a restart keeps its data), and skip_on_backend() skips what cannot run there.
 
-Environment (set by ctest): WEBHOOKS_BIN_DIR, NATS_SERVER.
+Environment (set by ctest): WEBHOOKS_BIN_DIR, NATS_SERVER; for the CongoDB runs also
+WEBHOOKS_TEST_BACKEND=congodb, CONGODB_LAUNCHER (launch.mjs), CONGODB_MODULES (its node_modules)
+and NODE (the node binary).
 """
 
 import datetime
+import hashlib
 import http.client
 import http.server
 import json
@@ -40,6 +48,18 @@ from harness import IntegrationCase, UUID_RE, RFC3339_UTC_RE, poll_until  # noqa
 # Generous slack for timing checks: sanitizer builds are several times slower.
 SANITIZED = os.environ.get('WEBHOOKS_SANITIZED') == '1'  # set by CMake with WEBHOOKS_SANITIZE
 SLACK = 0.35 if SANITIZED else 0.15
+
+
+# The store every webhooks-svc of the delivery tests runs on: 'sqlite' (the harness's default)
+# or 'congodb' (see CongoDB below).
+BACKEND = os.environ.get('WEBHOOKS_TEST_BACKEND', 'sqlite')
+if BACKEND not in ('sqlite', 'congodb'):
+    raise RuntimeError('WEBHOOKS_TEST_BACKEND=%r: expected sqlite or congodb' % BACKEND)
+
+
+def skip_on_backend(backend, reason):
+    """Skip a test (or a class) when the suite runs on that backend, saying why."""
+    return unittest.skipIf(BACKEND == backend, 'not on %s: %s' % (backend, reason))
 
 
 def parse_rfc3339(text):
@@ -209,6 +229,74 @@ class ScriptedServer:
 
 
 # ---------------------------------------------------------------------------------------------
+# CongoDB: a MongoDB stand-in for the MongoDB runs
+
+class CongoDB:
+    """tests/congodb/launch.mjs on 127.0.0.1 (a free port), as a harness.Proc: cleaned up like
+    the other processes, its stderr (failed commands) shown with theirs when a test fails."""
+
+    def __init__(self, name='congodb'):
+        launcher = os.environ.get('CONGODB_LAUNCHER') or os.path.join(
+            HERE, '..', 'congodb', 'launch.mjs')
+        argv = [os.environ.get('NODE') or shutil.which('node') or 'node', launcher, '--port', '0']
+        if os.environ.get('CONGODB_MODULES'):
+            argv += ['--modules', os.environ['CONGODB_MODULES']]
+        self.workdir = tempfile.mkdtemp(prefix='webhooks-congodb-')
+        self.stdout_path = os.path.join(self.workdir, 'congodb.stdout')
+        self.proc = harness.Proc(name, argv, harness.base_env(), self.workdir, cwd=self.workdir,
+                                 stdout_path=self.stdout_path)
+        self.port = None
+
+    def start(self, timeout=harness.START_TIMEOUT):
+        self.proc.start()
+        # The port goes to stdout before "ready" goes to stderr.
+        self.proc.wait_line(r'^congodb: ready on ', timeout)
+        with open(self.stdout_path) as f:
+            m = re.search(r'^listening (\d+)$', f.read(), re.M)
+        if not m:
+            raise AssertionError('congodb printed no port:\n' + self.proc.log_text())
+        self.port = int(m.group(1))
+        harness.wait_port('127.0.0.1', self.port, timeout, self.proc)
+        return self
+
+    def url(self, db):
+        return 'mongodb://127.0.0.1:%d/%s' % (self.port, db)
+
+    def url_for_sqlite(self, path):
+        """The database that stands for one SQLite file: the same path, the same database."""
+        digest = hashlib.sha1(os.path.realpath(path).encode()).hexdigest()[:24]
+        return self.url('wh_' + digest)
+
+    def stop(self):
+        try:
+            self.proc.stop()
+        finally:
+            self.proc.kill(check=False)
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+_congodb = None  # the CongoDB of the test class that runs now
+
+
+def _service_start_on_congodb(start):
+    def wrapped(self, *args, **kwargs):
+        url = self.env.get('STORE_URL', '')
+        if url.startswith('sqlite:'):
+            if _congodb is None:
+                raise AssertionError('WEBHOOKS_TEST_BACKEND=congodb, and no CongoDB runs for %s'
+                                     % self.proc.name)
+            self.env['STORE_URL'] = _congodb.url_for_sqlite(url[len('sqlite:'):])
+        return start(self, *args, **kwargs)
+    return wrapped
+
+
+if BACKEND == 'congodb':
+    # Every webhooks-svc the harness starts (Stack, add_service, restart) gets the database
+    # that stands for the SQLite file it was given.
+    harness.Service.start = _service_start_on_congodb(harness.Service.start)
+
+
+# ---------------------------------------------------------------------------------------------
 # The test case base class
 
 class DeliveryCase(IntegrationCase):
@@ -219,31 +307,49 @@ class DeliveryCase(IntegrationCase):
     stack_per_test = True
     target_args = ()
     target = None
+    congodb = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
     @classmethod
     def setUpClass(cls):
-        if not cls.stack_per_test:
-            cls.target = Target(args=cls.target_args).start()
+        global _congodb
+        if BACKEND == 'congodb':
+            cls.congodb = _congodb = CongoDB().start()
         try:
+            if not cls.stack_per_test:
+                cls.target = Target(args=cls.target_args).start()
             super().setUpClass()
         except BaseException:
             if cls.target is not None:
                 cls.target.stop()
                 cls.target = None
+            cls._stop_congodb()
             raise
         if cls.stack is not None and cls.target is not None:
             cls.stack.procs.append(cls.target.proc)
+        if cls.stack is not None and cls.congodb is not None:
+            cls.stack.procs.append(cls.congodb.proc)
 
     @classmethod
     def tearDownClass(cls):
         try:
             super().tearDownClass()
         finally:
-            if not cls.stack_per_test and cls.target is not None:
-                t, cls.target = cls.target, None
-                t.stop()
+            try:
+                if not cls.stack_per_test and cls.target is not None:
+                    t, cls.target = cls.target, None
+                    t.stop()
+            finally:
+                cls._stop_congodb()
+
+    @classmethod
+    def _stop_congodb(cls):
+        global _congodb
+        c, cls.congodb = cls.congodb, None
+        if c is not None:
+            _congodb = None
+            c.stop()
 
     def setUp(self):
         if self.stack_per_test:
@@ -253,6 +359,10 @@ class DeliveryCase(IntegrationCase):
         if self.stack is not None and self.target.proc not in self.stack.procs:
             self.stack.procs.append(self.target.proc)
         self.target.proc.mark = len(self.target.proc.lines)
+        if self.congodb is not None:
+            if self.stack is not None and self.congodb.proc not in self.stack.procs:
+                self.stack.procs.append(self.congodb.proc)
+            self.congodb.proc.mark = len(self.congodb.proc.lines)
 
     def _stop_target(self):
         t, self.target = self.target, None
@@ -402,5 +512,6 @@ def main():
     harness.main()
 
 
-__all__ = ['harness', 'DeliveryCase', 'Target', 'ScriptedServer', 'UUID_RE', 'RFC3339_UTC_RE',
-           'parse_rfc3339', 'poll_until', 'SLACK', 'SANITIZED', 'main', 'unittest']
+__all__ = ['harness', 'DeliveryCase', 'Target', 'ScriptedServer', 'CongoDB', 'UUID_RE',
+           'RFC3339_UTC_RE', 'parse_rfc3339', 'poll_until', 'SLACK', 'SANITIZED', 'BACKEND',
+           'skip_on_backend', 'main', 'unittest']
