@@ -24,7 +24,7 @@ import os
 import threading
 import time
 
-from delivery_helpers import DeliveryCase, SANITIZED, main, skip_on_backend
+from delivery_helpers import DeliveryCase, SANITIZED, main
 
 N_CRASH = 5000     # webhooks in the crash and restart tests
 N_SHARED = 2000    # webhooks in the two-instance tests
@@ -211,11 +211,6 @@ class InterruptedFanOutTest(DurableCase):
         self.wait_requests(N_CRASH // 2)
         return eid
 
-    @skip_on_backend('congodb', 'a bug of the MongoDB backend, not of CongoDB: store_mongo.c '
-                     "attempt_run records the attempts, then adds the outcomes to the event's "
-                     'counters in a second write; killed between the two, the event stays '
-                     'short of them for good (the restarted service skips deliveries that ended), '
-                     'and the summary never reaches pending 0')
     def test_kill_9_of_the_service_mid_fan_out(self):
         eid = self.start_event()
         self.stack.svc.kill()

@@ -232,12 +232,14 @@ static void run_list(struct store *s, const char *after, const char *limit_text)
 	finish(rc, start, err);
 }
 
-static void run_event(struct store *s, const char *id)
+/* "event ID" reads the summary, "event_head ID" the event without its counts. */
+static void run_event(struct store *s, const char *id, bool head)
 {
 	static struct store_event ev;
 	char err[STORE_ERR_LEN] = "";
 	int64_t start = time_mono_ms();
-	int rc = store_get_event(s, id != NULL ? id : "", &ev, err, sizeof(err));
+	int rc = (head ? store_get_event_head : store_get_event)(s, id != NULL ? id : "", &ev, err,
+	                                                         sizeof(err));
 	printf("event rc=%d", rc);
 	if (rc == 0)
 		printf(
@@ -361,8 +363,8 @@ int main(int argc, char **argv)
 			run_meta(s);
 		else if (strcmp(cmd, "states") == 0)
 			run_states(s, a1, a2);
-		else if (strcmp(cmd, "event") == 0)
-			run_event(s, a1);
+		else if (strcmp(cmd, "event") == 0 || strcmp(cmd, "event_head") == 0)
+			run_event(s, a1, strcmp(cmd, "event_head") == 0);
 		else if (strcmp(cmd, "deliveries") == 0)
 			run_deliveries(s, a1, a2, a3);
 		else if (strcmp(cmd, "apply") == 0)

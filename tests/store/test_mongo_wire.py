@@ -57,14 +57,21 @@ def webhook(hook_id, url, created, updated):
             'updatedAt': Int64(updated)}
 
 
-def event(event_id, ip, created, targets, succeeded=0, failed=0, fanned=0, items=0, done=False,
-          legacy=False):
-    """An event document; legacy: as an older version stored it, without fanned, items, done."""
-    doc = {'_id': event_id, 'ip': ip, 'createdAt': Int64(created), 'targets': Int64(targets),
-           'succeeded': Int64(succeeded), 'failed': Int64(failed)}
-    if not legacy:
+def event(event_id, ip, created, targets, fanned=0, items=0, done=False, legacy=False):
+    """An event document; legacy: as an older version stored it, with outcome counters and
+    without fanned, items, done."""
+    doc = {'_id': event_id, 'ip': ip, 'createdAt': Int64(created), 'targets': Int64(targets)}
+    if legacy:
+        doc.update(succeeded=Int64(7), failed=Int64(8))
+    else:
         doc.update(fanned=Int64(fanned), items=Int64(items), done=done)
     return doc
+
+
+def outcomes(*counts):
+    """The reply to the outcome count: (status, n) pairs, n as the server sends it."""
+    return {'cursor': {'id': Int64(0), 'ns': 'hooksdb.deliveries',
+                       'firstBatch': [{'_id': status, 'n': n} for status, n in counts]}}
 
 
 def attempt(number, http_status, error, duration):
@@ -246,6 +253,20 @@ class MongoWireTest(unittest.TestCase):
                              'projection': {'status': 1, 'attempts': {
                                  '$size': {'$ifNull': ['$attempts', []]}}},
                              'batchSize': len(keys)})
+
+    def expect_index(self):
+        """The once-per-store creation of the index that counts an event's outcomes."""
+        return self.receive({'createIndexes': 'deliveries', 'writeConcern': WC, 'indexes': [
+            {'key': {'eventId': 1, 'status': 1}, 'name': 'eventId_1_status_1'}]})
+
+    def expect_outcome_count(self, event_id):
+        return self.receive({'aggregate': 'deliveries', 'cursor': {}, 'pipeline': [
+            {'$match': {'eventId': event_id}},
+            {'$group': {'_id': '$status', 'n': {'$sum': 1}}}]})
+
+    def expect_event_find(self, event_id):
+        return self.receive({'find': 'events', 'filter': {'_id': event_id}, 'limit': Int64(1),
+                             'singleBatch': True})
 
     def assert_no_more_commands(self):
         with self.assertRaisesRegex(AssertionError, 'got nothing'):
@@ -734,7 +755,7 @@ class MongoWireTest(unittest.TestCase):
         self.expect_item(E, 4, 1, True).command_err(code=91, errmsg='shutting down')
         self.assertEqual(probe.result()['rc'], str(EAGAIN))
 
-    def test_attempts_upsert_deliveries_in_one_bulk_then_count_outcomes_per_event(self):
+    def test_attempts_upsert_deliveries_in_one_bulk_and_touch_no_event(self):
         probe, _ = self.start()
         self.apply(probe,
                    'attempt %s %s %s 1 %d 500 0 12 https://t.example/h' % (E, D1, A, AT_MS),
@@ -743,107 +764,138 @@ class MongoWireTest(unittest.TestCase):
                    % (E, D2, B, AT_MS),
                    'attempt %s %s %s 1 %d 0 2 3 https://u/ connection refused'
                    % (F, D1, C, AT_MS))
+        # The first batch of attempts of the store makes the index that counts outcomes.
+        self.expect_index().ok(numIndexesBefore=1, numIndexesAfter=2)
         on_insert = {'eventId': E, 'deliveryId': D1, 'webhookId': A}
         # One ordered update: each attempt creates or extends its delivery (a bulk statement
-        # says multi: false where update_one leaves it out).
+        # says multi: false where update_one leaves it out). $addToSet: the same attempt sent
+        # again is not added twice.
         self.receive({'update': 'deliveries', 'ordered': True, 'writeConcern': WC, 'updates': [
             {'q': {'_id': E + ':' + D1}, 'upsert': True, 'multi': False, 'u': {
                 '$set': {'status': 0, 'targetUrl': 'https://t.example/h'},
                 '$setOnInsert': on_insert,
-                '$push': {'attempts': attempt(1, 500, None, 12)}}},
+                '$addToSet': {'attempts': attempt(1, 500, None, 12)}}},
             {'q': {'_id': E + ':' + D1}, 'upsert': True, 'multi': False, 'u': {
                 '$set': {'status': 1, 'targetUrl': 'https://t.example/h'},
                 '$setOnInsert': on_insert,
-                '$push': {'attempts': attempt(2, 200, None, 7)}}},
+                '$addToSet': {'attempts': attempt(2, 200, None, 7)}}},
             # Without a URL the recorded one stays (only a new delivery gets an empty one).
             {'q': {'_id': E + ':' + D2}, 'upsert': True, 'multi': False, 'u': {
                 '$set': {'status': 2},
                 '$setOnInsert': {'eventId': E, 'deliveryId': D2, 'webhookId': B,
                                  'targetUrl': ''},
-                '$push': {'attempts': attempt(3, None, 'not sent: the webhook was deleted',
-                                              0)}}},
+                '$addToSet': {'attempts': attempt(3, None, 'not sent: the webhook was deleted',
+                                                  0)}}},
             {'q': {'_id': F + ':' + D1}, 'upsert': True, 'multi': False, 'u': {
                 '$set': {'status': 2, 'targetUrl': 'https://u/'},
                 '$setOnInsert': {'eventId': F, 'deliveryId': D1, 'webhookId': C},
-                '$push': {'attempts': attempt(1, None, 'connection refused', 3)}}},
+                '$addToSet': {'attempts': attempt(1, None, 'connection refused', 3)}}},
         ]}).ok(n=4, nModified=2, upserted=[{'index': 0, '_id': E + ':' + D1},
                                            {'index': 2, '_id': E + ':' + D2},
                                            {'index': 3, '_id': F + ':' + D1}])
-        # Then the final outcomes, one $inc per event; the pending attempt counts nowhere.
-        self.receive({'update': 'events', 'ordered': True, 'writeConcern': WC, 'updates': [
-            {'q': {'_id': E}, 'multi': False, 'upsert': False, 'u': {'$inc': {'succeeded': Int64(1), 'failed': Int64(1)}}},
-            {'q': {'_id': F}, 'multi': False, 'upsert': False, 'u': {'$inc': {'failed': Int64(1)}}},
-        ]}).ok(n=2, nModified=2)
         got = probe.result()
         self.assertEqual((got['rc'], got['results']), ('0', '0,0,0,0'))
+        # No second write: the events' outcomes are counted from their deliveries.
+        self.assert_no_more_commands()
 
-    def test_pending_attempts_touch_no_event_and_a_failed_bulk_is_eagain(self):
+    def test_index_failing_fails_nothing_and_is_not_asked_again_at_once(self):
         probe, _ = self.start()
-        self.apply(probe, 'attempt %s %s %s 1 %d 503 0 5 https://t/' % (E, D1, A, AT_MS))
+        self.apply(probe, 'attempt %s %s %s 1 %d 200 1 5 https://t/' % (E, D1, A, AT_MS))
+        self.expect_index().command_err(code=13, errmsg='not authorized from the mock')
         self.receive({'update': 'deliveries', 'ordered': True, 'writeConcern': WC, 'updates': [
             {'q': {'_id': E + ':' + D1}, 'upsert': True, 'multi': False, 'u': {
-                '$set': {'status': 0, 'targetUrl': 'https://t/'},
+                '$set': {'status': 1, 'targetUrl': 'https://t/'},
                 '$setOnInsert': {'eventId': E, 'deliveryId': D1, 'webhookId': A},
-                '$push': {'attempts': attempt(1, 503, None, 5)}}}]}).ok(n=1)
+                '$addToSet': {'attempts': attempt(1, 200, None, 5)}}}]}).ok(n=1)
         self.assertEqual(probe.result()['results'], '0')
+        self.apply(probe, 'attempt %s %s %s 1 %d 200 1 5 https://t/' % (E, D2, A, AT_MS))
+        request = self.server.receives()
+        self.assertEqual(request.command_name, 'update')  # within the minute: no createIndexes
+        request.ok(n=1)
+        self.assertEqual(probe.result()['results'], '0')
+
+    def test_a_failed_attempt_bulk_is_eagain(self):
+        probe, _ = self.start()
         self.apply(probe, 'attempt %s %s %s 2 %d 200 1 5 https://t/' % (E, D1, A, AT_MS))
+        self.expect_index().ok()
         request = self.server.receives()
         self.assertEqual((request.command_name, request['update']), ('update', 'deliveries'))
-        request.ok(n=1)
-        request = self.server.receives()
-        self.assertEqual(typed(request['updates']), typed([
-            {'q': {'_id': E}, 'multi': False, 'upsert': False,
-             'u': {'$inc': {'succeeded': Int64(1)}}}]))
         request.ok(
             n=1, writeConcernError={'code': 64, 'errmsg': 'waiting for replication timed out'})
         self.assertEqual(probe.result()['rc'], str(EAGAIN))
         self.assert_no_more_commands()
 
-    def test_get_event(self):
+    def test_get_event_counts_outcomes_from_the_deliveries(self):
         probe, _ = self.start()
         probe.send('event %s' % E)
-        self.receive({'find': 'events', 'filter': {'_id': E}, 'limit': Int64(1),
-                      'singleBatch': True}).replies(
-            cursor([event(E, '2001:db8::1', 5, 4, 2, 1)], 'events'))
+        self.expect_event_find(E).replies(cursor([event(E, '2001:db8::1', 5, 4)], 'events'))
+        self.expect_index().ok()
+        # Statuses as the server groups them: 0 (pending) counts nowhere; n may be any integer.
+        self.expect_outcome_count(E).replies(outcomes((1, 2), (0, 1), (2, Int64(1))))
         got = probe.result()
         self.assertEqual(
             [got[k] for k in ('rc', 'id', 'ip', 'created', 'targets', 'succeeded', 'failed',
                               'fanned', 'items', 'done')],
             ['0', E, '2001:db8::1', '5', '4', '2', '1', '0', '0', '0'])
+        # The index is made once per store; an event with no deliveries counts none.
         probe.send('event %s' % E)
-        self.receive({'find': 'events', 'filter': {'_id': E}, 'limit': Int64(1),
-                      'singleBatch': True}).replies(
-            cursor([event(E, '::1', 5, 4, 2, 1, fanned=9, items=3, done=True)], 'events'))
+        self.expect_event_find(E).replies(
+            cursor([event(E, '::1', 5, 4, fanned=9, items=3, done=True)], 'events'))
+        self.expect_outcome_count(E).replies(outcomes())
         got = probe.result()
-        self.assertEqual([got[k] for k in ('rc', 'fanned', 'items', 'done')],
-                         ['0', '9', '3', '1'])
+        self.assertEqual([got[k] for k in ('rc', 'succeeded', 'failed', 'fanned', 'items',
+                                           'done')], ['0', '0', '0', '9', '3', '1'])
         probe.send('event %s' % F)
-        self.receive({'find': 'events', 'filter': {'_id': F}, 'limit': Int64(1),
-                      'singleBatch': True}).replies(cursor([], 'events'))
+        self.expect_event_find(F).replies(cursor([], 'events'))
         self.assertEqual(probe.result()['rc'], str(ENOENT))
+        self.assert_no_more_commands()
 
-    def test_event_of_an_older_version_reads_as_nothing_fanned(self):
+    def test_get_event_head_reads_only_the_event(self):
+        probe, _ = self.start()
+        probe.send('event_head %s' % E)
+        self.expect_event_find(E).replies(
+            cursor([event(E, '::1', 5, 4, fanned=4, items=1)], 'events'))
+        got = probe.result()
+        self.assertEqual([got[k] for k in ('rc', 'succeeded', 'failed', 'fanned', 'items')],
+                         ['0', '0', '0', '4', '1'])
+        self.assert_no_more_commands()
+
+    def test_outcome_count_failing_fails_the_summary(self):
+        probe, _ = self.start()
+        probe.send('event %s' % E)
+        self.expect_event_find(E).replies(cursor([event(E, '::1', 5, 4)], 'events'))
+        self.expect_index().ok()
+        self.expect_outcome_count(E).command_err(code=2, errmsg='BadValue from the mock')
+        got = probe.result()
+        self.assertEqual(got['rc'], str(EIO))
+        self.assertIn('counting outcomes', got['err'])
+        probe.send('event %s' % E)
+        self.expect_event_find(E).replies(cursor([event(E, '::1', 5, 4)], 'events'))
+        self.expect_outcome_count(E).replies(outcomes((1, 'many')))
+        self.assertEqual(probe.result()['rc'], str(EIO))
+
+    def test_event_of_an_older_version_ignores_its_counters(self):
         probe, _ = self.start()
         # First an event with all three set, so that a value left over from it would show.
-        probe.send('event %s' % F)
-        self.receive({'find': 'events', 'filter': {'_id': F}, 'limit': Int64(1),
-                      'singleBatch': True}).replies(
+        probe.send('event_head %s' % F)
+        self.expect_event_find(F).replies(
             cursor([event(F, '::1', 5, 4, fanned=4, items=2, done=True)], 'events'))
         got = probe.result()
         self.assertEqual([got[k] for k in ('rc', 'fanned', 'items', 'done')],
                          ['0', '4', '2', '1'])
         probe.send('event %s' % E)
-        self.receive({'find': 'events', 'filter': {'_id': E}, 'limit': Int64(1),
-                      'singleBatch': True}).replies(
-            cursor([event(E, '::1', 5, 4, 2, 1, legacy=True)], 'events'))
+        self.expect_event_find(E).replies(cursor([event(E, '::1', 5, 4, legacy=True)], 'events'))
+        self.expect_index().ok()
+        self.expect_outcome_count(E).replies(outcomes((1, 3)))
         got = probe.result()
-        self.assertEqual([got[k] for k in ('rc', 'targets', 'fanned', 'items', 'done')],
-                         ['0', '4', '0', '0', '0'])
+        self.assertEqual([got[k] for k in ('rc', 'targets', 'succeeded', 'failed', 'fanned',
+                                           'items', 'done')],
+                         ['0', '4', '3', '0', '0', '0', '0'])
 
     def test_event_with_a_malformed_item_field_is_eio(self):
         probe, _ = self.start()
         for field, value in (('done', 1), ('items', 'two'), ('fanned', None)):
-            probe.send('event %s' % E)
+            probe.send('event_head %s' % E)
             doc = event(E, '::1', 5, 4)
             doc[field] = value
             self.receive({'find': 'events', 'filter': {'_id': E}, 'limit': Int64(1),

@@ -892,7 +892,7 @@ static void take_item(struct fetcher *f, natsMsg *m)
 	 * nothing, and the address in the bodies comes from the stored event. */
 	char err[STORE_ERR_LEN];
 	struct store_event ev;
-	int rc = store_get_event(q->store, event_id, &ev, err, sizeof(err));
+	int rc = store_get_event_head(q->store, event_id, &ev, err, sizeof(err));
 	if (rc == -ENOENT || (rc == 0 && k == 0 && ev.done && ev.items > 0 && ev.fanned == 0)) {
 		/* No such event, or one refused with a 503 (marked as having no deliveries) whose
 		 * first item JetStream stored after all. */

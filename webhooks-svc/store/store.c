@@ -61,7 +61,13 @@ int store_delivery_states(struct store *s, const char *event_id, const char (*id
 int store_get_event(struct store *s, const char *id, struct store_event *out, char *err,
                     size_t errlen)
 {
-	return s->vt->get_event(s, id, out, err, errlen);
+	return s->vt->get_event(s, id, true, out, err, errlen);
+}
+
+int store_get_event_head(struct store *s, const char *id, struct store_event *out, char *err,
+                         size_t errlen)
+{
+	return s->vt->get_event(s, id, false, out, err, errlen);
 }
 
 int store_list_deliveries(struct store *s, const char *event_id, const char *after, size_t limit,

@@ -41,8 +41,8 @@ struct store_event {
 	char ip[STORE_IP_LEN];
 	int64_t created_ms;
 	int64_t targets;   /* webhooks registered when the event was triggered (an estimate) */
-	int64_t succeeded; /* deliveries that ended with a 2xx */
-	int64_t failed;    /* deliveries that ran out of retries */
+	int64_t succeeded; /* deliveries that ended with a 2xx (0 from store_get_event_head) */
+	int64_t failed;    /* deliveries that ran out of retries (0 from store_get_event_head) */
 	int64_t fanned;    /* deliveries created by the work items counted so far */
 	int64_t items;     /* work items counted so far: the next one to count is number items */
 	bool done;         /* the last work item is counted: fanned is the final total */
@@ -168,6 +168,13 @@ store_delivery_states(struct store *s, const char *event_id, const char (*ids)[I
 /* Read an event's summary by id. Returns 0 or -ENOENT, -EAGAIN, -EIO. */
 __attribute__((warn_unused_result)) int
 store_get_event(struct store *s, const char *id, struct store_event *out, char *err, size_t errlen);
+
+/* The same without the outcome counts (succeeded and failed read 0): what the fan-out reads
+ * for every work item. MongoDB counts an event's outcomes from its deliveries, which costs in
+ * proportion to them; SQLite keeps counters, and both calls cost the same there. */
+__attribute__((warn_unused_result)) int store_get_event_head(struct store *s, const char *id,
+                                                             struct store_event *out, char *err,
+                                                             size_t errlen);
 
 /* Read up to limit deliveries of an event with id greater than after (NULL or "" for the
  * first page), in ascending id order, into out[0..*n). The caller frees the attempts with

@@ -16,8 +16,9 @@ struct store_vtable {
 	int (*delivery_states)(struct store *s, const char *event_id, const char (*ids)[ID_LEN + 1],
 	                       size_t n, struct store_delivery_state *out, char *err,
 	                       size_t errlen);
-	int (*get_event)(struct store *s, const char *id, struct store_event *out, char *err,
-	                 size_t errlen);
+	/* counts: fill succeeded and failed too (else they are 0). */
+	int (*get_event)(struct store *s, const char *id, bool counts, struct store_event *out,
+	                 char *err, size_t errlen);
 	int (*list_deliveries)(struct store *s, const char *event_id, const char *after,
 	                       size_t limit, struct store_delivery *out, size_t *n, char *err,
 	                       size_t errlen);

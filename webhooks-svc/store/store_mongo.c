@@ -5,16 +5,16 @@
  *   webhooks    { _id: "<webhook uuid>", targetUrl: "<url>",
  *                 createdAt: <int64 ms since the epoch>, updatedAt: <int64 ms> }
  *   events      { _id: "<event uuid>", ip: "<address>", createdAt: <int64 ms>,
- *                 targets: <int64>, succeeded: <int64>, failed: <int64>,
- *                 fanned: <int64>, items: <int64>, done: <bool> }
+ *                 targets: <int64>, fanned: <int64>, items: <int64>, done: <bool> }
  *   deliveries  { _id: "<event uuid>:<delivery uuid>", eventId, deliveryId, webhookId,
  *                 targetUrl, status: <int32: 0 pending, 1 succeeded, 2 failed>,
  *                 attempts: [ { attempt, at, httpStatus, error, durationMs }, ... ] }
  *   meta        { _id: "webhooks", n: <int64>, lastId: "<webhook uuid>" | "" }
  *
  * Every id is the _id itself, so MongoDB's built-in unique index on _id is the unique index on
- * the id, and the only index the store needs: get, update and delete look a document up by _id,
- * and pages are range scans over the same index ({_id: {$gt: after}} sorted by _id). A
+ * the id: get, update and delete look a document up by _id, and pages are range scans over the
+ * same index ({_id: {$gt: after}} sorted by _id). The one other index, {eventId: 1, status: 1}
+ * on deliveries, counts an event's outcomes. A
  * delivery's _id starts with its event's id and ':', so an event's deliveries are one _id range
  * ("E:" < _id < "E;", ';' being the character after ':'), in delivery id order. UUIDs are
  * strings (not BinData) so that ids sort byte-wise exactly as in the SQLite backend and read
@@ -22,6 +22,15 @@
  * round-trip without conversion. An attempt is the document form of store_attempt_json's
  * object, so both backends show exactly the same attempts. Events written before fanned, items
  * and done existed read as 0, 0 and false.
+ *
+ * Outcome counts are not kept as counters: an event's succeeded and failed are counted from its
+ * deliveries' statuses when the summary is read (two index range counts). A counter would be a
+ * second document written after the deliveries, and without a transaction a crash between the
+ * two writes would leave the event short of those outcomes for good (the restarted service does
+ * not send ended deliveries again, so nothing would ever count them). Recording an attempt is
+ * one idempotent statement on its delivery ($addToSet of the attempt, $set of the status), so a
+ * batch sent again after a failure midway neither doubles an attempt nor miscounts. Older
+ * versions kept succeeded and failed fields in the event; they are ignored.
  *
  * The meta document keeps what store_meta reads, so that no request counts documents: n, the
  * number of webhooks, and lastId, the greatest webhook id ever inserted. A batch that inserts
@@ -58,6 +67,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "timeutil.h"
 
 #define DEFAULT_DB         "webhooks"
 #define DUPLICATE_KEY_CODE 11000
@@ -67,6 +77,9 @@
 
 /* The _id of the meta document. */
 #define META_ID "webhooks"
+/* The index that counts an event's outcomes. */
+#define STATUS_INDEX   "eventId_1_status_1"
+#define INDEX_RETRY_MS 60000
 /* Delivery ids asked for by one find of store_delivery_states (about 80 KB of $in). */
 #define STATES_PER_FIND 1000
 
@@ -86,6 +99,11 @@ struct store_mongo {
 	char *db;
 	pthread_mutex_t meta_lock; /* held while meta_ready is checked and the document made */
 	bool meta_ready;           /* the meta document is known to exist */
+	/* The deliveries' {eventId, status} index: made once on first use; after a failure,
+	 * tried again at most every INDEX_RETRY_MS (counting works without it, only slower). */
+	pthread_mutex_t index_lock;
+	bool index_ready;
+	int64_t index_tried_ms;
 };
 
 /* A client of the pool and its collections, held for the length of one call. */
@@ -228,6 +246,9 @@ static int doc_to_event(const bson_t *doc, void *rows, size_t i, char *err, size
 	struct store_event *out = (struct store_event *)rows + i;
 	bson_iter_t it;
 	unsigned seen = 0;
+	/* Counted from the deliveries, not read (see the top). */
+	out->succeeded = 0;
+	out->failed = 0;
 	/* Optional: an event stored by an older version has none of the three. */
 	out->fanned = 0;
 	out->items = 0;
@@ -245,10 +266,6 @@ static int doc_to_event(const bson_t *doc, void *rows, size_t i, char *err, size
 			ok = copy_int(&it, &out->created_ms) && (seen |= 4);
 		else if (strcmp(key, "targets") == 0)
 			ok = copy_int(&it, &out->targets) && (seen |= 8);
-		else if (strcmp(key, "succeeded") == 0)
-			ok = copy_int(&it, &out->succeeded) && (seen |= 16);
-		else if (strcmp(key, "failed") == 0)
-			ok = copy_int(&it, &out->failed) && (seen |= 32);
 		else if (strcmp(key, "fanned") == 0)
 			ok = copy_int(&it, &out->fanned);
 		else if (strcmp(key, "items") == 0)
@@ -258,7 +275,7 @@ static int doc_to_event(const bson_t *doc, void *rows, size_t i, char *err, size
 		if (!ok)
 			return malformed("events", err, errlen);
 	}
-	return seen == 63 ? 0 : malformed("events", err, errlen);
+	return seen == 15 ? 0 : malformed("events", err, errlen);
 }
 
 /* The JSON form of a BSON value of an attempt (a document written from JSON, so only JSON's
@@ -363,8 +380,6 @@ static void event_to_doc(const struct store_op *op, bson_t *doc)
 	BSON_APPEND_UTF8(doc, "ip", op->event.ip);
 	BSON_APPEND_INT64(doc, "createdAt", op->event.created_ms);
 	BSON_APPEND_INT64(doc, "targets", op->event.targets);
-	BSON_APPEND_INT64(doc, "succeeded", 0);
-	BSON_APPEND_INT64(doc, "failed", 0);
 	BSON_APPEND_INT64(doc, "fanned", 0);
 	BSON_APPEND_INT64(doc, "items", 0);
 	BSON_APPEND_BOOL(doc, "done", false);
@@ -685,6 +700,46 @@ static int ensure_meta(struct store_mongo *s, struct lease *l, char *err, size_t
 	return rc;
 }
 
+/* Make the index that counts an event's outcomes, once per store. It is made on the first batch
+ * of attempts or the first summary, while the collection is still small in a new database; in
+ * an upgraded one the build may take longer than the call allows, and then it goes on in the
+ * server and is asked for again later. A failure is logged and does not fail the caller:
+ * counting works without the index, only by reading the event's deliveries. */
+static void ensure_index(struct store_mongo *s, struct lease *l)
+{
+	bson_t cmd = BSON_INITIALIZER, indexes, index, key, reply;
+	bson_error_t error;
+	int64_t now = time_mono_ms();
+
+	pthread_mutex_lock(&s->index_lock);
+	if (s->index_ready ||
+	    (s->index_tried_ms != 0 && now - s->index_tried_ms < INDEX_RETRY_MS)) {
+		pthread_mutex_unlock(&s->index_lock);
+		return;
+	}
+	s->index_tried_ms = now;
+	BSON_APPEND_UTF8(&cmd, "createIndexes", coll_names[COLL_DELIVERIES]);
+	BSON_APPEND_ARRAY_BEGIN(&cmd, "indexes", &indexes);
+	BSON_APPEND_DOCUMENT_BEGIN(&indexes, "0", &index);
+	BSON_APPEND_DOCUMENT_BEGIN(&index, "key", &key);
+	BSON_APPEND_INT32(&key, "eventId", 1);
+	BSON_APPEND_INT32(&key, "status", 1);
+	bson_append_document_end(&index, &key);
+	BSON_APPEND_UTF8(&index, "name", STATUS_INDEX);
+	bson_append_document_end(&indexes, &index);
+	bson_append_array_end(&cmd, &indexes);
+	if (mongoc_collection_write_command_with_opts(l->coll[COLL_DELIVERIES], &cmd, NULL, &reply,
+	                                              &error))
+		s->index_ready = true;
+	else
+		log_warn(
+		    "mongodb: making the index %s of deliveries failed (%s); tried again in %d s",
+		    STATUS_INDEX, error.message, INDEX_RETRY_MS / 1000);
+	bson_destroy(&reply);
+	bson_destroy(&cmd);
+	pthread_mutex_unlock(&s->index_lock);
+}
+
 /* Raise lastId to id unless it is greater already. Upserts, so it never fails for want of the
  * document. */
 static int raise_last_id(struct lease *l, const char *id, char *err, size_t errlen)
@@ -777,15 +832,17 @@ static void delivery_key(const char *event_id, const char *delivery_id,
 }
 
 /* The update that records one attempt: the first creates the delivery (with upsert), every one
- * appends itself and sets the status. An attempt without a URL (a retry dropped because its
- * webhook was deleted) keeps the URL recorded before. */
+ * adds itself and sets the status. $addToSet, not $push: the same attempt recorded again (its
+ * batch sent again after a failure midway) is the same document and is not added twice. An
+ * attempt without a URL (a retry dropped because its webhook was deleted) keeps the URL
+ * recorded before. */
 static int attempt_update(const struct store_attempt *a, bson_t *selector, bson_t *update,
                           char *err, size_t errlen)
 {
 	char key[DELIVERY_KEY_LEN + 1];
 	char json[ATTEMPT_JSON_LEN];
 	bson_t attempt = BSON_INITIALIZER;
-	bson_t set, on_insert, push;
+	bson_t set, on_insert, add;
 	bson_error_t error;
 
 	store_attempt_json(a, json, sizeof(json));
@@ -808,30 +865,11 @@ static int attempt_update(const struct store_attempt *a, bson_t *selector, bson_
 	if (a->target_url[0] == '\0')
 		BSON_APPEND_UTF8(&on_insert, "targetUrl", "");
 	bson_append_document_end(update, &on_insert);
-	BSON_APPEND_DOCUMENT_BEGIN(update, "$push", &push);
-	BSON_APPEND_DOCUMENT(&push, "attempts", &attempt);
-	bson_append_document_end(update, &push);
+	BSON_APPEND_DOCUMENT_BEGIN(update, "$addToSet", &add);
+	BSON_APPEND_DOCUMENT(&add, "attempts", &attempt);
+	bson_append_document_end(update, &add);
 	bson_destroy(&attempt);
 	return 0;
-}
-
-/* Final outcomes of one event within a run of attempts. */
-struct tally {
-	const char *event_id;
-	int64_t succeeded, failed;
-};
-
-static void tally_add(struct tally *tallies, size_t *n, const struct store_attempt *a)
-{
-	size_t i = 0;
-	while (i < *n && strcmp(tallies[i].event_id, a->event_id) != 0)
-		i++;
-	if (i == *n)
-		tallies[(*n)++] = (struct tally){.event_id = a->event_id};
-	if (a->status == STORE_DELIVERY_SUCCEEDED)
-		tallies[i].succeeded++;
-	else
-		tallies[i].failed++;
 }
 
 static int run_bulk(mongoc_bulk_operation_t *bulk, const char *what, char *err, size_t errlen)
@@ -845,24 +883,17 @@ static int run_bulk(mongoc_bulk_operation_t *bulk, const char *what, char *err, 
 	return rc;
 }
 
-/* Record ops[0..n), a run of consecutive attempts, in two ordered bulk updates: one statement
- * per attempt on its delivery, then one $inc per event that got final outcomes, so that a
- * fan-out's records cost two majority writes per batch rather than one or two per attempt. The
- * counters are a second write, so not atomic with the first (see the top). */
+/* Record ops[0..n), a run of consecutive attempts, in one ordered bulk update: one statement
+ * per attempt on its delivery, so that a fan-out's records cost one majority write per batch
+ * rather than one per attempt. Nothing else is written: outcomes are counted from the
+ * deliveries (see the top). */
 static int attempt_run(struct lease *l, struct store_op *ops, size_t n, char *err, size_t errlen)
 {
-	mongoc_bulk_operation_t *deliveries = NULL, *events = NULL;
-	struct tally *tallies = calloc(n, sizeof(*tallies));
+	mongoc_bulk_operation_t *deliveries;
 	bson_t upsert = BSON_INITIALIZER;
 	bson_error_t error;
-	size_t ntallies = 0;
 	int rc = 0;
 
-	if (tallies == NULL) {
-		snprintf(err, errlen, "out of memory");
-		rc = -EIO;
-		goto cleanup;
-	}
 	BSON_APPEND_BOOL(&upsert, "upsert", true);
 	deliveries =
 	    mongoc_collection_create_bulk_operation_with_opts(l->coll[COLL_DELIVERIES], NULL);
@@ -874,54 +905,27 @@ static int attempt_run(struct lease *l, struct store_op *ops, size_t n, char *er
 			snprintf(err, errlen, "mongodb: recording an attempt: %s", error.message);
 			rc = -EIO;
 		}
-		if (ops[i].attempt.status != STORE_DELIVERY_PENDING)
-			tally_add(tallies, &ntallies, &ops[i].attempt);
 		bson_destroy(&update);
 		bson_destroy(&selector);
 	}
 	if (rc == 0)
 		rc = run_bulk(deliveries, "recording attempts", err, errlen);
-	if (rc != 0 || ntallies == 0)
-		goto cleanup;
-
-	events = mongoc_collection_create_bulk_operation_with_opts(l->coll[COLL_EVENTS], NULL);
-	for (size_t i = 0; i < ntallies && rc == 0; i++) {
-		bson_t selector = BSON_INITIALIZER, update = BSON_INITIALIZER, inc;
-		BSON_APPEND_UTF8(&selector, "_id", tallies[i].event_id);
-		BSON_APPEND_DOCUMENT_BEGIN(&update, "$inc", &inc);
-		if (tallies[i].succeeded > 0)
-			BSON_APPEND_INT64(&inc, "succeeded", tallies[i].succeeded);
-		if (tallies[i].failed > 0)
-			BSON_APPEND_INT64(&inc, "failed", tallies[i].failed);
-		bson_append_document_end(&update, &inc);
-		if (!mongoc_bulk_operation_update_one_with_opts(events, &selector, &update, NULL,
-		                                                &error)) {
-			snprintf(err, errlen, "mongodb: counting outcomes: %s", error.message);
-			rc = -EIO;
-		}
-		bson_destroy(&update);
-		bson_destroy(&selector);
-	}
-	if (rc == 0)
-		rc = run_bulk(events, "counting outcomes", err, errlen);
-cleanup:
 	for (size_t i = 0; i < n && rc == 0; i++)
 		ops[i].result = 0;
-	mongoc_bulk_operation_destroy(events);
 	mongoc_bulk_operation_destroy(deliveries);
 	bson_destroy(&upsert);
-	free(tallies);
 	return rc;
 }
 
-/* Apply the ops in order: one round trip per run of inserts into one collection, two per run of
- * attempts, and one per other op. */
+/* Apply the ops in order: one round trip per run of inserts into one collection or of attempts,
+ * and one per other op. */
 static int mongo_apply(struct store *base, struct store_op *ops, size_t n, char *err, size_t errlen)
 {
 	struct store_mongo *s = (struct store_mongo *)base;
 	struct lease l = {0};
 	const char *greatest = NULL; /* the greatest id the batch inserts */
 	bool counts = false;         /* the batch inserts or deletes webhooks */
+	bool attempts = false;       /* the batch records attempts */
 	int64_t delta = 0, events = 0;
 	int rc;
 
@@ -932,12 +936,15 @@ static int mongo_apply(struct store *base, struct store_op *ops, size_t n, char 
 		    (greatest == NULL || strcmp(ops[i].hook.id, greatest) > 0))
 			greatest = ops[i].hook.id;
 		counts = counts || ops[i].kind == STORE_OP_INSERT || ops[i].kind == STORE_OP_DELETE;
+		attempts = attempts || ops[i].kind == STORE_OP_ATTEMPT;
 	}
 	rc = lease_take(s, &l, err, errlen);
 	if (rc != 0)
 		return rc;
 	if (counts)
 		rc = ensure_meta(s, &l, err, errlen);
+	if (attempts)
+		ensure_index(s, &l);
 	/* Before any insert: lastId may then run ahead of the webhooks, never behind them. */
 	if (rc == 0 && greatest != NULL)
 		rc = raise_last_id(&l, greatest, err, errlen);
@@ -1272,11 +1279,65 @@ static int mongo_delivery_states(struct store *base, const char *event_id,
 	return rc;
 }
 
-static int mongo_get_event(struct store *base, const char *id, struct store_event *out, char *err,
-                           size_t errlen)
+/* Count the event's deliveries by status into out's succeeded and failed: one aggregation
+ * that the {eventId, status} index covers. */
+static int count_outcomes(struct store_mongo *s, struct store_event *out, char *err, size_t errlen)
 {
-	return find_by_id((struct store_mongo *)base, COLL_EVENTS, id, doc_to_event, out, "event",
-	                  err, errlen);
+	bson_t pipeline = BSON_INITIALIZER, stage, match, group, sum, opts = BSON_INITIALIZER;
+	struct lease l = {0};
+	mongoc_cursor_t *cursor;
+	const bson_t *doc;
+	bson_error_t error;
+	int rc;
+
+	rc = lease_take(s, &l, err, errlen);
+	if (rc != 0)
+		return rc;
+	ensure_index(s, &l);
+	BSON_APPEND_DOCUMENT_BEGIN(&pipeline, "0", &stage);
+	BSON_APPEND_DOCUMENT_BEGIN(&stage, "$match", &match);
+	BSON_APPEND_UTF8(&match, "eventId", out->id);
+	bson_append_document_end(&stage, &match);
+	bson_append_document_end(&pipeline, &stage);
+	BSON_APPEND_DOCUMENT_BEGIN(&pipeline, "1", &stage);
+	BSON_APPEND_DOCUMENT_BEGIN(&stage, "$group", &group);
+	BSON_APPEND_UTF8(&group, "_id", "$status");
+	BSON_APPEND_DOCUMENT_BEGIN(&group, "n", &sum);
+	BSON_APPEND_INT32(&sum, "$sum", 1);
+	bson_append_document_end(&group, &sum);
+	bson_append_document_end(&stage, &group);
+	bson_append_document_end(&pipeline, &stage);
+	cursor = mongoc_collection_aggregate(l.coll[COLL_DELIVERIES], MONGOC_QUERY_NONE, &pipeline,
+	                                     &opts, NULL);
+	while (rc == 0 && mongoc_cursor_next(cursor, &doc)) {
+		bson_iter_t it;
+		int64_t status = -1, n = -1;
+		if (bson_iter_init_find(&it, doc, "_id") && !copy_int(&it, &status))
+			status = -1; /* a status of another type counts nowhere */
+		if (!bson_iter_init_find(&it, doc, "n") || !copy_int(&it, &n) || n < 0)
+			rc = malformed("deliveries", err, errlen);
+		else if (status == STORE_DELIVERY_SUCCEEDED)
+			out->succeeded = n;
+		else if (status == STORE_DELIVERY_FAILED)
+			out->failed = n;
+	}
+	if (rc == 0 && mongoc_cursor_error(cursor, &error))
+		rc = fail(&error, "counting outcomes", err, errlen);
+	mongoc_cursor_destroy(cursor);
+	lease_give(s, &l);
+	bson_destroy(&opts);
+	bson_destroy(&pipeline);
+	return rc;
+}
+
+static int mongo_get_event(struct store *base, const char *id, bool counts, struct store_event *out,
+                           char *err, size_t errlen)
+{
+	struct store_mongo *s = (struct store_mongo *)base;
+	int rc = find_by_id(s, COLL_EVENTS, id, doc_to_event, out, "event", err, errlen);
+	if (rc == 0 && counts)
+		rc = count_outcomes(s, out, err, errlen);
+	return rc;
 }
 
 static int mongo_list_deliveries(struct store *base, const char *event_id, const char *after,
@@ -1317,6 +1378,7 @@ static void mongo_destroy(struct store *base)
 	mongoc_client_pool_destroy(s->pool);
 	mongoc_write_concern_destroy(s->wc);
 	pthread_mutex_destroy(&s->meta_lock);
+	pthread_mutex_destroy(&s->index_lock);
 	bson_free(s->db);
 	free(s);
 }
@@ -1398,6 +1460,7 @@ struct store *store_mongo_open(const char *url, char *err, size_t errlen)
 	}
 	s->base.vt = &mongo_vt;
 	pthread_mutex_init(&s->meta_lock, NULL);
+	pthread_mutex_init(&s->index_lock, NULL);
 	db = mongoc_uri_get_database(uri);
 	s->db = bson_strdup(db != NULL && db[0] != '\0' ? db : DEFAULT_DB);
 	s->wc = mongoc_write_concern_new();
@@ -1417,6 +1480,7 @@ fail:
 	if (s != NULL) {
 		mongoc_write_concern_destroy(s->wc);
 		pthread_mutex_destroy(&s->meta_lock);
+		pthread_mutex_destroy(&s->index_lock);
 		bson_free(s->db);
 		free(s);
 	}
