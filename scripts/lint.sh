@@ -1,5 +1,5 @@
 #!/bin/sh
-# lint.sh -- refuse banned C calls, as curl's checksrc does.
+# lint.sh -- refuse banned C calls, as curl's checksrc does, and C not formatted by .clang-format.
 set -eu
 cd "$(dirname "$0")/.."
 banned=$(grep -rnE '\b(sprintf|vsprintf|strcpy|strcat|atoi|atol|gets)[[:space:]]*\(' \
@@ -10,3 +10,9 @@ if [ -n "$banned" ]; then
 	exit 1
 fi
 echo "lint: no banned calls"
+files=$(git ls-files '*.c' '*.h' 2>/dev/null || find common gateway webhooks-svc tests bench -name '*.[ch]')
+if ! clang-format --dry-run -Werror $files; then
+	echo "lint: format the files above with clang-format -i (the rules are in .clang-format)" >&2
+	exit 1
+fi
+echo "lint: formatted as .clang-format says"
