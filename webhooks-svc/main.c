@@ -45,6 +45,15 @@ static const char *check_store_url(const char *v)
 	return "sqlite:PATH or mongodb://HOST:PORT/DB";
 }
 
+static const char *check_cidrs(const char *v)
+{
+	static struct addr_policy scratch; /* only main's thread parses the configuration */
+	char err[160];
+	if (addr_policy_init(&scratch, false, v, err, sizeof(err)) != 0)
+		return "comma-separated CIDRs such as 10.0.0.0/8,fd00::/8 (at most 64)";
+	return NULL;
+}
+
 static void wake_dispatcher(void *ctx)
 {
 	dispatch_wakeup(ctx);
@@ -70,6 +79,12 @@ int main(int argc, char **argv)
 	     "time limit for one delivery attempt", 100, 600000, NULL, &c->delivery_timeout_ms},
 	    {"LOG_LEVEL", "--log-level", CFG_LOG_LEVEL, "info", "error, warn, info or debug", 0, 0,
 	     NULL, &c->log_level},
+	    {"ALLOW_PRIVATE_TARGETS", "--allow-private-targets", CFG_BOOL, "0",
+	     "deliver to loopback, private and other non-public addresses too", 0, 0, NULL,
+	     &c->allow_private_targets},
+	    {"TARGET_ALLOW_CIDRS", "--target-allow-cidrs", CFG_STRING, "",
+	     "comma-separated CIDRs that deliveries may reach although not public", 0, 0,
+	     check_cidrs, &c->target_allow_cidrs},
 	};
 	int rc = cfg_load(options, sizeof(options) / sizeof(options[0]), argc, argv, "webhooks-svc",
 	                  "webhooks-svc: stores webhooks and delivers events, answering the "
@@ -78,6 +93,15 @@ int main(int argc, char **argv)
 		return rc == CFG_HELP ? 0 : 2;
 	log_set_level(c->log_level);
 	char err[512];
+	if (addr_policy_init(&svc.targets, c->allow_private_targets, c->target_allow_cidrs, err,
+	                     sizeof(err)) != 0) {
+		fprintf(stderr, "webhooks-svc: %s\n",
+		        err); /* check_cidrs passed it: cannot happen */
+		return 2;
+	}
+	if (c->allow_private_targets)
+		log_warn("ALLOW_PRIVATE_TARGETS=1: webhooks may point at loopback and private "
+		         "addresses, this host's and its network's services included");
 	/* For make bench only: measures what recording deliveries costs the fan-out. */
 	bool no_record = getenv("WEBHOOKS_BENCH_NO_RECORD") != NULL;
 	if (no_record)
@@ -131,6 +155,7 @@ int main(int argc, char **argv)
 	    .connect_timeout_ms =
 	        c->delivery_timeout_ms / 2 < 3000 ? c->delivery_timeout_ms / 2 : 3000,
 	    .drain_ms = DISPATCH_DRAIN_MS,
+	    .targets = &svc.targets,
 	};
 	svc.dispatch = dispatch_create(&dcfg, svc.queue, err, sizeof(err));
 	if (svc.dispatch == NULL) {

@@ -5,6 +5,7 @@
 #include <nats/nats.h>
 #include <stdbool.h>
 
+#include "addrpolicy.h"
 #include "config.h"
 #include "dispatch.h"
 #include "jsqueue.h"
@@ -23,10 +24,13 @@ struct svc_config {
 	struct cfg_durations retry_schedule;
 	long delivery_timeout_ms;
 	enum log_level log_level;
+	bool allow_private_targets;
+	const char *target_allow_cidrs;
 };
 
 struct svc {
 	struct svc_config cfg;
+	struct addr_policy targets; /* where deliveries may go: registration and connect time */
 	natsConnection *nc;
 	struct store *store;
 	struct writer *writer; /* API writes: webhooks and events, replied when durable */

@@ -354,13 +354,17 @@ class Proc:
                                  % (self.name, marker, self.log_text()))
 
 
+# What the tests' service allows beyond public addresses: its sinks, all on loopback.
+LOOPBACK_CIDRS = '127.0.0.0/8,::1/128'
+
+
 def base_env(extra=None):
     """The environment for a child: the runner's, minus variables of the contract that
     could leak in from the caller's shell, plus extra."""
     env = dict(os.environ)
     for k in ('NATS_URL', 'GATEWAY_BIND', 'GATEWAY_PORT', 'ADMIN_TOKEN', 'TRUST_PROXY',
               'NATS_TIMEOUT_MS', 'STORE_URL', 'MAX_IN_FLIGHT', 'MAX_RETRIES', 'RETRY_SCHEDULE',
-              'DELIVERY_TIMEOUT_MS', 'LOG_LEVEL'):
+              'DELIVERY_TIMEOUT_MS', 'LOG_LEVEL', 'ALLOW_PRIVATE_TARGETS', 'TARGET_ALLOW_CIDRS'):
         env.pop(k, None)
     # A safety net for deliveries: libcurl sends any target that is not loopback to a proxy
     # on a closed loopback port (without resolving its name), so whatever URL a test
@@ -543,8 +547,9 @@ class Service(OurBinary):
     def __init__(self, workdir, nats_url, env=None, name='webhooks-svc', log_level='info'):
         self.workdir = workdir
         self.db_path = os.path.join(workdir, '%s.db' % name)
+        # The sinks of the tests are on loopback, which the service refuses by default.
         self.env = {'NATS_URL': nats_url, 'STORE_URL': 'sqlite:' + self.db_path,
-                    'LOG_LEVEL': log_level}
+                    'LOG_LEVEL': log_level, 'TARGET_ALLOW_CIDRS': LOOPBACK_CIDRS}
         self.env.update(env or {})
         self.proc = Proc(name, [binary('webhooks-svc')], base_env(self.env), workdir, cwd=workdir)
 

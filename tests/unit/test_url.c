@@ -1,4 +1,5 @@
-/* test_url.c -- unit tests for common/url.c: which target URLs are accepted. */
+/* test_url.c -- unit tests for common/url.c: which target URLs are accepted, their normalised
+ * and redacted forms, and the literal addresses the default address policy refuses. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sys/socket.h>
 
 #include "url.h"
 
@@ -169,6 +172,163 @@ static void test_length_limit(void **state)
 	free(u);
 }
 
+static void assert_normalized(const char *url, const char *want)
+{
+	char out[URL_MAX_LEN + 1], err[256] = "";
+	struct addr_policy open;
+	assert_int_equal(addr_policy_init(&open, true, "", err, sizeof(err)), 0);
+	int rc = url_normalize(url, &open, out, sizeof(out), err, sizeof(err));
+	if (rc != 0)
+		fail_msg("'%s' rejected (%d): %s", url, rc, err);
+	if (strcmp(out, want) != 0)
+		fail_msg("'%s' normalised to '%s', expected '%s'", url, out, want);
+}
+
+/* What is stored and sent is libcurl's own reading of the URL. */
+static void test_normalized_form(void **state)
+{
+	(void)state;
+	assert_normalized("http://2130706433/", "http://127.0.0.1/");
+	assert_normalized("http://0x7f000001/x", "http://127.0.0.1/x");
+	assert_normalized("http://127.1:8080/", "http://127.0.0.1:8080/");
+	assert_normalized("http://017700000001/", "http://127.0.0.1/");
+	assert_normalized("http://example.com/a/../b/./c?q=1#f", "http://example.com/b/c?q=1#f");
+	assert_normalized("HTTPS://example.com", "https://example.com/");
+	/* International names in punycode, with UTS #46 mapping (full-width forms fold). */
+	assert_normalized("http://b\xc3\xbc"
+	                  "cher.example/",
+	                  "http://xn--bcher-kva.example/");
+	assert_normalized("http://\xef\xbc\xa5\xef\xbc\xb8.example/", "http://ex.example/");
+	assert_normalized("http://\xef\xbc\x91\xef\xbc\x92\xef\xbc\x97.1/", "http://127.0.0.1/");
+	assert_normalized("http://u:pw@example.com/", "http://u:pw@example.com/");
+}
+
+/* What libcurl would send somewhere other than what a person reads, or cannot send at all. */
+static void test_rejects_misleading_urls(void **state)
+{
+	(void)state;
+	assert_rejected("http://127.0.0.1:39101\\@evil.example/");
+	assert_rejected("http://example.com\\x/");
+	assert_rejected("http://example.com:/x");
+	assert_rejected("http://example.com:");
+	assert_rejected("http://[::1]:/");
+	assert_rejected("http://u:p@example.com:/");
+	assert_rejected("http://\xff\xfe.example/");
+}
+
+static void assert_blocked(const char *url)
+{
+	char out[URL_MAX_LEN + 1], err[256] = "";
+	struct addr_policy p;
+	assert_int_equal(addr_policy_init(&p, false, "", err, sizeof(err)), 0);
+	int rc = url_normalize(url, &p, out, sizeof(out), err, sizeof(err));
+	if (rc != -EINVAL || strstr(err, "not a public one") == NULL)
+		fail_msg("'%s' gave %d (%s), expected a refused address", url, rc, err);
+}
+
+static void assert_not_blocked(const char *url, const char *allow)
+{
+	char out[URL_MAX_LEN + 1], err[256] = "";
+	struct addr_policy p;
+	assert_int_equal(addr_policy_init(&p, false, allow, err, sizeof(err)), 0);
+	int rc = url_normalize(url, &p, out, sizeof(out), err, sizeof(err));
+	if (rc != 0)
+		fail_msg("'%s' with '%s' allowed gave %d: %s", url, allow, rc, err);
+}
+
+/* Every spelling of a refused literal address is refused at registration. */
+static void test_refused_literals(void **state)
+{
+	(void)state;
+	const char *urls[] = {
+	    "http://127.0.0.1/",
+	    "http://2130706433/",
+	    "http://0x7f000001/",
+	    "http://127.1/",
+	    "http://0177.0.0.1/",
+	    "http://[::1]/",
+	    "http://[::ffff:127.0.0.1]/",
+	    "http://[::ffff:7f00:1]/",
+	    "http://169.254.169.254/",
+	    "http://10.0.0.1/",
+	    "http://172.16.5.4/",
+	    "http://192.168.1.1/",
+	    "http://100.64.0.1/",
+	    "http://0.0.0.0/",
+	    "http://0/",
+	    "http://224.0.0.1/",
+	    "http://255.255.255.255/",
+	    "http://240.0.0.1/",
+	    "http://192.0.2.1/",
+	    "http://198.18.0.1/",
+	    "http://198.51.100.7/",
+	    "http://203.0.113.9/",
+	    "http://[fd00::1]/",
+	    "http://[fe80::1%25eth0]/",
+	    "http://[::]/",
+	    "http://[2001:db8::1]/",
+	    "http://[64:ff9b::7f00:1]/",
+	    "http://[2002:7f00:1::]/",
+	    "http://[ff02::1]/",
+	    "http://[2001::1]/",
+	    "http://\xef\xbc\x91\xef\xbc\x92\xef\xbc\x97.0.0.1/",
+	    "http://u:p@127.0.0.1:22/",
+	};
+	for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); i++)
+		assert_blocked(urls[i]);
+	/* Public addresses and names pass (a name is judged where the connection is made). */
+	assert_not_blocked("http://93.184.216.34/", "");
+	assert_not_blocked("http://[2606:4700::1111]/", "");
+	assert_not_blocked("http://localhost/", "");
+	assert_not_blocked("http://127.0.0.1:9/", "127.0.0.0/8");
+	assert_not_blocked("http://[::ffff:127.0.0.1]/", "127.0.0.1");
+	assert_not_blocked("http://10.1.2.3/", "::ffff:10.0.0.0/104");
+	assert_not_blocked("http://[::1]/", "10.0.0.0/8,::1/128");
+}
+
+static void assert_redacted(const char *url, const char *want)
+{
+	char out[URL_MAX_LEN + 1];
+	url_redact(url, out, sizeof(out));
+	if (strcmp(out, want) != 0)
+		fail_msg("'%s' redacted to '%s', expected '%s'", url, out, want);
+}
+
+static void test_redaction(void **state)
+{
+	(void)state;
+	assert_redacted("http://u:pw@example.com/x", "http://u:***@example.com/x");
+	assert_redacted("https://token@example.com", "https://***@example.com");
+	assert_redacted("http://u:p@ss@example.com/", "http://u:***@example.com/");
+	assert_redacted("http://:pw@example.com/", "http://:***@example.com/");
+	assert_redacted("http://example.com/a@b", "http://example.com/a@b");
+	assert_redacted("http://example.com/?x=a@b#c@d", "http://example.com/?x=a@b#c@d");
+	assert_redacted("http://example.com", "http://example.com");
+	assert_redacted("http://u:***@example.com/", "http://u:***@example.com/");
+	assert_redacted("nats://a:b@h1:4222,nats://h2", "nats://a:***@h1:4222,nats://h2");
+}
+
+static void test_address_policy_parsing(void **state)
+{
+	(void)state;
+	struct addr_policy p;
+	char err[256];
+	assert_int_equal(
+	    addr_policy_init(&p, false, "10.0.0.0/8,fd00::/8,192.0.2.7", err, sizeof(err)), 0);
+	assert_int_equal(p.n, 3);
+	const char *bad[] = {"10.0.0.0/33", "10.0.0.0/",       "fd00::/129",  "10.0.0.0/8,",
+	                     "example.com", "10.0.0.0/8,,::1", "10.0.0.0/-1", " 10.0.0.0/8"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		if (addr_policy_init(&p, false, bad[i], err, sizeof(err)) != -EINVAL)
+			fail_msg("'%s' accepted", bad[i]);
+		assert_non_null(strstr(err, "TARGET_ALLOW_CIDRS"));
+	}
+	unsigned char v4[4] = {8, 8, 8, 8}, lo[4] = {127, 0, 0, 1};
+	assert_null(addr_special(AF_INET, v4));
+	assert_string_equal(addr_special(AF_INET, lo), "loopback");
+}
+
 static void test_small_error_buffer(void **state)
 {
 	/* The message is cut to the buffer, never written past it. */
@@ -194,6 +354,11 @@ int main(void)
 	    cmocka_unit_test(test_rejects_spaces_and_controls),
 	    cmocka_unit_test(test_length_limit),
 	    cmocka_unit_test(test_small_error_buffer),
+	    cmocka_unit_test(test_normalized_form),
+	    cmocka_unit_test(test_rejects_misleading_urls),
+	    cmocka_unit_test(test_refused_literals),
+	    cmocka_unit_test(test_redaction),
+	    cmocka_unit_test(test_address_policy_parsing),
 	};
 	return cmocka_run_group_tests_name("url", tests, NULL, NULL);
 }

@@ -93,8 +93,10 @@ static json_t *webhook_json(const struct store_webhook *h, bool full)
 {
 	char created[TIME_RFC3339_LEN + 1], updated[TIME_RFC3339_LEN + 1];
 	time_rfc3339(h->created_ms, created);
-	json_t *o = json_pack("{s:s, s:s, s:s}", "id", h->id, "targetUrl", h->target_url,
-	                      "createdAt", created);
+	char shown[URL_MAX_LEN + 1];
+	url_redact(h->target_url, shown, sizeof(shown)); /* credentials are never shown */
+	json_t *o =
+	    json_pack("{s:s, s:s, s:s}", "id", h->id, "targetUrl", shown, "createdAt", created);
 	if (o != NULL && full) {
 		time_rfc3339(h->updated_ms, updated);
 		json_object_set_new(o, "updatedAt", json_string(updated));
@@ -156,10 +158,11 @@ static const char *want_id(struct svc *svc, const char *reply, json_t *req)
 	return id;
 }
 
-static bool want_url(struct svc *svc, const char *reply, const char *url)
+/* Normalise url into out (URL_MAX_LEN + 1 bytes): what is stored and sent. */
+static bool want_url(struct svc *svc, const char *reply, const char *url, char *out)
 {
 	char err[256];
-	if (url_check(url, err, sizeof(err)) != 0) {
+	if (url_normalize(url, &svc->targets, out, URL_MAX_LEN + 1, err, sizeof(err)) != 0) {
 		reply_error(svc, reply, ERR_INVALID_ARGUMENT, err);
 		return false;
 	}
@@ -250,17 +253,16 @@ static bool want_meta(struct svc *svc, const char *reply, struct store_meta *met
 static void on_register(struct svc *svc, const char *reply, json_t *req)
 {
 	const char *url = want_string(svc, reply, req, "targetUrl");
-	if (url == NULL || !want_url(svc, reply, url))
+	struct store_op op = {.kind = STORE_OP_INSERT};
+	if (url == NULL || !want_url(svc, reply, url, op.hook.target_url))
 		return;
 	struct store_meta meta;
 	if (!want_meta(svc, reply, &meta))
 		return;
-	struct store_op op = {.kind = STORE_OP_INSERT};
 	/* Time-ordered, so new rows append to the table; and greater than every id stored
 	 * before, whatever this machine's clock says, so that an event triggered before this
 	 * registration (whose targets end at the greatest id then) never includes it. */
 	id_generate_after(op.hook.id, meta.last_id);
-	snprintf(op.hook.target_url, sizeof(op.hook.target_url), "%s", url);
 	op.hook.created_ms = op.hook.updated_ms = time_now_ms();
 	submit_write(svc, reply, &op, NULL);
 }
@@ -274,11 +276,10 @@ static void on_update(struct svc *svc, const char *reply, json_t *req)
 	const char *key =
 	    json_object_get(req, "newTargetUrl") != NULL ? "newTargetUrl" : "targetUrl";
 	const char *url = want_string(svc, reply, req, key);
-	if (url == NULL || !want_url(svc, reply, url))
-		return;
 	struct store_op op = {.kind = STORE_OP_UPDATE};
+	if (url == NULL || !want_url(svc, reply, url, op.hook.target_url))
+		return;
 	snprintf(op.hook.id, sizeof(op.hook.id), "%s", id);
-	snprintf(op.hook.target_url, sizeof(op.hook.target_url), "%s", url);
 	op.hook.updated_ms = time_now_ms();
 	submit_write(svc, reply, &op, NULL);
 }
@@ -521,8 +522,11 @@ static void on_deliveries(struct svc *svc, const char *reply, json_t *req)
 	for (size_t i = 0; i < n && i < (size_t)limit; i++) {
 		json_error_t jerr;
 		json_t *attempts = json_loads(rows[i].attempts_json, 0, &jerr);
+		/* Recorded without credentials; records of older versions are redacted here. */
+		char shown[URL_MAX_LEN + 1];
+		url_redact(rows[i].target_url, shown, sizeof(shown));
 		json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:o}", "id", rows[i].id, "webhookId",
-		                      rows[i].webhook_id, "targetUrl", rows[i].target_url, "status",
+		                      rows[i].webhook_id, "targetUrl", shown, "status",
 		                      status_names[rows[i].status], "attempts",
 		                      attempts != NULL ? attempts : json_array());
 		if (!page_add(&page, o, rows[i].id))

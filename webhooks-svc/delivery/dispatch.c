@@ -29,6 +29,7 @@
 
 #include "log.h"
 #include "timeutil.h"
+#include "url.h"
 
 #define USER_AGENT        "webhooks/" WEBHOOKS_VERSION
 #define MAX_RESPONSE_BODY (64 * 1024) /* read and thrown away; more aborts the transfer */
@@ -48,6 +49,8 @@ struct slot {
 	int sends; /* requests written in this transfer: see before_send */
 	bool body_capped;
 	bool busy; /* added to the multi handle */
+	const struct addr_policy *targets;
+	char blocked[ADDR_TEXT_LEN]; /* an address this transfer was refused a connection to */
 	char errbuf[CURL_ERROR_SIZE];
 	struct slot *next_free;
 };
@@ -91,6 +94,22 @@ static int before_send(void *userp, char *conn_primary_ip, char *conn_local_ip,
 	return ++s->sends > 1 ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
 }
 
+/* libcurl calls this for every connection it makes, with the address DNS gave (so a name
+ * that resolves or rebinds to a refused address is caught here, and with Happy Eyeballs each
+ * address is asked about). A refused one gets no socket: libcurl tries the next address or
+ * fails the transfer, and outcome_of says why. */
+static curl_socket_t open_socket(void *userp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	struct slot *s = userp;
+	char text[ADDR_TEXT_LEN];
+	(void)purpose;
+	if (!addr_policy_allows_sockaddr(s->targets, &a->addr, text)) {
+		memcpy(s->blocked, text, sizeof(s->blocked));
+		return CURL_SOCKET_BAD;
+	}
+	return socket(a->family, a->socktype, a->protocol);
+}
+
 static int setup_easy(struct dispatch *d, struct slot *s)
 {
 	s->easy = curl_easy_init();
@@ -111,6 +130,12 @@ static int setup_easy(struct dispatch *d, struct slot *s)
 	curl_easy_setopt(e, CURLOPT_USERAGENT, USER_AGENT);
 	curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, before_send);
 	curl_easy_setopt(e, CURLOPT_PREREQDATA, s);
+	s->targets = d->cfg.targets;
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, s);
+	/* A proxy from the environment (http_proxy, https_proxy, no_proxy) is honoured: the
+	 * address checked is then the proxy's, and an egress proxy that filters destinations
+	 * itself (Smokescreen, for one) is the operator's choice. */
 	return 0;
 }
 
@@ -139,6 +164,7 @@ static void start(struct dispatch *d, const struct delivery *dl)
 	s->received = 0;
 	s->sends = 0;
 	s->body_capped = false;
+	s->blocked[0] = '\0';
 	s->errbuf[0] = '\0';
 	if (s->easy == NULL && setup_easy(d, s) != 0)
 		goto fail;
@@ -196,7 +222,10 @@ static void outcome_of(struct slot *s, CURLcode rc, struct delivery_outcome *o)
 			    after < INT64_MAX / 1000 ? (int64_t)after * 1000 : INT64_MAX;
 		return;
 	}
-	if (rc == CURLE_ABORTED_BY_CALLBACK && s->sends > 1)
+	if (s->blocked[0] != '\0')
+		snprintf(o->error, sizeof(o->error), "blocked: %s is not a public address",
+		         s->blocked);
+	else if (rc == CURLE_ABORTED_BY_CALLBACK && s->sends > 1)
 		snprintf(o->error, sizeof(o->error),
 		         "the connection closed without an answer after the request was sent");
 	else if (rc == CURLE_OPERATION_TIMEDOUT)
@@ -229,8 +258,12 @@ static void reap(struct dispatch *d)
 		CURLcode rc = m->data.result;
 		struct delivery_outcome o;
 		outcome_of(s, rc, &o);
-		log_debug("delivery %s attempt %d to %s: %d %s (%" PRId64 " ms)", s->d.id,
-		          s->d.attempt, s->d.target_url, o.http_status, o.error, o.duration_ms);
+		if (log_enabled(LOG_LVL_DEBUG)) {
+			char shown[URL_MAX_LEN + 1];
+			url_redact(s->d.target_url, shown, sizeof(shown));
+			log_debug("delivery %s attempt %d to %s: %d %s (%" PRId64 " ms)", s->d.id,
+			          s->d.attempt, shown, o.http_status, o.error, o.duration_ms);
+		}
 		/* Release before reporting: m points into the handle's state. */
 		release(d, s);
 		jsq_report(d->q, &s->d, &o);
@@ -243,8 +276,10 @@ static void abandon_all(struct dispatch *d)
 		struct slot *s = &d->slots[i];
 		if (!s->busy)
 			continue;
+		char shown[URL_MAX_LEN + 1];
+		url_redact(s->d.target_url, shown, sizeof(shown));
 		log_info("delivery %s attempt %d to %s cut short by shutdown; handed back", s->d.id,
-		         s->d.attempt, s->d.target_url);
+		         s->d.attempt, shown);
 		release(d, s);
 		jsq_abandon(d->q, &s->d);
 	}

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "addrpolicy.h"
 #include "jsqueue.h"
 
 struct dispatch_config {
@@ -13,6 +14,7 @@ struct dispatch_config {
 	int64_t timeout_ms;         /* whole attempt */
 	int64_t connect_timeout_ms; /* connection set-up, shorter */
 	int64_t drain_ms;           /* at shutdown, how long in-flight transfers may finish */
+	const struct addr_policy *targets; /* addresses connections may be made to */
 };
 
 struct dispatch;

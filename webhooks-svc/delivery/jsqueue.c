@@ -29,6 +29,7 @@
 
 #include "ids.h"
 #include "log.h"
+#include "url.h"
 #include "retry_policy.h"
 #include "timeutil.h"
 #include "writer.h"
@@ -575,7 +576,7 @@ static void fill_attempt(struct store_attempt *a, const struct delivery *d,
 	memcpy(a->delivery_id, d->id, sizeof(a->delivery_id));
 	memcpy(a->event_id, d->event_id, sizeof(a->event_id));
 	memcpy(a->webhook_id, d->webhook_id, sizeof(a->webhook_id));
-	memcpy(a->target_url, d->target_url, sizeof(a->target_url));
+	url_redact(d->target_url, a->target_url, sizeof(a->target_url)); /* no credentials */
 	a->number = d->attempt;
 	a->at_ms = o->at_ms;
 	a->http_status = o->http_status;
