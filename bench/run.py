@@ -154,7 +154,7 @@ class System:
         self.svc = None
         self.extra = []
         self.gw = start([os.path.join(bindir, "webhooks-gateway")],
-                        {"NATS_URL": f"nats://127.0.0.1:{self.nats_port}", "GATEWAY_BIND": "127.0.0.1",
+                        {"NATS_URL": f"nats://127.0.0.1:{self.nats_port}", "GATEWAY_BIND": "127.0.0.1", "IP_RATE_LIMIT": "0",
                          "GATEWAY_PORT": str(self.http_port), "ADMIN_TOKEN": TOKEN, "LOG_LEVEL": "warn"})
         wait_port(self.http_port)
         self.base = f"http://127.0.0.1:{self.http_port}"

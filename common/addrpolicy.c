@@ -202,7 +202,8 @@ int addr_policy_init(struct addr_policy *p, bool allow_private, const char *list
 		p->n++;
 		at += len;
 		if (*at == ',' && *++at == '\0') {
-			snprintf(err, errlen, "TARGET_ALLOW_CIDRS: an empty entry after the last ','");
+			snprintf(err, errlen,
+			         "TARGET_ALLOW_CIDRS: an empty entry after the last ','");
 			return -EINVAL;
 		}
 	}

@@ -19,6 +19,7 @@ static const struct {
     [ERR_UNAVAILABLE] = {"unavailable", 503},
     [ERR_TIMEOUT] = {"timeout", 504},
     [ERR_INTERNAL] = {"internal", 500},
+    [ERR_RATE_LIMITED] = {"rate_limited", 429},
 };
 
 const char *envelope_code_name(enum envelope_code code)

@@ -16,6 +16,7 @@ enum envelope_code {
 	ERR_UNAVAILABLE,
 	ERR_TIMEOUT,
 	ERR_INTERNAL,
+	ERR_RATE_LIMITED, /* 429, with Retry-After */
 };
 
 /* The code's word, e.g. "invalid_json". */

@@ -6,9 +6,12 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "bus.h"
+#include "connlimit.h"
 #include "log.h"
+#include "ratelimit.h"
 
 /* Request bodies above this size are refused with 413. */
 #define GW_MAX_BODY (64 * 1024)
@@ -22,6 +25,8 @@ struct gw_config {
 	const char *admin_token;
 	bool trust_proxy;
 	long nats_timeout_ms;
+	const char *ip_rate_limit;
+	long max_conns_per_ip;
 	enum log_level log_level;
 };
 
@@ -30,6 +35,10 @@ struct gw {
 	size_t token_len;
 	struct bus *bus;
 	struct MHD_Daemon *daemon;
+	struct ratelimit *limiter;     /* /ip per caller address; NULL when IP_RATE_LIMIT=0 */
+	_Atomic uint64_t rate_limited; /* /ip requests answered 429 by the limiter */
+	struct connlimit *conns;       /* open connections per address; NULL when unlimited */
+	unsigned max_conns;            /* all open connections, below the file descriptor limit */
 	/* Requests between their first byte and their completion; shutdown waits for zero. */
 	pthread_mutex_t active_lock;
 	pthread_cond_t idle;

@@ -19,6 +19,7 @@
 #include "config.h"
 #include "envelope.h"
 #include "ids.h"
+#include "timeutil.h"
 
 enum route_id {
 	R_NONE = 0,
@@ -61,6 +62,7 @@ struct request {
 	size_t body_len;
 	bool too_large;
 	size_t discarded;
+	int64_t retry_after; /* seconds, for a Retry-After header when > 0 */
 
 	/* The handshake with the reply callback: it resumes the connection only after the
 	 * handler has suspended it. */
@@ -88,6 +90,11 @@ static enum MHD_Result send_body(struct request *req, int status, char *body, co
 		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
 	if (status == MHD_HTTP_UNAUTHORIZED)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+	if (req->retry_after > 0) {
+		char secs[24];
+		snprintf(secs, sizeof(secs), "%lld", (long long)req->retry_after);
+		MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, secs);
+	}
 	if (atomic_load(&req->gw->draining))
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 	enum MHD_Result ret = MHD_queue_response(req->conn, (unsigned int)status, r);
@@ -419,8 +426,18 @@ static enum MHD_Result first_call(struct gw *gw, struct MHD_Connection *conn, co
 	if (cl != NULL && cfg_parse_long(cl, &declared) && declared > GW_MAX_BODY)
 		return send_error(req, ERR_PAYLOAD_TOO_LARGE, NULL,
 		                  "the request body is larger than %d bytes", GW_MAX_BODY);
-	if (req->route == R_TRIGGER)
+	if (req->route == R_TRIGGER) {
 		client_ip(gw, conn, req->ip, sizeof(req->ip));
+		if (gw->limiter != NULL &&
+		    (req->retry_after = ratelimit_take(gw->limiter, req->ip, time_mono_us())) > 0) {
+			atomic_fetch_add(&gw->rate_limited, 1);
+			log_debug("/ip from %s rate-limited for %lld s", req->ip,
+			          (long long)req->retry_after);
+			return send_error(req, ERR_RATE_LIMITED, NULL,
+			                  "too many requests from %s; try again in %lld s", req->ip,
+			                  (long long)req->retry_after);
+		}
+	}
 	return MHD_YES;
 }
 

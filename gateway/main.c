@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,6 +33,16 @@
 #include "timeutil.h"
 
 #define DRAIN_MS 4000
+/* Open connections at most (fewer when the file descriptor limit is lower), and what is kept
+ * of that limit for everything else. */
+#define MAX_CONNECTIONS 10000
+#define FD_RESERVE      64
+/* A connection that sends nothing for this long is closed (slow headers and bodies too). */
+#define IDLE_TIMEOUT_S 10
+/* Refused connections are logged at most this often. */
+#define WARN_EVERY_MS 10000
+/* Buckets of the /ip rate limiter: about 3 MiB, whatever the number of callers. */
+#define RATE_SLOTS (64 * 1024)
 
 static const char *check_bind(const char *v)
 {
@@ -41,12 +52,103 @@ static const char *check_bind(const char *v)
 	return "an IPv4 or IPv6 address such as 0.0.0.0, 127.0.0.1 or ::";
 }
 
+static const char *check_rate(const char *v)
+{
+	double rate, burst;
+	return ratelimit_parse(v, &rate, &burst) ? NULL : "N/s or N/m, optionally :BURST, or 0";
+}
+
+/* libmicrohttpd's messages are debug lines, except those saying that connections are being
+ * refused or cannot be accepted: an operator must see those, but a flood must not flood the
+ * log, so they are warnings at most once per WARN_EVERY_MS, with a count of the others. */
+static void warn_refused(const char *what)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	static int64_t last_ms;
+	static unsigned long quiet;
+	int64_t now = time_mono_ms();
+	pthread_mutex_lock(&lock);
+	bool say = last_ms == 0 || now - last_ms >= WARN_EVERY_MS;
+	unsigned long before = quiet;
+	if (say) {
+		last_ms = now;
+		quiet = 0;
+	} else {
+		quiet++;
+	}
+	pthread_mutex_unlock(&lock);
+	if (say)
+		log_warn("refusing connections: %s (%lu more since the last such line)", what,
+		         before);
+}
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	char line[512];
+	(void)cls;
 	vsnprintf(line, sizeof(line), fmt, ap);
 	line[strcspn(line, "\n")] = '\0';
-	log_debug("libmicrohttpd: %s", line);
+	if (strstr(line, "connection limit") != NULL || strstr(line, "resource limit") != NULL ||
+	    strstr(line, "Error accepting") != NULL)
+		warn_refused(line);
+	else
+		log_debug("libmicrohttpd: %s", line);
+}
+
+/* The accept policy: refuse an address that already holds its share of the connections. */
+static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+	struct gw *gw = cls;
+	(void)addrlen;
+	if (connlimit_allows(gw->conns, addr))
+		return MHD_YES;
+	char ip[INET6_ADDRSTRLEN] = "?", what[160];
+	if (addr->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)addr)->sin_addr, ip,
+		          sizeof(ip));
+	else if (addr->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr,
+		          ip, sizeof(ip));
+	snprintf(what, sizeof(what), "%s holds %ld connections (GATEWAY_MAX_CONNECTIONS_PER_IP)",
+	         ip, gw->cfg.max_conns_per_ip);
+	warn_refused(what);
+	return MHD_NO;
+}
+
+static void notify_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                              enum MHD_ConnectionNotificationCode code)
+{
+	struct gw *gw = cls;
+	(void)socket_context;
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (ci == NULL || ci->client_addr == NULL)
+		return;
+	if (code == MHD_CONNECTION_NOTIFY_STARTED)
+		connlimit_opened(gw->conns, ci->client_addr);
+	else
+		connlimit_closed(gw->conns, ci->client_addr);
+}
+
+/* Raise the soft limit on open files to the hard one, and keep the connections well below
+ * it: NATS, the epoll descriptors and the log need some too, and accept() failing with
+ * EMFILE would leave new clients waiting in the backlog instead of being refused. */
+static unsigned connection_budget(void)
+{
+	struct rlimit rl;
+	unsigned budget = MAX_CONNECTIONS;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 256;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rlim_t want = rl.rlim_max == RLIM_INFINITY ? (rlim_t)1 << 20 : rl.rlim_max;
+		struct rlimit raised = {want, rl.rlim_max};
+		if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+			rl.rlim_cur = want;
+	}
+	rlim_t usable = rl.rlim_cur > 2 * FD_RESERVE ? rl.rlim_cur - FD_RESERVE : rl.rlim_cur / 2;
+	if (usable < budget)
+		budget = (unsigned)usable;
+	return budget;
 }
 
 static struct MHD_Daemon *start_http(struct gw *gw, char *err, size_t errlen)
@@ -71,11 +173,13 @@ static struct MHD_Daemon *start_http(struct gw *gw, char *err, size_t errlen)
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 	unsigned int threads = cores > 0 ? (unsigned int)cores : 1;
 	struct MHD_Daemon *d = MHD_start_daemon(
-	    flags, 0, NULL, NULL, gw_handle, gw, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, threads,
-	    MHD_OPTION_NOTIFY_COMPLETED, gw_completed, gw, MHD_OPTION_CONNECTION_TIMEOUT,
-	    (unsigned int)30, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)10000,
-	    MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1, MHD_OPTION_END);
+	    flags, 0, gw->conns != NULL ? accept_policy : NULL, gw, gw_handle, gw,
+	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+	    MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_NOTIFY_COMPLETED, gw_completed, gw,
+	    MHD_OPTION_NOTIFY_CONNECTION, gw->conns != NULL ? notify_connection : NULL, gw,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)IDLE_TIMEOUT_S,
+	    MHD_OPTION_CONNECTION_LIMIT, gw->max_conns, MHD_OPTION_LISTENING_ADDRESS_REUSE,
+	    (unsigned int)1, MHD_OPTION_END);
 	if (d == NULL)
 		snprintf(err, errlen, "cannot listen on %s port %ld: %s", gw->cfg.bind,
 		         gw->cfg.port, errno != 0 ? strerror(errno) : "libmicrohttpd failed");
@@ -113,6 +217,14 @@ int main(int argc, char **argv)
 	     "how long to wait for the service's reply", 1, 600000, NULL, &c->nats_timeout_ms},
 	    {"LOG_LEVEL", "--log-level", CFG_LOG_LEVEL, "info", "error, warn, info or debug", 0, 0,
 	     NULL, &c->log_level},
+	    {"GATEWAY_MAX_CONNECTIONS_PER_IP", "--max-connections-per-ip", CFG_INT, "128",
+	     "open connections one client address may hold (0: no limit; behind a proxy, set it "
+	     "above what the proxy opens)",
+	     0, 1000000, NULL, &c->max_conns_per_ip},
+	    {"IP_RATE_LIMIT", "--ip-rate-limit", CFG_STRING, "10/s",
+	     "/ip requests per caller address: N/s or N/m, with :BURST (default twice the rate "
+	     "per second); 0 turns it off",
+	     0, 0, check_rate, &c->ip_rate_limit},
 	};
 	int rc =
 	    cfg_load(options, sizeof(options) / sizeof(options[0]), argc, argv, "webhooks-gateway",
@@ -125,6 +237,25 @@ int main(int argc, char **argv)
 	gw.token_len = strlen(c->admin_token);
 	if (gw.token_len < 16)
 		log_warn("ADMIN_TOKEN is shorter than 16 characters; use a long random token");
+
+	double rate = 0, burst = 0;
+	if (ratelimit_parse(c->ip_rate_limit, &rate, &burst) && rate > 0) {
+		gw.limiter = ratelimit_create(rate, burst, RATE_SLOTS);
+		if (gw.limiter == NULL) {
+			log_error("out of memory for the rate limiter");
+			return 1;
+		}
+	}
+
+	gw.max_conns = connection_budget();
+	if (c->max_conns_per_ip > 0) {
+		gw.conns =
+		    connlimit_create((unsigned)c->max_conns_per_ip, 2 * (size_t)gw.max_conns);
+		if (gw.conns == NULL) {
+			log_error("out of memory for the connection limit");
+			return 1;
+		}
+	}
 
 	sigset_t stop;
 	cfg_block_stop_signals(&stop);
@@ -144,8 +275,9 @@ int main(int argc, char **argv)
 	}
 	const union MHD_DaemonInfo *info =
 	    MHD_get_daemon_info(gw.daemon, MHD_DAEMON_INFO_BIND_PORT);
-	log_info("listening on %s port %u, NATS %s", c->bind,
-	         info != NULL ? (unsigned int)info->port : (unsigned int)c->port, c->nats_url);
+	log_info("listening on %s port %u, NATS %s; at most %u connections, %ld per address",
+	         c->bind, info != NULL ? (unsigned int)info->port : (unsigned int)c->port,
+	         c->nats_url, gw.max_conns, c->max_conns_per_ip);
 
 	int sig = 0;
 	sigwait(&stop, &sig);
@@ -167,6 +299,8 @@ out:
 		MHD_stop_daemon(gw.daemon);
 	}
 	bus_destroy(gw.bus);
+	ratelimit_destroy(gw.limiter);
+	connlimit_destroy(gw.conns);
 	pthread_cond_destroy(&gw.idle);
 	pthread_mutex_destroy(&gw.active_lock);
 	nats_CloseAndWait(2000);

@@ -364,7 +364,8 @@ def base_env(extra=None):
     env = dict(os.environ)
     for k in ('NATS_URL', 'GATEWAY_BIND', 'GATEWAY_PORT', 'ADMIN_TOKEN', 'TRUST_PROXY',
               'NATS_TIMEOUT_MS', 'STORE_URL', 'MAX_IN_FLIGHT', 'MAX_RETRIES', 'RETRY_SCHEDULE',
-              'DELIVERY_TIMEOUT_MS', 'LOG_LEVEL', 'ALLOW_PRIVATE_TARGETS', 'TARGET_ALLOW_CIDRS'):
+              'DELIVERY_TIMEOUT_MS', 'LOG_LEVEL', 'ALLOW_PRIVATE_TARGETS', 'TARGET_ALLOW_CIDRS',
+              'IP_RATE_LIMIT', 'MAX_PENDING_DELIVERIES'):
         env.pop(k, None)
     # A safety net for deliveries: libcurl sends any target that is not loopback to a proxy
     # on a closed loopback port (without resolving its name), so whatever URL a test
@@ -574,8 +575,11 @@ class Gateway(OurBinary):
         self.host = bind
         self.port = None
         self.token = token
+        # Every test calls /ip from 127.0.0.1: the per-caller limit is off unless a test
+        # turns it on (test_hardening.py does).
         self.env = {'NATS_URL': nats_url, 'GATEWAY_BIND': bind, 'ADMIN_TOKEN': token,
-                    'NATS_TIMEOUT_MS': nats_timeout_ms, 'LOG_LEVEL': log_level}
+                    'NATS_TIMEOUT_MS': nats_timeout_ms, 'LOG_LEVEL': log_level,
+                    'IP_RATE_LIMIT': '0'}
         self.env.update(env or {})
         self.proc = Proc(name, [binary('webhooks-gateway')], base_env(self.env), workdir,
                          cwd=workdir)

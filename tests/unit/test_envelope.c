@@ -26,6 +26,7 @@ static const struct {
     {ERR_UNAVAILABLE, "unavailable", 503},
     {ERR_TIMEOUT, "timeout", 504},
     {ERR_INTERNAL, "internal", 500},
+    {ERR_RATE_LIMITED, "rate_limited", 429},
 };
 #define NCODES (sizeof(contract) / sizeof(contract[0]))
 
@@ -48,7 +49,7 @@ static void assert_json_text(const char *text, json_t *want)
 
 static void test_code_names_and_statuses(void **state)
 {
-	assert_int_equal(NCODES, ERR_INTERNAL + 1);
+	assert_int_equal(NCODES, ERR_RATE_LIMITED + 1);
 	for (size_t i = 0; i < NCODES; i++) {
 		assert_string_equal(envelope_code_name(contract[i].code), contract[i].name);
 		assert_int_equal(envelope_code_status(contract[i].code), contract[i].status);

@@ -1,0 +1,139 @@
+"""test_hardening.py -- the gateway under floods: /ip from one caller over its rate, thousands
+of connections from one address, connections that say nothing, a low file descriptor limit."""
+
+import re
+import socket
+import time
+
+import harness
+from harness import IntegrationCase
+
+
+class RateLimitTest(IntegrationCase):
+    stack_per_test = True
+    stack_options = {'gw_env': {'IP_RATE_LIMIT': '4/s:4', 'TRUST_PROXY': '1'}}
+
+    def ip(self, forwarded=None):
+        headers = {'X-Forwarded-For': forwarded} if forwarded else None
+        return self.gw.request('GET', '/ip', auth=False, headers=headers)
+
+    def test_over_the_rate_is_429_with_retry_after_then_served_again(self):
+        codes = [self.ip().status for _ in range(4)]
+        self.assertEqual(codes, [202] * 4)
+        r = self.ip()
+        self.assertEqual(r.status, 429, r)
+        self.assertEqual(r.json['error']['code'], 'rate_limited', r)
+        self.assertRegex(r.headers.get('Retry-After', ''), r'^[1-9][0-9]*$', r)
+        # A token comes back every 250 ms: within Retry-After the caller is served again.
+        time.sleep(int(r.headers['Retry-After']))
+        self.assertEqual(self.ip().status, 202)
+
+    def test_each_caller_has_its_own_bucket(self):
+        for _ in range(4):
+            self.assertEqual(self.ip('203.0.113.7').status, 202)
+        self.assertEqual(self.ip('203.0.113.7').status, 429)
+        # Another address, and another IPv6 /64, are served; the same /64 is the same caller.
+        self.assertEqual(self.ip('203.0.113.8').status, 202)
+        for _ in range(4):
+            self.assertEqual(self.ip('2001:db8:1:2::1').status, 202)
+        self.assertEqual(self.ip('2001:db8:1:2::ffff').status, 429)
+        self.assertEqual(self.ip('2001:db8:1:3::1').status, 202)
+
+    def test_only_ip_is_limited(self):
+        for _ in range(8):
+            self.assertEqual(self.gw.request('GET', '/webhooks').status, 200)
+            self.assertEqual(self.gw.request('GET', '/healthz', auth=False).status, 200)
+
+
+class RateLimitOffTest(IntegrationCase):
+    stack_options = {'gw_env': {'IP_RATE_LIMIT': '0'}}
+
+    def test_zero_turns_it_off(self):
+        codes = {self.gw.request('GET', '/ip', auth=False).status for _ in range(60)}
+        self.assertEqual(codes, {202})
+
+
+class ConnectionFloodTest(IntegrationCase):
+    """One address holding many connections that trickle bytes cannot keep others out."""
+    stack_per_test = True
+    stack_options = {'gw_env': {'GATEWAY_MAX_CONNECTIONS_PER_IP': '20'}}
+
+    def open_from(self, source, n):
+        socks = []
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((source, 0))
+            s.settimeout(5)
+            try:
+                s.connect(('127.0.0.1', self.gw.port))
+                s.sendall(b'GET /ip HTTP/1.1\r\nHo')  # a request that never ends
+            except OSError:
+                pass
+            socks.append(s)
+        self.addCleanup(lambda: [s.close() for s in socks])
+        return socks
+
+    def test_a_flooding_address_is_refused_and_others_are_served(self):
+        flood = self.open_from('127.0.0.2', 300)
+        # Keep trickling: each connection is active, so no idle timeout closes it.
+        for s in flood:
+            try:
+                s.sendall(b's')
+            except OSError:
+                pass
+        t0 = time.monotonic()
+        r = self.gw.request('GET', '/healthz', auth=False, timeout=5)
+        self.assertEqual(r.status, 200, r)
+        self.assertLess(time.monotonic() - t0, 2.0)
+        # The flood's connections beyond its 20 were refused (closed by the gateway at once).
+        closed = 0
+        for s in flood:
+            s.settimeout(0.05)
+            try:
+                if s.recv(1) == b'':
+                    closed += 1
+            except socket.timeout:
+                pass
+            except OSError:
+                closed += 1
+        self.assertGreaterEqual(closed, 270, 'of 300 connections from one address')
+        log = self.stack.gateways[0].proc.log_text()
+        self.assertRegex(log, r'WARN webhooks-gateway: refusing connections: 127\.0\.0\.2 '
+                              r'holds 20 connections')
+        # One warning for the whole flood, not one a connection.
+        self.assertLess(len(re.findall('refusing connections', log)), 3, log)
+
+    def test_a_silent_connection_is_closed_after_the_idle_timeout(self):
+        s = socket.create_connection(('127.0.0.1', self.gw.port), timeout=20)
+        self.addCleanup(s.close)
+        s.sendall(b'GET /healthz HTTP/1.1\r\nHost: x')
+        t0 = time.monotonic()
+        try:
+            data = s.recv(4096)
+        except ConnectionResetError:
+            data = b''
+        self.assertEqual(data, b'')
+        self.assertLess(time.monotonic() - t0, 15)
+
+
+class FileLimitTest(IntegrationCase):
+    """A low soft limit on open files is raised to the hard one, and the connection limit kept
+    below it."""
+    stack_auto = False
+
+    def test_soft_limit_raised_and_connections_below_it(self):
+        st = self.own_stack()
+        st.start()
+        gw = st.gateways[0]
+        gw.proc.stop()
+        # prlimit sets the limits and execs the gateway: soft 256, hard 4096.
+        gw.proc.argv = ['prlimit', '--nofile=256:4096', '--'] + gw.proc.argv
+        gw.start()
+        self.assertEqual(gw.request('GET', '/healthz', auth=False).status, 200)
+        m = re.findall(r'at most (\d+) connections', gw.proc.log_text())
+        self.assertTrue(m, gw.proc.log_text())
+        self.assertEqual(int(m[-1]), 4096 - 64)
+
+
+if __name__ == '__main__':
+    harness.main()
