@@ -150,7 +150,7 @@ class System:
         wait_port(self.nats_port)
         self.db = os.path.join(work, "webhooks.db")
         self.svc_env = {"NATS_URL": f"nats://127.0.0.1:{self.nats_port}",
-                        "STORE_URL": "sqlite:" + self.db, "TARGET_ALLOW_CIDRS": "127.0.0.0/8", "LOG_LEVEL": os.environ.get("SVC_LOG_LEVEL", "warn"), **(svc_env or {})}
+                        "STORE_URL": "sqlite:" + self.db, "TARGET_ALLOW_CIDRS": "127.0.0.0/8", "MAX_PENDING_DELIVERIES": "0", "MAX_IN_FLIGHT_PER_HOST": "0", "LOG_LEVEL": os.environ.get("SVC_LOG_LEVEL", "warn"), **(svc_env or {})}
         self.svc = None
         self.extra = []
         self.gw = start([os.path.join(bindir, "webhooks-gateway")],

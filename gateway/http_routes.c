@@ -377,8 +377,14 @@ static enum MHD_Result respond(struct request *req)
 		return send_body(req, 200, strdup("{\"status\":\"ok\"}"), NULL);
 	}
 	if (status != 0) {
-		/* The HTTP error body is {"error": {code, message}}: status is in the line. */
-		json_object_del(json_object_get(reply, "error"), "status");
+		/* The HTTP error body is {"error": {code, message}}: status is in the line, and a
+		 * back-pressure refusal's retryAfter in the Retry-After header. */
+		json_t *what = json_object_get(reply, "error");
+		json_int_t after = json_integer_value(json_object_get(what, "retryAfter"));
+		if (status == 429 && after > 0)
+			req->retry_after = after < 3600 ? (int64_t)after : 3600;
+		json_object_del(what, "retryAfter");
+		json_object_del(what, "status");
 	} else {
 		status = routes[req->route].ok_status;
 		if (req->route == R_TRIGGER)

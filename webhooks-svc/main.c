@@ -18,6 +18,7 @@
  */
 #include <errno.h>
 #include <curl/curl.h>
+#include <limits.h>
 #include <nats/nats.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -36,6 +37,8 @@
 #define WRITER_BATCH      512
 #define DRAIN_MS          1000
 #define DISPATCH_DRAIN_MS 2500
+/* How often the fleet's pending deliveries are read for back-pressure. */
+#define PRESSURE_REFRESH_MS 1000
 
 static const char *check_store_url(const char *v)
 {
@@ -82,6 +85,14 @@ int main(int argc, char **argv)
 	    {"ALLOW_PRIVATE_TARGETS", "--allow-private-targets", CFG_BOOL, "0",
 	     "deliver to loopback, private and other non-public addresses too", 0, 0, NULL,
 	     &c->allow_private_targets},
+	    {"MAX_IN_FLIGHT_PER_HOST", "--max-in-flight-per-host", CFG_INT, "-1",
+	     "transfers to one host at once, so that slow hosts cannot take every slot "
+	     "(-1: half the in-flight limit, at least 1; 0: no limit)",
+	     -1, 100000, NULL, &c->max_in_flight_per_host},
+	    {"MAX_PENDING_DELIVERIES", "--max-pending-deliveries", CFG_INT, "1000000",
+	     "deliveries accepted and not yet ended, over every instance, above which /ip answers "
+	     "429 (0: no bound)",
+	     0, LONG_MAX, NULL, &c->max_pending_deliveries},
 	    {"TARGET_ALLOW_CIDRS", "--target-allow-cidrs", CFG_STRING, "",
 	     "comma-separated CIDRs that deliveries may reach although not public", 0, 0,
 	     check_cidrs, &c->target_allow_cidrs},
@@ -127,6 +138,11 @@ int main(int argc, char **argv)
 		log_error("cannot open the store %s: %s", c->store_url, err);
 		goto out;
 	}
+	if (c->max_pending_deliveries > 0 &&
+	    (svc.pressure = pressure_create(svc.store, PRESSURE_REFRESH_MS)) == NULL) {
+		log_error("cannot start the back-pressure thread");
+		goto out;
+	}
 	svc.writer = writer_create(svc.store, handlers_write_done, WRITER_CAPACITY, WRITER_BATCH,
 	                           false, err, sizeof(err));
 	if (svc.writer == NULL) {
@@ -156,6 +172,9 @@ int main(int argc, char **argv)
 	        c->delivery_timeout_ms / 2 < 3000 ? c->delivery_timeout_ms / 2 : 3000,
 	    .drain_ms = DISPATCH_DRAIN_MS,
 	    .targets = &svc.targets,
+	    .max_per_host = c->max_in_flight_per_host >= 0
+	                        ? (size_t)c->max_in_flight_per_host
+	                        : (size_t)(c->max_in_flight > 1 ? c->max_in_flight / 2 : 1),
 	};
 	svc.dispatch = dispatch_create(&dcfg, svc.queue, err, sizeof(err));
 	if (svc.dispatch == NULL) {
@@ -194,6 +213,7 @@ out:
 		natsConnection_Close(svc.nc);
 		natsConnection_Destroy(svc.nc);
 	}
+	pressure_destroy(svc.pressure);
 	store_destroy(svc.store);
 	nats_CloseAndWait(2000);
 	curl_global_cleanup();

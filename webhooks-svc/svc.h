@@ -10,6 +10,7 @@
 #include "dispatch.h"
 #include "jsqueue.h"
 #include "log.h"
+#include "pressure.h"
 #include "store.h"
 #include "writer.h"
 
@@ -26,6 +27,8 @@ struct svc_config {
 	enum log_level log_level;
 	bool allow_private_targets;
 	const char *target_allow_cidrs;
+	long max_pending_deliveries; /* 0: no bound */
+	long max_in_flight_per_host; /* -1: half of max_in_flight; 0: no limit */
 };
 
 struct svc {
@@ -36,6 +39,7 @@ struct svc {
 	struct writer *writer; /* API writes: webhooks and events, replied when durable */
 	struct jsq *queue;     /* fan-out and retries on JetStream, with its own recorder */
 	struct dispatch *dispatch;
+	struct pressure *pressure; /* NULL when MAX_PENDING_DELIVERIES=0 */
 	natsSubscription *subs[16];
 	int nsubs;
 };

@@ -365,7 +365,7 @@ def base_env(extra=None):
     for k in ('NATS_URL', 'GATEWAY_BIND', 'GATEWAY_PORT', 'ADMIN_TOKEN', 'TRUST_PROXY',
               'NATS_TIMEOUT_MS', 'STORE_URL', 'MAX_IN_FLIGHT', 'MAX_RETRIES', 'RETRY_SCHEDULE',
               'DELIVERY_TIMEOUT_MS', 'LOG_LEVEL', 'ALLOW_PRIVATE_TARGETS', 'TARGET_ALLOW_CIDRS',
-              'IP_RATE_LIMIT', 'MAX_PENDING_DELIVERIES'):
+              'IP_RATE_LIMIT', 'MAX_PENDING_DELIVERIES', 'MAX_IN_FLIGHT_PER_HOST'):
         env.pop(k, None)
     # A safety net for deliveries: libcurl sends any target that is not loopback to a proxy
     # on a closed loopback port (without resolving its name), so whatever URL a test
@@ -549,8 +549,11 @@ class Service(OurBinary):
         self.workdir = workdir
         self.db_path = os.path.join(workdir, '%s.db' % name)
         # The sinks of the tests are on loopback, which the service refuses by default.
+        # Every sink is the one host 127.0.0.1: the per-host limit is off unless a test
+        # turns it on (test_fairness.py does).
         self.env = {'NATS_URL': nats_url, 'STORE_URL': 'sqlite:' + self.db_path,
-                    'LOG_LEVEL': log_level, 'TARGET_ALLOW_CIDRS': LOOPBACK_CIDRS}
+                    'LOG_LEVEL': log_level, 'TARGET_ALLOW_CIDRS': LOOPBACK_CIDRS,
+                    'MAX_IN_FLIGHT_PER_HOST': '0'}
         self.env.update(env or {})
         self.proc = Proc(name, [binary('webhooks-svc')], base_env(self.env), workdir, cwd=workdir)
 

@@ -64,7 +64,7 @@ def event(event_id, ip, created, targets, fanned=0, items=0, done=False, legacy=
     if legacy:
         doc.update(succeeded=Int64(7), failed=Int64(8))
     else:
-        doc.update(fanned=Int64(fanned), items=Int64(items), done=done)
+        doc.update(fanned=Int64(fanned), items=Int64(items), done=done, open=True)
     return doc
 
 
@@ -255,9 +255,22 @@ class MongoWireTest(unittest.TestCase):
                              'batchSize': len(keys)})
 
     def expect_index(self):
-        """The once-per-store creation of the index that counts an event's outcomes."""
-        return self.receive({'createIndexes': 'deliveries', 'writeConcern': WC, 'indexes': [
+        """The once-per-store creation of the index that counts an event's outcomes; when
+        answered ok, the open-events index follows (returned for the test to answer)."""
+        first = self.receive({'createIndexes': 'deliveries', 'writeConcern': WC, 'indexes': [
             {'key': {'eventId': 1, 'status': 1}, 'name': 'eventId_1_status_1'}]})
+        test = self
+
+        class Both:
+            def ok(self, **kw):
+                first.ok(**kw)
+                return test.receive({'createIndexes': 'events', 'writeConcern': WC,
+                                     'indexes': [{'key': {'open': 1}, 'name': 'open_1',
+                                                  'sparse': True}]}).ok(**kw)
+
+            def command_err(self, **kw):
+                return first.command_err(**kw)
+        return Both()
 
     def expect_outcome_count(self, event_id):
         return self.receive({'aggregate': 'deliveries', 'cursor': {}, 'pipeline': [

@@ -848,6 +848,56 @@ static void test_attempts_and_deliveries(void **state)
 	store_deliveries_free(rows, n);
 }
 
+static int64_t pending(struct ctx *c)
+{
+	int64_t n = -1;
+	int rc = store_pending(c->store, &n, c->err, sizeof(c->err));
+	if (rc != 0)
+		print_error("store_pending: %d %s\n", rc, c->err);
+	assert_int_equal(rc, 0);
+	return n;
+}
+
+/* Deliveries accepted and not ended: an event's webhooks until its fan-out is counted, then
+ * what it fanned out, less what ended; an event with nothing left counts nothing. */
+static void test_pending_deliveries(void **state)
+{
+	struct ctx *c = *state;
+	/* The store is shared with the other tests, whose events may still be open. */
+	int64_t base = pending(c);
+	struct store_op a = op_event("192.0.2.3", 1, 3), b = op_event("192.0.2.4", 2, 0);
+	apply_all_ok(c, &a, 1, NULL);
+	assert_int_equal(pending(c) - base, 3);
+	apply_all_ok(c, &b, 1, NULL);
+	struct store_op item_b = op_item(b.event.id, 0, 0, true);
+	apply_all_ok(c, &item_b, 1, NULL);
+	assert_int_equal(pending(c) - base, 3);
+	/* Two of the three webhooks were left when the fan-out ran. */
+	struct store_op item_a = op_item(a.event.id, 0, 2, true);
+	apply_all_ok(c, &item_a, 1, NULL);
+	assert_int_equal(pending(c) - base, 2);
+	char d1[ID_LEN + 1], d2[ID_LEN + 1], w[ID_LEN + 1];
+	id_generate(d1);
+	id_generate(d2);
+	id_generate(w);
+	struct store_op ops[] = {
+	    op_attempt(a.event.id, d1, w, "https://example.com/", 1, 200, "",
+	               STORE_DELIVERY_SUCCEEDED),
+	    op_attempt(a.event.id, d2, w, "https://example.com/", 1, 503, "",
+	               STORE_DELIVERY_PENDING),
+	};
+	apply_all_ok(c, ops, 2, NULL);
+	assert_int_equal(pending(c) - base, 1);
+	struct store_op last = op_attempt(a.event.id, d2, w, "https://example.com/", 2, 0,
+	                                  "timed out", STORE_DELIVERY_FAILED);
+	apply_all_ok(c, &last, 1, NULL);
+	assert_int_equal(pending(c) - base, 0);
+	assert_int_equal(pending(c) - base, 0); /* and again, once the event is closed */
+	struct store_op more = op_event("192.0.2.5", 3, 7);
+	apply_all_ok(c, &more, 1, NULL);
+	assert_int_equal(pending(c) - base, 7);
+}
+
 /* MongoDB applies a batch statement by statement, so the writer sends a batch that failed midway
  * again in whole: attempts applied twice are recorded once and counted once. (SQLite applies a
  * batch as one transaction: a failed one left nothing to apply twice.) */
@@ -1090,6 +1140,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_deliveries_pagination, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_delivery_states, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_delivery_states_many, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pending_deliveries, setup, teardown),
 	};
 	const struct CMUnitTest mongodb_tests[] = {
 	    cmocka_unit_test_setup_teardown(test_attempts_applied_again, setup, teardown),

@@ -430,12 +430,31 @@ static void on_trigger(struct svc *svc, const char *reply, json_t *req)
 		            "ipAddress must be an IPv4 or IPv6 address");
 		return;
 	}
+	/* Back-pressure: while the fleet holds more deliveries than it may, a trigger is
+	 * refused for now instead of queueing more. */
+	int64_t retry_after = 0;
+	if (svc->pressure != NULL &&
+	    !pressure_admits(svc->pressure, svc->cfg.max_pending_deliveries, &retry_after)) {
+		json_t *e = envelope_error(ERR_RATE_LIMITED, true,
+		                           "the service has more than %ld deliveries waiting; "
+		                           "try again later",
+		                           svc->cfg.max_pending_deliveries);
+		if (e != NULL)
+			(void)json_object_set_new(
+			    json_object_get(e, "error"), "retryAfter",
+			    json_integer(retry_after)); /* an object: cannot fail */
+		reply_json(svc, reply, e);
+		json_decref(e);
+		return;
+	}
 	/* The counter, not a count: a trigger costs the same with a million webhooks. */
 	struct store_meta meta;
 	if (!want_meta(svc, reply, &meta))
 		return;
 	struct store_op op = {.kind = STORE_OP_EVENT_INSERT};
 	id_generate_ordered(op.event.id);
+	if (svc->pressure != NULL)
+		pressure_accepted(svc->pressure, meta.webhooks);
 	snprintf(op.event.ip, sizeof(op.event.ip), "%s", ip);
 	op.event.created_ms = time_now_ms();
 	op.event.targets = meta.webhooks;

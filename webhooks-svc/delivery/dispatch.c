@@ -8,8 +8,12 @@
  *   2. stop check: once stopping, start nothing new; when nothing is in flight or the drain
  *      deadline has passed, abandon what is left (handed back to JetStream, not recorded)
  *      and leave the loop;
- *   3. fill: take as many deliveries from the queue's inbox as there are free slots and start
- *      each on a reused easy handle (same connection cache, same DNS cache);
+ *   3. fill: start the deliveries parked for want of room at their host that now have it, then
+ *      take as many deliveries from the queue's inbox as there are free slots and start each
+ *      on a reused easy handle (same connection cache, same DNS cache); one whose host already
+ *      has max_per_host transfers is parked instead (at most a work item and a round of
+ *      slots of them, so that the inbox is not drained into memory), so that slow or hanging
+ *      hosts cannot take every slot while other hosts' deliveries wait;
  *   4. wait: curl_multi_poll() until a socket is ready, libcurl's own timer fires, or
  *      dispatch_wakeup() is called (curl_multi_wakeup: the inbox gained deliveries); then
  *      curl_multi_perform() drives the transfers.
@@ -48,7 +52,8 @@ struct slot {
 	size_t received;
 	int sends; /* requests written in this transfer: see before_send */
 	bool body_capped;
-	bool busy; /* added to the multi handle */
+	bool busy;     /* added to the multi handle */
+	uint64_t host; /* host_key of its URL: counted in the host table while busy */
 	const struct addr_policy *targets;
 	char blocked[ADDR_TEXT_LEN]; /* an address this transfer was refused a connection to */
 	char errbuf[CURL_ERROR_SIZE];
@@ -63,6 +68,16 @@ struct dispatch {
 	struct slot *free_slots;
 	size_t in_flight;
 	struct delivery *batch; /* max_in_flight entries, for jsq_take */
+	/* Transfers in flight per host (dispatcher thread only): open addressing on host_key,
+	 * an entry whose count fell to 0 stays until the table is rebuilt. */
+	struct host_count {
+		uint64_t key; /* 0: never used */
+		size_t n;
+	} * hosts;
+	size_t hosts_mask, hosts_used;
+	struct delivery *parked; /* max_parked entries */
+	size_t nparked, max_parked;
+	_Atomic size_t stat_parked;
 	_Atomic bool stopping;
 	_Atomic size_t stat_in_flight, stat_peak;
 	_Atomic uint64_t stat_attempts;
@@ -156,6 +171,71 @@ static int make_headers(struct slot *s)
 	return -ENOMEM;
 }
 
+/* The host a URL goes to, as a key: FNV-1a over its scheme and authority, lower-cased and
+ * without the userinfo. Never 0. */
+static uint64_t host_key(const char *url)
+{
+	const char *sep = strstr(url, "://");
+	const char *auth = sep != NULL ? sep + 3 : url;
+	size_t alen = strcspn(auth, "/?#");
+	const char *at = memrchr(auth, '@', alen);
+	const char *host = at != NULL ? at + 1 : auth;
+	uint64_t h = 1469598103934665603ULL;
+	for (const char *p = url; p < auth; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+	for (const char *p = host; p < auth + alen; p++) {
+		unsigned char c = (unsigned char)*p;
+		h = (h ^ (unsigned char)(c >= 'A' && c <= 'Z' ? c + 32 : c)) * 1099511628211ULL;
+	}
+	return h != 0 ? h : 1;
+}
+
+/* Keep only the hosts with transfers in flight (there are at most max_in_flight of them). */
+static void hosts_rebuild(struct dispatch *d)
+{
+	size_t size = d->hosts_mask + 1;
+	struct host_count *old = malloc(size * sizeof(*old));
+	if (old == NULL)
+		return; /* the table stays as it is, only longer to search */
+	memcpy(old, d->hosts, size * sizeof(*old));
+	memset(d->hosts, 0, size * sizeof(*old));
+	d->hosts_used = 0;
+	for (size_t i = 0; i < size; i++) {
+		if (old[i].n == 0)
+			continue;
+		size_t j = (size_t)old[i].key & d->hosts_mask;
+		while (d->hosts[j].key != 0)
+			j = (j + 1) & d->hosts_mask;
+		d->hosts[j] = old[i];
+		d->hosts_used++;
+	}
+	free(old);
+}
+
+/* The count of host key, made when absent. */
+static struct host_count *host_count(struct dispatch *d, uint64_t key)
+{
+	size_t i = (size_t)key & d->hosts_mask;
+	while (d->hosts[i].key != 0) {
+		if (d->hosts[i].key == key)
+			return &d->hosts[i];
+		i = (i + 1) & d->hosts_mask;
+	}
+	if (d->hosts_used + 1 > (d->hosts_mask + 1) / 2) {
+		hosts_rebuild(d);
+		return host_count(d, key);
+	}
+	d->hosts[i].key = key;
+	d->hosts_used++;
+	return &d->hosts[i];
+}
+
+static bool host_has_room(struct dispatch *d, const struct delivery *dl)
+{
+	return d->cfg.max_per_host == 0 ||
+	       host_count(d, host_key(dl->target_url))->n < d->cfg.max_per_host;
+}
+
 static void start(struct dispatch *d, const struct delivery *dl)
 {
 	struct slot *s = d->free_slots;
@@ -186,6 +266,8 @@ static void start(struct dispatch *d, const struct delivery *dl)
 	if (curl_multi_add_handle(d->multi, s->easy) != CURLM_OK)
 		goto fail;
 	s->busy = true;
+	s->host = host_key(s->d.target_url);
+	host_count(d, s->host)->n++;
 	d->in_flight++;
 	atomic_store(&d->stat_in_flight, d->in_flight);
 	if (d->in_flight > atomic_load(&d->stat_peak))
@@ -240,6 +322,7 @@ static void release(struct dispatch *d, struct slot *s)
 {
 	curl_multi_remove_handle(d->multi, s->easy);
 	s->busy = false;
+	host_count(d, s->host)->n--;
 	d->in_flight--;
 	atomic_store(&d->stat_in_flight, d->in_flight);
 	s->next_free = d->free_slots;
@@ -283,6 +366,40 @@ static void abandon_all(struct dispatch *d)
 		release(d, s);
 		jsq_abandon(d->q, &s->d);
 	}
+	for (size_t i = 0; i < d->nparked; i++)
+		jsq_abandon(d->q, &d->parked[i]);
+	d->nparked = 0;
+	atomic_store(&d->stat_parked, 0);
+}
+
+/* Step 3 of the loop: parked deliveries whose host has room first, in the order they came,
+ * then new ones from the inbox while there are free slots and room to park. */
+static void fill(struct dispatch *d)
+{
+	size_t kept = 0;
+	for (size_t i = 0; i < d->nparked; i++) {
+		if (d->free_slots != NULL && host_has_room(d, &d->parked[i]))
+			start(d, &d->parked[i]);
+		else if (kept != i)
+			d->parked[kept++] = d->parked[i];
+		else
+			kept++;
+	}
+	d->nparked = kept;
+	while (d->free_slots != NULL && d->nparked < d->max_parked) {
+		size_t free_n = d->cfg.max_in_flight - d->in_flight;
+		size_t room = d->max_parked - d->nparked;
+		size_t n = jsq_take(d->q, d->batch, free_n < room ? free_n : room);
+		if (n == 0)
+			break;
+		for (size_t i = 0; i < n; i++) {
+			if (d->free_slots != NULL && host_has_room(d, &d->batch[i]))
+				start(d, &d->batch[i]);
+			else
+				d->parked[d->nparked++] = d->batch[i];
+		}
+	}
+	atomic_store(&d->stat_parked, d->nparked);
 }
 
 static void *run(void *arg)
@@ -300,12 +417,8 @@ static void *run(void *arg)
 				break;
 		}
 
-		size_t free_n = d->cfg.max_in_flight - d->in_flight;
-		if (!atomic_load(&d->stopping) && free_n > 0) {
-			size_t n = jsq_take(d->q, d->batch, free_n);
-			for (size_t i = 0; i < n; i++)
-				start(d, &d->batch[i]);
-		}
+		if (!atomic_load(&d->stopping))
+			fill(d);
 
 		int64_t wait = MAX_WAIT_MS;
 		if (drain_deadline != 0 && drain_deadline - now < wait)
@@ -331,8 +444,18 @@ struct dispatch *dispatch_create(const struct dispatch_config *cfg, struct jsq *
 	d->q = q;
 	d->slots = calloc(cfg->max_in_flight, sizeof(*d->slots));
 	d->batch = calloc(cfg->max_in_flight, sizeof(*d->batch));
+	/* A work item's worth and a round of slots: a host that hangs on a whole item of
+	 * deliveries is passed over without stopping the others. */
+	d->max_parked = JSQ_ITEM_SIZE + cfg->max_in_flight;
+	d->parked = calloc(d->max_parked, sizeof(*d->parked));
+	size_t hosts = 16;
+	while (hosts < 4 * cfg->max_in_flight)
+		hosts *= 2;
+	d->hosts = calloc(hosts, sizeof(*d->hosts));
+	d->hosts_mask = hosts - 1;
 	d->multi = curl_multi_init();
-	if (d->slots == NULL || d->batch == NULL || d->multi == NULL)
+	if (d->slots == NULL || d->batch == NULL || d->parked == NULL || d->hosts == NULL ||
+	    d->multi == NULL)
 		goto nomem;
 	for (size_t i = cfg->max_in_flight; i-- > 0;) {
 		d->slots[i].next_free = d->free_slots;
@@ -353,6 +476,8 @@ fail:
 			curl_multi_cleanup(d->multi);
 		free(d->slots);
 		free(d->batch);
+		free(d->parked);
+		free(d->hosts);
 		free(d);
 	}
 	return NULL;
@@ -385,6 +510,8 @@ void dispatch_destroy(struct dispatch *d)
 	curl_multi_cleanup(d->multi);
 	free(d->slots);
 	free(d->batch);
+	free(d->parked);
+	free(d->hosts);
 	free(d);
 }
 
@@ -393,4 +520,5 @@ void dispatch_stats(struct dispatch *d, struct dispatch_stats *out)
 	out->in_flight = atomic_load(&d->stat_in_flight);
 	out->peak_in_flight = atomic_load(&d->stat_peak);
 	out->attempts = atomic_load(&d->stat_attempts);
+	out->parked = atomic_load(&d->stat_parked);
 }

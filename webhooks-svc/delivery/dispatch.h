@@ -15,6 +15,7 @@ struct dispatch_config {
 	int64_t connect_timeout_ms; /* connection set-up, shorter */
 	int64_t drain_ms;           /* at shutdown, how long in-flight transfers may finish */
 	const struct addr_policy *targets; /* addresses connections may be made to */
+	size_t max_per_host; /* transfers to one host (scheme, name, port) at once; 0: no limit */
 };
 
 struct dispatch;
@@ -40,6 +41,7 @@ struct dispatch_stats {
 	size_t in_flight;
 	size_t peak_in_flight;
 	uint64_t attempts;
+	size_t parked; /* taken, waiting for their host to have room */
 };
 void dispatch_stats(struct dispatch *d, struct dispatch_stats *out);
 

@@ -64,6 +64,12 @@ int store_get_event(struct store *s, const char *id, struct store_event *out, ch
 	return s->vt->get_event(s, id, true, out, err, errlen);
 }
 
+int store_pending(struct store *s, int64_t *out, char *err, size_t errlen)
+{
+	*out = 0;
+	return s->vt->pending(s, out, err, errlen);
+}
+
 int store_get_event_head(struct store *s, const char *id, struct store_event *out, char *err,
                          size_t errlen)
 {

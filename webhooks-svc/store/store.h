@@ -176,6 +176,14 @@ __attribute__((warn_unused_result)) int store_get_event_head(struct store *s, co
                                                              struct store_event *out, char *err,
                                                              size_t errlen);
 
+/* Deliveries accepted and not yet ended, over every event (for back-pressure): a trigger's
+ * webhooks until its fan-out is counted, then what it fanned out, less what ended. Costs in
+ * proportion to the events still open, not to all events. MongoDB looks at the 1,000 oldest
+ * open events at most, so with more than that open it counts low. Returns 0 or -EAGAIN,
+ * -EIO. */
+__attribute__((warn_unused_result)) int store_pending(struct store *s, int64_t *out, char *err,
+                                                      size_t errlen);
+
 /* Read up to limit deliveries of an event with id greater than after (NULL or "" for the
  * first page), in ascending id order, into out[0..*n). The caller frees the attempts with
  * store_deliveries_free(out, *n). Returns 0 or -EAGAIN, -EIO. */

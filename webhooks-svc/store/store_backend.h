@@ -19,6 +19,7 @@ struct store_vtable {
 	/* counts: fill succeeded and failed too (else they are 0). */
 	int (*get_event)(struct store *s, const char *id, bool counts, struct store_event *out,
 	                 char *err, size_t errlen);
+	int (*pending)(struct store *s, int64_t *out, char *err, size_t errlen);
 	int (*list_deliveries)(struct store *s, const char *event_id, const char *after,
 	                       size_t limit, struct store_delivery *out, size_t *n, char *err,
 	                       size_t errlen);

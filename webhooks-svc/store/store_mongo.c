@@ -5,7 +5,8 @@
  *   webhooks    { _id: "<webhook uuid>", targetUrl: "<url>",
  *                 createdAt: <int64 ms since the epoch>, updatedAt: <int64 ms> }
  *   events      { _id: "<event uuid>", ip: "<address>", createdAt: <int64 ms>,
- *                 targets: <int64>, fanned: <int64>, items: <int64>, done: <bool> }
+ *                 targets: <int64>, fanned: <int64>, items: <int64>, done: <bool>,
+ *                 open: true (removed once every delivery has ended: see store_pending) }
  *   deliveries  { _id: "<event uuid>:<delivery uuid>", eventId, deliveryId, webhookId,
  *                 targetUrl, status: <int32: 0 pending, 1 succeeded, 2 failed>,
  *                 attempts: [ { attempt, at, httpStatus, error, durationMs }, ... ] }
@@ -13,8 +14,9 @@
  *
  * Every id is the _id itself, so MongoDB's built-in unique index on _id is the unique index on
  * the id: get, update and delete look a document up by _id, and pages are range scans over the
- * same index ({_id: {$gt: after}} sorted by _id). The one other index, {eventId: 1, status: 1}
- * on deliveries, counts an event's outcomes. A
+ * same index ({_id: {$gt: after}} sorted by _id). Two more: {eventId: 1, status: 1} on
+ * deliveries counts an event's outcomes, and the sparse {open: 1} on events finds the events
+ * whose deliveries have not all ended. A
  * delivery's _id starts with its event's id and ':', so an event's deliveries are one _id range
  * ("E:" < _id < "E;", ';' being the character after ':'), in delivery id order. UUIDs are
  * strings (not BinData) so that ids sort byte-wise exactly as in the SQLite backend and read
@@ -78,7 +80,10 @@
 /* The _id of the meta document. */
 #define META_ID "webhooks"
 /* The index that counts an event's outcomes. */
-#define STATUS_INDEX   "eventId_1_status_1"
+#define STATUS_INDEX "eventId_1_status_1"
+#define OPEN_INDEX   "open_1"
+/* Open events store_pending looks at, oldest first. */
+#define PENDING_EVENTS 1000
 #define INDEX_RETRY_MS 60000
 /* Delivery ids asked for by one find of store_delivery_states (about 80 KB of $in). */
 #define STATES_PER_FIND 1000
@@ -383,6 +388,7 @@ static void event_to_doc(const struct store_op *op, bson_t *doc)
 	BSON_APPEND_INT64(doc, "fanned", 0);
 	BSON_APPEND_INT64(doc, "items", 0);
 	BSON_APPEND_BOOL(doc, "done", false);
+	BSON_APPEND_BOOL(doc, "open", true);
 }
 
 /* The first write error of an insert reply: its index in the command and its code. */
@@ -705,9 +711,31 @@ static int ensure_meta(struct store_mongo *s, struct lease *l, char *err, size_t
  * an upgraded one the build may take longer than the call allows, and then it goes on in the
  * server and is asked for again later. A failure is logged and does not fail the caller:
  * counting works without the index, only by reading the event's deliveries. */
-static void ensure_index(struct store_mongo *s, struct lease *l)
+static bool create_index(mongoc_collection_t *coll, const char *field1, const char *field2,
+                         const char *name, bool sparse, bson_error_t *error)
 {
 	bson_t cmd = BSON_INITIALIZER, indexes, index, key, reply;
+	BSON_APPEND_UTF8(&cmd, "createIndexes", mongoc_collection_get_name(coll));
+	BSON_APPEND_ARRAY_BEGIN(&cmd, "indexes", &indexes);
+	BSON_APPEND_DOCUMENT_BEGIN(&indexes, "0", &index);
+	BSON_APPEND_DOCUMENT_BEGIN(&index, "key", &key);
+	BSON_APPEND_INT32(&key, field1, 1);
+	if (field2 != NULL)
+		BSON_APPEND_INT32(&key, field2, 1);
+	bson_append_document_end(&index, &key);
+	BSON_APPEND_UTF8(&index, "name", name);
+	if (sparse)
+		BSON_APPEND_BOOL(&index, "sparse", true);
+	bson_append_document_end(&indexes, &index);
+	bson_append_array_end(&cmd, &indexes);
+	bool ok = mongoc_collection_write_command_with_opts(coll, &cmd, NULL, &reply, error);
+	bson_destroy(&reply);
+	bson_destroy(&cmd);
+	return ok;
+}
+
+static void ensure_index(struct store_mongo *s, struct lease *l)
+{
 	bson_error_t error;
 	int64_t now = time_mono_ms();
 
@@ -718,25 +746,13 @@ static void ensure_index(struct store_mongo *s, struct lease *l)
 		return;
 	}
 	s->index_tried_ms = now;
-	BSON_APPEND_UTF8(&cmd, "createIndexes", coll_names[COLL_DELIVERIES]);
-	BSON_APPEND_ARRAY_BEGIN(&cmd, "indexes", &indexes);
-	BSON_APPEND_DOCUMENT_BEGIN(&indexes, "0", &index);
-	BSON_APPEND_DOCUMENT_BEGIN(&index, "key", &key);
-	BSON_APPEND_INT32(&key, "eventId", 1);
-	BSON_APPEND_INT32(&key, "status", 1);
-	bson_append_document_end(&index, &key);
-	BSON_APPEND_UTF8(&index, "name", STATUS_INDEX);
-	bson_append_document_end(&indexes, &index);
-	bson_append_array_end(&cmd, &indexes);
-	if (mongoc_collection_write_command_with_opts(l->coll[COLL_DELIVERIES], &cmd, NULL, &reply,
-	                                              &error))
+	if (create_index(l->coll[COLL_DELIVERIES], "eventId", "status", STATUS_INDEX, false,
+	                 &error) &&
+	    create_index(l->coll[COLL_EVENTS], "open", NULL, OPEN_INDEX, true, &error))
 		s->index_ready = true;
 	else
-		log_warn(
-		    "mongodb: making the index %s of deliveries failed (%s); tried again in %d s",
-		    STATUS_INDEX, error.message, INDEX_RETRY_MS / 1000);
-	bson_destroy(&reply);
-	bson_destroy(&cmd);
+		log_warn("mongodb: making the indexes failed (%s); tried again in %d s",
+		         error.message, INDEX_RETRY_MS / 1000);
 	pthread_mutex_unlock(&s->index_lock);
 }
 
@@ -1330,6 +1346,163 @@ static int count_outcomes(struct store_mongo *s, struct store_event *out, char *
 	return rc;
 }
 
+/* An open event as store_pending reads it. */
+struct open_event {
+	char id[ID_LEN + 1];
+	int64_t total; /* deliveries it has or will have */
+	bool done;
+	int64_t ended;
+};
+
+static int cmp_open(const void *a, const void *b)
+{
+	return strcmp(((const struct open_event *)a)->id, ((const struct open_event *)b)->id);
+}
+
+/* The open events (at most PENDING_EVENTS, oldest first), their deliveries that ended (one
+ * aggregation over the {eventId, status} index), and the remainder summed. An event whose
+ * fan-out is counted and whose deliveries all ended is closed on the way ($unset open), so
+ * that the next call skips it. */
+static int mongo_pending(struct store *base, int64_t *out, char *err, size_t errlen)
+{
+	struct store_mongo *s = (struct store_mongo *)base;
+	struct open_event *evs = calloc(PENDING_EVENTS, sizeof(*evs));
+	bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort, fields;
+	bson_t pipeline = BSON_INITIALIZER, stage, match, in, list, status, group, sum;
+	mongoc_cursor_t *cursor = NULL;
+	mongoc_bulk_operation_t *close = NULL;
+	struct lease l = {0};
+	const bson_t *doc;
+	bson_error_t error;
+	size_t n = 0, closing = 0;
+	int rc;
+
+	*out = 0;
+	if (evs == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -EIO;
+	}
+	rc = lease_take(s, &l, err, errlen);
+	if (rc != 0)
+		goto cleanup;
+	ensure_index(s, &l);
+	BSON_APPEND_BOOL(&filter, "open", true);
+	BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
+	BSON_APPEND_INT32(&sort, "_id", 1);
+	bson_append_document_end(&opts, &sort);
+	BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &fields);
+	BSON_APPEND_INT32(&fields, "targets", 1);
+	BSON_APPEND_INT32(&fields, "fanned", 1);
+	BSON_APPEND_INT32(&fields, "done", 1);
+	bson_append_document_end(&opts, &fields);
+	BSON_APPEND_INT64(&opts, "limit", PENDING_EVENTS);
+	cursor = mongoc_collection_find_with_opts(l.coll[COLL_EVENTS], &filter, &opts, NULL);
+	while (rc == 0 && n < PENDING_EVENTS && mongoc_cursor_next(cursor, &doc)) {
+		struct store_event ev = {0};
+		bson_iter_t it;
+		int64_t targets = 0;
+		if (!bson_iter_init_find(&it, doc, "_id") || !copy_utf8(&it, evs[n].id, ID_LEN)) {
+			rc = malformed("events", err, errlen);
+			break;
+		}
+		if (bson_iter_init_find(&it, doc, "targets"))
+			(void)copy_int(&it, &targets); /* a malformed count counts as 0 */
+		if (bson_iter_init_find(&it, doc, "fanned"))
+			(void)copy_int(&it, &ev.fanned);
+		ev.done = bson_iter_init_find(&it, doc, "done") && BSON_ITER_HOLDS_BOOL(&it) &&
+		          bson_iter_bool(&it);
+		evs[n].done = ev.done;
+		evs[n].total = ev.done ? ev.fanned : (ev.fanned > targets ? ev.fanned : targets);
+		n++;
+	}
+	if (rc == 0 && mongoc_cursor_error(cursor, &error))
+		rc = fail(&error, "finding open events", err, errlen);
+	mongoc_cursor_destroy(cursor);
+	cursor = NULL;
+	if (rc != 0 || n == 0)
+		goto cleanup;
+
+	qsort(evs, n, sizeof(*evs), cmp_open);
+	BSON_APPEND_DOCUMENT_BEGIN(&pipeline, "0", &stage);
+	BSON_APPEND_DOCUMENT_BEGIN(&stage, "$match", &match);
+	BSON_APPEND_DOCUMENT_BEGIN(&match, "eventId", &in);
+	BSON_APPEND_ARRAY_BEGIN(&in, "$in", &list);
+	for (size_t i = 0; i < n; i++) {
+		char index[16];
+		const char *key;
+		bson_uint32_to_string((uint32_t)i, &key, index, sizeof(index));
+		bson_append_utf8(&list, key, -1, evs[i].id, -1);
+	}
+	bson_append_array_end(&in, &list);
+	bson_append_document_end(&match, &in);
+	BSON_APPEND_DOCUMENT_BEGIN(&match, "status", &status);
+	BSON_APPEND_INT32(&status, "$gt", STORE_DELIVERY_PENDING);
+	bson_append_document_end(&match, &status);
+	bson_append_document_end(&stage, &match);
+	bson_append_document_end(&pipeline, &stage);
+	BSON_APPEND_DOCUMENT_BEGIN(&pipeline, "1", &stage);
+	BSON_APPEND_DOCUMENT_BEGIN(&stage, "$group", &group);
+	BSON_APPEND_UTF8(&group, "_id", "$eventId");
+	BSON_APPEND_DOCUMENT_BEGIN(&group, "n", &sum);
+	BSON_APPEND_INT32(&sum, "$sum", 1);
+	bson_append_document_end(&group, &sum);
+	bson_append_document_end(&stage, &group);
+	bson_append_document_end(&pipeline, &stage);
+	cursor = mongoc_collection_aggregate(l.coll[COLL_DELIVERIES], MONGOC_QUERY_NONE, &pipeline,
+	                                     NULL, NULL);
+	while (rc == 0 && mongoc_cursor_next(cursor, &doc)) {
+		bson_iter_t it;
+		struct open_event key = {0};
+		int64_t ended = 0;
+		if (!bson_iter_init_find(&it, doc, "_id") || !copy_utf8(&it, key.id, ID_LEN) ||
+		    !bson_iter_init_find(&it, doc, "n") || !copy_int(&it, &ended)) {
+			rc = malformed("deliveries", err, errlen);
+			break;
+		}
+		struct open_event *e = bsearch(&key, evs, n, sizeof(*evs), cmp_open);
+		if (e != NULL)
+			e->ended = ended;
+	}
+	if (rc == 0 && mongoc_cursor_error(cursor, &error))
+		rc = fail(&error, "counting ended deliveries", err, errlen);
+	if (rc != 0)
+		goto cleanup;
+
+	close = mongoc_collection_create_bulk_operation_with_opts(l.coll[COLL_EVENTS], NULL);
+	for (size_t i = 0; i < n; i++) {
+		int64_t left = evs[i].total - evs[i].ended;
+		if (left > 0) {
+			*out += left;
+			continue;
+		}
+		if (!evs[i].done)
+			continue;
+		bson_t selector = BSON_INITIALIZER, update = BSON_INITIALIZER, unset;
+		BSON_APPEND_UTF8(&selector, "_id", evs[i].id);
+		BSON_APPEND_DOCUMENT_BEGIN(&update, "$unset", &unset);
+		BSON_APPEND_UTF8(&unset, "open", "");
+		bson_append_document_end(&update, &unset);
+		if (mongoc_bulk_operation_update_one_with_opts(close, &selector, &update, NULL,
+		                                               &error))
+			closing++;
+		bson_destroy(&update);
+		bson_destroy(&selector);
+	}
+	/* Closing is only an economy: a failure leaves the events open, counted as 0 again. */
+	if (closing > 0 && run_bulk(close, "closing events", err, errlen) != 0)
+		log_debug("%s", err);
+cleanup:
+	mongoc_bulk_operation_destroy(close);
+	mongoc_cursor_destroy(cursor);
+	if (l.client != NULL)
+		lease_give(s, &l);
+	bson_destroy(&pipeline);
+	bson_destroy(&opts);
+	bson_destroy(&filter);
+	free(evs);
+	return rc;
+}
+
 static int mongo_get_event(struct store *base, const char *id, bool counts, struct store_event *out,
                            char *err, size_t errlen)
 {
@@ -1392,6 +1565,7 @@ static const struct store_vtable mongo_vt = {
     .meta = mongo_meta,
     .delivery_states = mongo_delivery_states,
     .get_event = mongo_get_event,
+    .pending = mongo_pending,
     .list_deliveries = mongo_list_deliveries,
 };
 
