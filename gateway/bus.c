@@ -166,13 +166,15 @@ struct bus *bus_create(const char *nats_url, int64_t timeout_ms, char *err, size
 	}
 	b->timeout_ms = timeout_ms;
 	b->next_token = 1;
-	pthread_mutex_init(&b->lock, NULL);
+	/* glibc's init of a mutex, condition or attribute with these attributes only stores
+	 * them: it cannot fail. */
+	(void)pthread_mutex_init(&b->lock, NULL);
 	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&b->wake, &ca);
+	(void)pthread_condattr_init(&ca);
+	(void)pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	(void)pthread_cond_init(&b->wake, &ca);
 	pthread_condattr_destroy(&ca);
-	pthread_cond_init(&b->completed, NULL);
+	(void)pthread_cond_init(&b->completed, NULL);
 
 	natsInbox *inbox = NULL;
 	natsStatus s = natsInbox_Create(&inbox);

@@ -255,6 +255,36 @@ class OtherAnswersTest(DeliveryCase):
                              ('failed', [c, c]), d)
 
 
+class HostileRetryAfterTest(DeliveryCase):
+    """Retry-After values a hostile or broken receiver may send: the largest integer, one past
+    it, negative, a date far ahead. None overflows (the sanitizer run would abort on it), and
+    each waits at most twice the scheduled delay."""
+
+    stack_options = {'svc_env': {'MAX_RETRIES': 1, 'RETRY_SCHEDULE': '300ms'}}
+    VALUES = ['9223372036854775807', '99999999999999999999', '-5',
+              'Wed, 21 Oct 2099 07:28:00 GMT', '18446744073709551616']
+
+    def test_huge_and_odd_retry_after(self):
+        def answer(path):
+            i = int(path.rsplit('/', 1)[1])
+            seen = len(server.by_path().get(path, []))
+            if seen <= 1:
+                return 429, {'Retry-After': self.VALUES[i]}, b''
+            return 200, {}, b''
+        server = ScriptedServer(answer).start()
+        self.addCleanup(server.stop)
+        for i in range(len(self.VALUES)):
+            self.register(server.url('/ra/%d' % i))
+        ev, _ = self.trigger()
+        s = self.wait_event(ev['eventId'], 20)
+        self.assertEqual((s['succeeded'], s['failed']), (len(self.VALUES), 0), s)
+        for path, hits in server.by_path().items():
+            self.assertEqual(len(hits), 2, (path, hits))
+            gap = hits[1][0] - hits[0][0]
+            with self.subTest(value=self.VALUES[int(path.rsplit('/', 1)[1])]):
+                self.assertLessEqual(gap, 2 * 0.3 * 1.2 + SLACK, gap)
+
+
 class DefaultsTest(DeliveryCase):
     """MAX_RETRIES defaults to 5: documented by --help and applied."""
 

@@ -99,7 +99,10 @@ static json_t *webhook_json(const struct store_webhook *h, bool full)
 	    json_pack("{s:s, s:s, s:s}", "id", h->id, "targetUrl", shown, "createdAt", created);
 	if (o != NULL && full) {
 		time_rfc3339(h->updated_ms, updated);
-		json_object_set_new(o, "updatedAt", json_string(updated));
+		if (json_object_set_new(o, "updatedAt", json_string(updated)) != 0) {
+			json_decref(o); /* out of memory: the caller answers "cannot encode" */
+			o = NULL;
+		}
 	}
 	return o;
 }
@@ -371,8 +374,11 @@ static bool page_add(struct page *p, json_t *item, const char *id)
 		p->cut = true;
 		return false;
 	}
+	if (json_array_append_new(p->items, item) != 0) {
+		p->cut = true; /* out of memory (or no item): end the page here */
+		return false;
+	}
 	p->used += size;
-	json_array_append_new(p->items, item);
 	snprintf(p->last, sizeof(p->last), "%s", id);
 	p->taken++;
 	return true;

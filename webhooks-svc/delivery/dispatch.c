@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 #include "timeutil.h"
@@ -131,23 +132,30 @@ static int setup_easy(struct dispatch *d, struct slot *s)
 	if (s->easy == NULL)
 		return -ENOMEM;
 	CURL *e = s->easy;
-	curl_easy_setopt(e, CURLOPT_PRIVATE, s);
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)d->cfg.timeout_ms);
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)d->cfg.connect_timeout_ms);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard_body);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, s);
-	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->errbuf);
-	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-	curl_easy_setopt(e, CURLOPT_USERAGENT, USER_AGENT);
-	curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, before_send);
-	curl_easy_setopt(e, CURLOPT_PREREQDATA, s);
 	s->targets = d->cfg.targets;
-	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
-	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, s);
+	/* Each can fail only for want of memory or an option this libcurl lacks: either way
+	 * the slot cannot send as it must, so it is not used. */
+	if (curl_easy_setopt(e, CURLOPT_PRIVATE, s) != CURLE_OK ||
+	    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
+	    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK ||
+	    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
+	    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)d->cfg.timeout_ms) != CURLE_OK ||
+	    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)d->cfg.connect_timeout_ms) !=
+	        CURLE_OK ||
+	    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard_body) != CURLE_OK ||
+	    curl_easy_setopt(e, CURLOPT_WRITEDATA, s) != CURLE_OK ||
+	    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->errbuf) != CURLE_OK ||
+	    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L) != CURLE_OK ||
+	    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK ||
+	    curl_easy_setopt(e, CURLOPT_USERAGENT, USER_AGENT) != CURLE_OK ||
+	    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, before_send) != CURLE_OK ||
+	    curl_easy_setopt(e, CURLOPT_PREREQDATA, s) != CURLE_OK ||
+	    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket) != CURLE_OK ||
+	    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, s) != CURLE_OK) {
+		curl_easy_cleanup(e);
+		s->easy = NULL;
+		return -EINVAL;
+	}
 	/* A proxy from the environment (http_proxy, https_proxy, no_proxy) is honoured: the
 	 * address checked is then the proxy's, and an egress proxy that filters destinations
 	 * itself (Smokescreen, for one) is the operator's choice. */
@@ -257,11 +265,12 @@ static void start(struct dispatch *d, const struct delivery *dl)
 	s->at_ms = time_now_ms();
 	snprintf(s->body, sizeof(s->body), "{\"ipAddress\":\"%s\",\"timestamp\":%" PRId64 "}",
 	         s->d.ip, s->at_ms / 1000);
-	curl_easy_setopt(s->easy, CURLOPT_URL, s->d.target_url);
-	curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, s->headers);
-	/* POSTFIELDS lets libcurl write headers and body with one send(). */
-	curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, s->body);
-	curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE, (long)strlen(s->body));
+	if (curl_easy_setopt(s->easy, CURLOPT_URL, s->d.target_url) != CURLE_OK ||
+	    curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, s->headers) != CURLE_OK ||
+	    /* POSTFIELDS lets libcurl write headers and body with one send(). */
+	    curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, s->body) != CURLE_OK ||
+	    curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE, (long)strlen(s->body)) != CURLE_OK)
+		goto fail;
 	s->started_us = time_mono_us();
 	if (curl_multi_add_handle(d->multi, s->easy) != CURLM_OK)
 		goto fail;
@@ -291,7 +300,8 @@ static void outcome_of(struct slot *s, CURLcode rc, struct delivery_outcome *o)
 	o->duration_ms = (time_mono_us() - s->started_us) / 1000;
 	o->retry_after_ms = -1;
 	long status = 0;
-	curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
+	if (curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK)
+		status = 0; /* no answer to read: the attempt ends as an error below */
 	/* A capped body still carries a complete status line. */
 	if (rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && s->body_capped && status > 0)) {
 		o->http_status = (int)status;
@@ -320,7 +330,8 @@ static void outcome_of(struct slot *s, CURLcode rc, struct delivery_outcome *o)
 
 static void release(struct dispatch *d, struct slot *s)
 {
-	curl_multi_remove_handle(d->multi, s->easy);
+	/* Fails only for a handle not in this multi handle, which a busy slot's always is. */
+	(void)curl_multi_remove_handle(d->multi, s->easy);
 	s->busy = false;
 	host_count(d, s->host)->n--;
 	d->in_flight--;
@@ -337,7 +348,9 @@ static void reap(struct dispatch *d)
 		if (m->msg != CURLMSG_DONE)
 			continue;
 		struct slot *s = NULL;
-		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&s);
+		if (curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&s) != CURLE_OK ||
+		    s == NULL)
+			continue; /* every handle added here has its slot as private data */
 		CURLcode rc = m->data.result;
 		struct delivery_outcome o;
 		outcome_of(s, rc, &o);
@@ -426,9 +439,18 @@ static void *run(void *arg)
 		/* With free slots, jsq_take returned less only because the inbox is empty (a
 		 * wakeup comes when it fills) or the recorder is full (a finished transfer makes
 		 * room); a full house waits for a transfer to finish. */
-		curl_multi_poll(d->multi, NULL, 0, (int)wait, NULL);
+		CURLMcode mc = curl_multi_poll(d->multi, NULL, 0, (int)wait, NULL);
 		int running = 0;
-		curl_multi_perform(d->multi, &running);
+		if (mc == CURLM_OK)
+			mc = curl_multi_perform(d->multi, &running);
+		if (mc != CURLM_OK) {
+			/* Out of memory or a broken socket set: nothing here can repair it, and
+			 * turning again at once would spin; the transfers time out by themselves.
+			 */
+			log_error("libcurl: %s", curl_multi_strerror(mc));
+			struct timespec pause = {0, 100 * 1000 * 1000};
+			nanosleep(&pause, NULL);
+		}
 	}
 	abandon_all(d);
 	return NULL;
@@ -462,7 +484,9 @@ struct dispatch *dispatch_create(const struct dispatch_config *cfg, struct jsq *
 		d->free_slots = &d->slots[i];
 	}
 	/* Keep enough idle connections that every slot can reuse one. */
-	curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS, (long)(cfg->max_in_flight * 2 + 16));
+	/* Only the size of the connection cache: without it libcurl keeps fewer idle ones. */
+	(void)curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS,
+	                        (long)(cfg->max_in_flight * 2 + 16));
 	if (pthread_create(&d->thread, NULL, run, d) != 0) {
 		snprintf(err, errlen, "cannot start the dispatcher thread");
 		goto fail;
@@ -485,7 +509,8 @@ fail:
 
 void dispatch_wakeup(struct dispatch *d)
 {
-	curl_multi_wakeup(d->multi);
+	/* Fails only when the wakeup pipe is full, and then a wakeup is pending anyway. */
+	(void)curl_multi_wakeup(d->multi);
 }
 
 void dispatch_stop(struct dispatch *d)
@@ -493,7 +518,7 @@ void dispatch_stop(struct dispatch *d)
 	if (d == NULL)
 		return;
 	atomic_store(&d->stopping, true);
-	curl_multi_wakeup(d->multi);
+	(void)curl_multi_wakeup(d->multi); /* as in dispatch_wakeup */
 }
 
 void dispatch_destroy(struct dispatch *d)

@@ -1249,15 +1249,17 @@ struct jsq *jsq_create(natsConnection *nc, struct store *store, const struct jsq
 	q->store = store;
 	q->cfg = *cfg;
 	retry_policy_init(&q->policy, cfg->max_retries, cfg->schedule);
-	pthread_mutex_init(&q->lock, NULL);
-	pthread_mutex_init(&q->job_lock, NULL);
+	/* glibc's init of a mutex, condition or attribute with these attributes only stores
+	 * them: it cannot fail. */
+	(void)pthread_mutex_init(&q->lock, NULL);
+	(void)pthread_mutex_init(&q->job_lock, NULL);
 	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&q->room, &ca);
+	(void)pthread_condattr_init(&ca);
+	(void)pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	(void)pthread_cond_init(&q->room, &ca);
 	pthread_condattr_destroy(&ca);
-	pthread_cond_init(&q->job_ready, NULL);
-	pthread_cond_init(&q->job_room, NULL);
+	(void)pthread_cond_init(&q->job_ready, NULL);
+	(void)pthread_cond_init(&q->job_room, NULL);
 	q->firsts.jobs = calloc(HANDOFF_CAPACITY, sizeof(*q->firsts.jobs));
 	q->others.jobs = calloc(HANDOFF_CAPACITY, sizeof(*q->others.jobs));
 	if (q->firsts.jobs == NULL || q->others.jobs == NULL)

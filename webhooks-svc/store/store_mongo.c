@@ -48,10 +48,13 @@
  * connects on the first call (which is also why the meta document is checked on first use and
  * not at open). The service therefore starts while MongoDB is down, and each call
  * then fails with -EAGAIN once server selection times out (503 to the user). Every wait is
- * bounded: when the URI does not say otherwise, serverSelectionTimeoutMS=2000 (well inside
- * the gateway's default NATS_TIMEOUT_MS of 5000, so an outage answers 503, not 504),
- * connectTimeoutMS=2000, socketTimeoutMS=10000 (this also bounds the wait for a majority write
- * to be acknowledged) and waitQueueTimeoutMS=5000 (waiting for a free client of the pool).
+ * bounded: when the URI does not say otherwise, waitQueueTimeoutMS=1000 (waiting for a free
+ * client of the pool), serverSelectionTimeoutMS=1500, connectTimeoutMS=1500 and
+ * socketTimeoutMS=2000 (this also bounds the wait for a majority write to be acknowledged).
+ * Together they stay under the gateway's default NATS_TIMEOUT_MS of 5000, so that a primary
+ * that hangs makes a call fail with 503 before the gateway gives up with 504: the caller is
+ * told "not done" while the service still knows it. (A write the server applies after the
+ * socket timed out is still possible; MongoDB cannot take a write back.)
  *
  * Durability: every write uses write concern {w: "majority", j: true}, whatever the URI says,
  * so nothing is acknowledged before a majority of the replica set has it in its journal. A batch
@@ -1620,10 +1623,10 @@ struct store *store_mongo_open(const char *url, char *err, size_t errlen)
 		snprintf(err, errlen, "STORE_URL: expected a MongoDB URI: %s", error.message);
 		goto fail;
 	}
-	if (!set_default(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 2000) ||
-	    !set_default(uri, MONGOC_URI_CONNECTTIMEOUTMS, 2000) ||
-	    !set_default(uri, MONGOC_URI_SOCKETTIMEOUTMS, 10000) ||
-	    !set_default(uri, MONGOC_URI_WAITQUEUETIMEOUTMS, 5000)) {
+	if (!set_default(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 1500) ||
+	    !set_default(uri, MONGOC_URI_CONNECTTIMEOUTMS, 1500) ||
+	    !set_default(uri, MONGOC_URI_SOCKETTIMEOUTMS, 2000) ||
+	    !set_default(uri, MONGOC_URI_WAITQUEUETIMEOUTMS, 1000)) {
 		snprintf(err, errlen, "mongodb: cannot set the default timeouts on the URI");
 		goto fail;
 	}
@@ -1633,8 +1636,10 @@ struct store *store_mongo_open(const char *url, char *err, size_t errlen)
 		goto fail;
 	}
 	s->base.vt = &mongo_vt;
-	pthread_mutex_init(&s->meta_lock, NULL);
-	pthread_mutex_init(&s->index_lock, NULL);
+	/* glibc's init of a mutex, condition or attribute with these attributes only stores
+	 * them: it cannot fail. */
+	(void)pthread_mutex_init(&s->meta_lock, NULL);
+	(void)pthread_mutex_init(&s->index_lock, NULL);
 	db = mongoc_uri_get_database(uri);
 	s->db = bson_strdup(db != NULL && db[0] != '\0' ? db : DEFAULT_DB);
 	s->wc = mongoc_write_concern_new();

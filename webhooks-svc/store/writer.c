@@ -144,10 +144,12 @@ struct writer *writer_create(struct store *store, writer_done_fn done, size_t ca
 	w->retry = retry;
 	if (buffer_init(&w->fill, capacity) != 0 || buffer_init(&w->batch, capacity) != 0)
 		goto nomem; /* w was zeroed: free_writer frees what was allocated */
-	pthread_mutex_init(&w->lock, NULL);
-	pthread_cond_init(&w->not_empty, NULL);
-	pthread_cond_init(&w->not_full, NULL);
-	pthread_cond_init(&w->stop_cond, NULL);
+	/* glibc's init of a mutex, condition or attribute with these attributes only stores
+	 * them: it cannot fail. */
+	(void)pthread_mutex_init(&w->lock, NULL);
+	(void)pthread_cond_init(&w->not_empty, NULL);
+	(void)pthread_cond_init(&w->not_full, NULL);
+	(void)pthread_cond_init(&w->stop_cond, NULL);
 	int rc = pthread_create(&w->thread, NULL, run, w);
 	if (rc != 0) {
 		snprintf(err, errlen, "cannot start the writer thread: error %d", rc);
