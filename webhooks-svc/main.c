@@ -89,6 +89,9 @@ int main(int argc, char **argv)
 	     "transfers to one host at once, so that slow hosts cannot take every slot "
 	     "(-1: half the in-flight limit, at least 1; 0: no limit)",
 	     -1, 100000, NULL, &c->max_in_flight_per_host},
+	    {"SECRET_ROTATION_GRACE", "--secret-rotation-grace", CFG_DURATIONS, "24h",
+	     "how long a rotated-out secret keeps signing beside the new one", 0, 0, NULL,
+	     &c->rotation_grace},
 	    {"MAX_PENDING_DELIVERIES", "--max-pending-deliveries", CFG_INT, "1000000",
 	     "deliveries accepted and not yet ended, over every instance, above which /ip answers "
 	     "429 (0: no bound)",
@@ -104,6 +107,14 @@ int main(int argc, char **argv)
 		return rc == CFG_HELP ? 0 : 2;
 	log_set_level(c->log_level);
 	char err[512];
+	if (c->rotation_grace.n != 1) {
+		fprintf(stderr,
+		        "webhooks-svc: SECRET_ROTATION_GRACE: expected one duration such as "
+		        "24h, got %zu\n",
+		        c->rotation_grace.n);
+		return 2;
+	}
+	c->rotation_grace_ms = c->rotation_grace.ms[0];
 	if (addr_policy_init(&svc.targets, c->allow_private_targets, c->target_allow_cidrs, err,
 	                     sizeof(err)) != 0) {
 		fprintf(stderr, "webhooks-svc: %s\n",

@@ -27,8 +27,10 @@ struct svc_config {
 	enum log_level log_level;
 	bool allow_private_targets;
 	const char *target_allow_cidrs;
-	long max_pending_deliveries; /* 0: no bound */
-	long max_in_flight_per_host; /* -1: half of max_in_flight; 0: no limit */
+	long max_pending_deliveries;         /* 0: no bound */
+	long max_in_flight_per_host;         /* -1: half of max_in_flight; 0: no limit */
+	struct cfg_durations rotation_grace; /* one duration */
+	int64_t rotation_grace_ms;
 };
 
 struct svc {
@@ -40,7 +42,7 @@ struct svc {
 	struct jsq *queue;     /* fan-out and retries on JetStream, with its own recorder */
 	struct dispatch *dispatch;
 	struct pressure *pressure; /* NULL when MAX_PENDING_DELIVERIES=0 */
-	natsSubscription *subs[16];
+	natsSubscription *subs[32];
 	int nsubs;
 };
 

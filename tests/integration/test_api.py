@@ -35,7 +35,9 @@ class CrudTest(IntegrationCase):
         r = self.register('https://127.0.0.1:9/hook?a=1')
         after = datetime.datetime.now(datetime.timezone.utc)
         self.assertJson(r)
-        self.assertEqual(set(r.json), {'id', 'targetUrl', 'createdAt'})
+        # The secret is in this reply and in GET /webhooks/{id}/secret, nowhere else.
+        self.assertEqual(set(r.json), {'id', 'targetUrl', 'createdAt', 'secret'})
+        self.assertRegex(r.json['secret'], r'^whsec_[A-Za-z0-9+/]{32}$')
         self.assertEqual(len(r.json['id']), 36)
         self.assertRegex(r.json['id'], UUID_RE)
         self.assertEqual(r.json['id'], r.json['id'].lower())

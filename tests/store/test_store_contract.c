@@ -128,6 +128,19 @@ static void assert_get_equal(struct ctx *c, const struct store_webhook *want)
 	assert_string_equal(got.target_url, want->target_url);
 	assert_int_equal(got.created_ms, want->created_ms);
 	assert_int_equal(got.updated_ms, want->updated_ms);
+	assert_string_equal(got.secret, want->secret);
+	assert_string_equal(got.old_secret, want->old_secret);
+	assert_int_equal(got.old_until_ms, want->old_until_ms);
+}
+
+static struct store_op op_secret(enum store_op_kind kind, const char *id, const char *secret,
+                                 int64_t until)
+{
+	struct store_op op = {.kind = kind, .result = 1};
+	snprintf(op.hook.id, sizeof(op.hook.id), "%s", id);
+	snprintf(op.hook.secret, sizeof(op.hook.secret), "%s", secret);
+	op.hook.old_until_ms = until;
+	return op;
 }
 
 static void assert_absent(struct ctx *c, const char *id)
@@ -647,6 +660,59 @@ static void assert_event(struct ctx *c, const struct store_event *want)
 	assert_int_equal(got.done, want->done);
 }
 
+/* A webhook's secret is stored with it; a rotation keeps the one before as old_secret until the
+ * time given; a webhook stored before secrets existed is given one only once. */
+static void test_secrets(void **state)
+{
+	struct ctx *c = *state;
+	char s1[SECRET_MAX_LEN + 1], s2[SECRET_MAX_LEN + 1], s3[SECRET_MAX_LEN + 1];
+	assert_int_equal(secret_generate(s1), 0);
+	assert_int_equal(secret_generate(s2), 0);
+	assert_int_equal(secret_generate(s3), 0);
+	struct store_webhook h = hook("https://example.com/signed", 5, 5);
+	snprintf(h.secret, sizeof(h.secret), "%s", s1);
+	insert_ok(c, &h);
+	assert_get_equal(c, &h);
+
+	struct store_op rot = op_secret(STORE_OP_ROTATE, h.id, s2, 1700000086400000);
+	assert_int_equal(apply1(c, &rot), 0);
+	snprintf(h.secret, sizeof(h.secret), "%s", s2);
+	snprintf(h.old_secret, sizeof(h.old_secret), "%s", s1);
+	h.old_until_ms = 1700000086400000;
+	assert_get_equal(c, &h);
+	/* Giving a secret to a webhook that has one changes nothing. */
+	struct store_op give = op_secret(STORE_OP_GIVE_SECRET, h.id, s3, 0);
+	assert_int_equal(apply1(c, &give), 0);
+	assert_get_equal(c, &h);
+	/* A second rotation pushes the first secret out. */
+	rot = op_secret(STORE_OP_ROTATE, h.id, s3, 1700000090000000);
+	assert_int_equal(apply1(c, &rot), 0);
+	snprintf(h.secret, sizeof(h.secret), "%s", s3);
+	snprintf(h.old_secret, sizeof(h.old_secret), "%s", s2);
+	h.old_until_ms = 1700000090000000;
+	assert_get_equal(c, &h);
+	char unknown[ID_LEN + 1];
+	id_generate(unknown);
+	rot = op_secret(STORE_OP_ROTATE, unknown, s1, 1);
+	assert_int_equal(apply1(c, &rot), -ENOENT);
+	give = op_secret(STORE_OP_GIVE_SECRET, unknown, s1, 0);
+	assert_int_equal(apply1(c, &give), -ENOENT);
+
+	/* A webhook without a secret (as an older version stored it) gets one, once. */
+	struct store_webhook legacy = hook("https://example.com/legacy", 6, 6);
+	insert_ok(c, &legacy);
+	assert_get_equal(c, &legacy);
+	give = op_secret(STORE_OP_GIVE_SECRET, legacy.id, s1, 0);
+	assert_int_equal(apply1(c, &give), 0);
+	snprintf(legacy.secret, sizeof(legacy.secret), "%s", s1);
+	assert_get_equal(c, &legacy);
+	give = op_secret(STORE_OP_GIVE_SECRET, legacy.id, s2, 0);
+	assert_int_equal(apply1(c, &give), 0);
+	assert_get_equal(c, &legacy);
+	delete_quietly(c, h.id);
+	delete_quietly(c, legacy.id);
+}
+
 /* An event starts with nothing fanned, no item counted and not done, whatever the caller put in
  * those fields; a second event with its id changes nothing. */
 static void test_event_insert_get(void **state)
@@ -1141,6 +1207,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_delivery_states, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_delivery_states_many, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pending_deliveries, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_secrets, setup, teardown),
 	};
 	const struct CMUnitTest mongodb_tests[] = {
 	    cmocka_unit_test_setup_teardown(test_attempts_applied_again, setup, teardown),

@@ -17,6 +17,7 @@
 #include "envelope.h"
 #include "ids.h"
 #include "timeutil.h"
+#include "signature.h"
 #include "url.h"
 
 #define LIST_DEFAULT_LIMIT 100
@@ -235,8 +236,18 @@ void handlers_write_done(void *ctx, const struct store_op *op, int batch_rc, con
 		json_t *o = json_pack("{s:s, s:b}", "id", op->hook.id, "deleted", 1);
 		reply_json(svc, p->reply, o);
 		json_decref(o);
+	} else if (op->kind == STORE_OP_ROTATE) {
+		json_t *o = json_pack("{s:s}", "secret", op->hook.secret);
+		reply_json(svc, p->reply, o);
+		json_decref(o);
 	} else {
 		json_t *o = webhook_json(&op->hook, op->kind == STORE_OP_UPDATE);
+		/* The one reply besides webhooks.secret that carries the secret. */
+		if (o != NULL && op->kind == STORE_OP_INSERT &&
+		    json_object_set_new(o, "secret", json_string(op->hook.secret)) != 0) {
+			json_decref(o);
+			o = NULL;
+		}
 		reply_json(svc, p->reply, o);
 		json_decref(o);
 	}
@@ -253,11 +264,41 @@ static bool want_meta(struct svc *svc, const char *reply, struct store_meta *met
 	return rc == 0;
 }
 
+/* The optional "secret" member into out: the caller's own when valid, else a new random one.
+ * On failure reply and return false. */
+static bool want_secret(struct svc *svc, const char *reply, json_t *req, char *out)
+{
+	json_t *js = json_object_get(req, "secret");
+	if (js == NULL || json_is_null(js)) {
+		if (secret_generate(out) == 0)
+			return true;
+		reply_error(svc, reply, ERR_INTERNAL, "no random bytes for a secret; see the log");
+		log_error("getrandom failed: no secret can be made");
+		return false;
+	}
+	char err[160];
+	const char *given = json_string_value(js);
+	if (given == NULL) {
+		reply_error(svc, reply, ERR_INVALID_ARGUMENT, "secret must be a string");
+		return false;
+	}
+	if (strlen(given) > SECRET_MAX_LEN || secret_check(given, err, sizeof(err)) != 0) {
+		if (strlen(given) > SECRET_MAX_LEN)
+			snprintf(err, sizeof(err), "secret is longer than %d characters",
+			         SECRET_MAX_LEN);
+		reply_error(svc, reply, ERR_INVALID_ARGUMENT, err);
+		return false;
+	}
+	memcpy(out, given, strlen(given) + 1);
+	return true;
+}
+
 static void on_register(struct svc *svc, const char *reply, json_t *req)
 {
 	const char *url = want_string(svc, reply, req, "targetUrl");
 	struct store_op op = {.kind = STORE_OP_INSERT};
-	if (url == NULL || !want_url(svc, reply, url, op.hook.target_url))
+	if (url == NULL || !want_url(svc, reply, url, op.hook.target_url) ||
+	    !want_secret(svc, reply, req, op.hook.secret))
 		return;
 	struct store_meta meta;
 	if (!want_meta(svc, reply, &meta))
@@ -314,6 +355,50 @@ static void on_get(struct svc *svc, const char *reply, json_t *req)
 	json_t *o = webhook_json(&h, true);
 	reply_json(svc, reply, o);
 	json_decref(o);
+}
+
+/* webhooks.secret: the webhook's current secret (one stored by an older version is given
+ * its secret now). */
+static void on_secret(struct svc *svc, const char *reply, json_t *req)
+{
+	const char *id = want_id(svc, reply, req);
+	if (id == NULL)
+		return;
+	struct store_webhook h;
+	char err[STORE_ERR_LEN];
+	int rc = store_get(svc->store, id, &h, err, sizeof(err));
+	if (rc == 0 && h.secret[0] == '\0') {
+		struct store_op op = {.kind = STORE_OP_GIVE_SECRET};
+		memcpy(op.hook.id, h.id, sizeof(op.hook.id));
+		rc = secret_generate(op.hook.secret) != 0
+		         ? -EIO
+		         : store_apply(svc->store, &op, 1, err, sizeof(err));
+		if (rc == 0)
+			rc = op.result != 0 ? op.result
+			                    : store_get(svc->store, id, &h, err, sizeof(err));
+	}
+	if (rc != 0) {
+		if (rc == -ENOENT)
+			snprintf(err, sizeof(err), "no webhook with id '%s'", id);
+		reply_store_error(svc, reply, rc, err);
+		return;
+	}
+	json_t *o = json_pack("{s:s}", "secret", h.secret);
+	reply_json(svc, reply, o);
+	json_decref(o);
+}
+
+/* webhooks.rotate: a new secret (the caller's own, or a random one); the current one keeps
+ * signing beside it for SECRET_ROTATION_GRACE. */
+static void on_rotate(struct svc *svc, const char *reply, json_t *req)
+{
+	const char *id = want_id(svc, reply, req);
+	struct store_op op = {.kind = STORE_OP_ROTATE};
+	if (id == NULL || !want_secret(svc, reply, req, op.hook.secret))
+		return;
+	snprintf(op.hook.id, sizeof(op.hook.id), "%s", id);
+	op.hook.old_until_ms = time_now_ms() + svc->cfg.rotation_grace_ms;
+	submit_write(svc, reply, &op, NULL);
 }
 
 /* Read the optional paging members limit and after; on failure reply and return false. */
@@ -572,6 +657,7 @@ static const struct route {
     {"webhooks.list", on_list},         {"webhooks.update", on_update},
     {"webhooks.delete", on_delete},     {"webhooks.trigger", on_trigger},
     {"webhooks.event", on_event},       {"webhooks.deliveries", on_deliveries},
+    {"webhooks.secret", on_secret},     {"webhooks.rotate", on_rotate},
 };
 
 /* Runs on the subscription's delivery thread; owns msg. */

@@ -33,19 +33,18 @@
 #include <time.h>
 
 #include "log.h"
+#include "signature.h"
 #include "timeutil.h"
 #include "url.h"
 
 #define USER_AGENT        "webhooks/" WEBHOOKS_VERSION
 #define MAX_RESPONSE_BODY (64 * 1024) /* read and thrown away; more aborts the transfer */
 #define MAX_WAIT_MS       60000 /* only a backstop: every real deadline is waited for exactly */
-#define ID_HEADER         "webhook-id: "
 
 /* One transfer slot. Its easy handle lives as long as the dispatcher and is reused. */
 struct slot {
 	CURL *easy;
 	struct curl_slist *headers;
-	char *id_header; /* the "webhook-id: ..." line inside headers */
 	struct delivery d;
 	char body[160];
 	int64_t started_us;
@@ -162,21 +161,40 @@ static int setup_easy(struct dispatch *d, struct slot *s)
 	return 0;
 }
 
-/* The slot's header list, built once: the delivery id line is updated per transfer. */
-static int make_headers(struct slot *s)
+/* The slot's header list for this attempt: Content-Type and the three Standard Webhooks
+ * headers, webhook-id (the delivery id, the same on every attempt), webhook-timestamp (the
+ * attempt's, the body's timestamp) and webhook-signature (v1 under the secret, and a second
+ * one under the secret rotated out while its grace lasts). */
+static int make_headers(struct slot *s, int64_t timestamp)
 {
-	char line[64];
-	snprintf(line, sizeof(line), "%s%0*d", ID_HEADER, ID_LEN, 0);
+	char line[64 + 2 * (SIGNATURE_LEN + 1)];
+	curl_slist_free_all(s->headers);
+	s->headers = NULL;
 	/* No "Expect:" line is needed: libcurl asks for 100-continue only above 1 MiB, and bodies
 	 * here are under 200 bytes. */
 	struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-	if (h != NULL && curl_slist_append(h, line) != NULL) {
-		s->headers = h;
-		s->id_header = h->next->data;
-		return 0;
+	snprintf(line, sizeof(line), "webhook-id: %s", s->d.id);
+	h = h != NULL ? curl_slist_append(h, line) : NULL;
+	snprintf(line, sizeof(line), "webhook-timestamp: %" PRId64, timestamp);
+	h = h != NULL ? curl_slist_append(h, line) : NULL;
+	if (h != NULL && s->d.secret[0] != '\0') {
+		char sig[SIGNATURE_LEN + 1], old[SIGNATURE_LEN + 1];
+		size_t len = strlen(s->body);
+		if (signature_sign(s->d.secret, s->d.id, timestamp, s->body, len, sig) != 0) {
+			curl_slist_free_all(h);
+			return -EINVAL;
+		}
+		if (s->d.old_secret[0] != '\0' &&
+		    signature_sign(s->d.old_secret, s->d.id, timestamp, s->body, len, old) == 0)
+			snprintf(line, sizeof(line), "webhook-signature: %s %s", sig, old);
+		else
+			snprintf(line, sizeof(line), "webhook-signature: %s", sig);
+		h = curl_slist_append(h, line);
 	}
-	curl_slist_free_all(h);
-	return -ENOMEM;
+	if (h == NULL)
+		return -ENOMEM;
+	s->headers = h;
+	return 0;
 }
 
 /* The host a URL goes to, as a key: FNV-1a over its scheme and authority, lower-cased and
@@ -257,14 +275,12 @@ static void start(struct dispatch *d, const struct delivery *dl)
 	if (s->easy == NULL && setup_easy(d, s) != 0)
 		goto fail;
 
-	if (s->headers == NULL && make_headers(s) != 0)
-		goto fail;
-	/* The id line keeps its length, so each transfer rewrites it in place. */
-	memcpy(s->id_header + strlen(ID_HEADER), s->d.id, ID_LEN);
-
 	s->at_ms = time_now_ms();
+	int64_t timestamp = s->at_ms / 1000;
 	snprintf(s->body, sizeof(s->body), "{\"ipAddress\":\"%s\",\"timestamp\":%" PRId64 "}",
-	         s->d.ip, s->at_ms / 1000);
+	         s->d.ip, timestamp);
+	if (make_headers(s, timestamp) != 0)
+		goto fail;
 	if (curl_easy_setopt(s->easy, CURLOPT_URL, s->d.target_url) != CURLE_OK ||
 	    curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, s->headers) != CURLE_OK ||
 	    /* POSTFIELDS lets libcurl write headers and body with one send(). */

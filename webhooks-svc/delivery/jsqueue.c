@@ -873,6 +873,45 @@ struct fetcher {
 	struct store_delivery_state states[JSQ_ITEM_SIZE];
 };
 
+/* The secrets a delivery is signed with now: the webhook's, and the one rotated out while its
+ * grace lasts. Read with the webhook, so a retry signs with the secrets current when sent. */
+static void copy_secrets(struct delivery *d, const struct store_webhook *h)
+{
+	memcpy(d->secret, h->secret, sizeof(d->secret));
+	if (h->old_secret[0] != '\0' && h->old_until_ms > time_now_ms())
+		memcpy(d->old_secret, h->old_secret, sizeof(d->old_secret));
+	else
+		d->old_secret[0] = '\0';
+}
+
+/* A webhook stored by an older version has no secret: give it one before its first delivery
+ * (only where it still has none, so that instances doing this at once agree), and read what
+ * was kept. Returns 0, or a store error (the caller tries again later). */
+static int give_secrets(struct jsq *q, struct store_webhook *hooks, size_t n, char *err,
+                        size_t errlen)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (hooks[i].secret[0] != '\0')
+			continue;
+		struct store_op op = {.kind = STORE_OP_GIVE_SECRET};
+		memcpy(op.hook.id, hooks[i].id, sizeof(op.hook.id));
+		if (secret_generate(op.hook.secret) != 0) {
+			snprintf(err, errlen, "no random bytes for a secret");
+			return -EIO;
+		}
+		int rc = store_apply(q->store, &op, 1, err, errlen);
+		if (rc == 0 && op.result == 0)
+			rc = store_get(q->store, hooks[i].id, &hooks[i], err, errlen);
+		if (rc != 0 && rc != -ENOENT)
+			return rc;
+		if (rc == 0 && op.result == 0)
+			log_info(
+			    "webhook %s (stored by an older version) was given its signing secret",
+			    hooks[i].id);
+	}
+	return 0;
+}
+
 static void take_item(struct fetcher *f, natsMsg *m)
 {
 	struct jsq *q = f->q;
@@ -911,6 +950,8 @@ static void take_item(struct fetcher *f, natsMsg *m)
 	size_t got = 0;
 	int64_t read_ms = time_mono_ms();
 	rc = store_list(q->store, after, JSQ_ITEM_SIZE, f->page, &got, err, sizeof(err));
+	if (rc == 0)
+		rc = give_secrets(q, f->page, got, err, sizeof(err));
 	if (rc != 0) {
 		log_warn("event %s item %lld: reading targets failed (%s); taken again in %d ms",
 		         event_id, (long long)k, err, STORE_RETRY_MS);
@@ -956,6 +997,7 @@ static void take_item(struct fetcher *f, natsMsg *m)
 		memcpy(d->webhook_id, f->page[i].id, sizeof(d->webhook_id));
 		snprintf(d->ip, sizeof(d->ip), "%s", ip);
 		memcpy(d->target_url, f->page[i].target_url, sizeof(d->target_url));
+		copy_secrets(d, &f->page[i]);
 		d->attempt = hand_on ? st->attempts + 1 : 1;
 		d->work = w;
 		d->index = at;
@@ -1055,6 +1097,8 @@ static void take_retry(struct fetcher *f, natsMsg *m)
 	}
 	/* The webhook is read again: a retry follows an update and stops on a deletion. */
 	int rc = store_get(q->store, webhook_id, &f->page[0], err, sizeof(err));
+	if (rc == 0)
+		rc = give_secrets(q, f->page, 1, err, sizeof(err));
 	if (rc != 0 && rc != -ENOENT) {
 		log_warn("retry of delivery %s postponed: %s", id, err);
 		goto later;
@@ -1071,6 +1115,7 @@ static void take_retry(struct fetcher *f, natsMsg *m)
 	memcpy(d->webhook_id, webhook_id, sizeof(d->webhook_id));
 	snprintf(d->ip, sizeof(d->ip), "%s", ip);
 	memcpy(d->target_url, f->page[0].target_url, sizeof(d->target_url));
+	copy_secrets(d, &f->page[0]);
 	d->attempt = st.found ? st.attempts + 1 : 1;
 	d->work = w;
 	json_decref(o);
@@ -1112,7 +1157,8 @@ static void feed_more(struct fetcher *f)
 	while (i < to) {
 		size_t got = 0;
 		if (store_list(q->store, after, JSQ_ITEM_SIZE, f->page, &got, err, sizeof(err)) !=
-		    0) {
+		        0 ||
+		    give_secrets(q, f->page, got, err, sizeof(err)) != 0) {
 			log_warn(
 			    "event %s: reading targets again failed (%s); sending as read before",
 			    w->d[from].event_id, err);
@@ -1128,6 +1174,7 @@ static void feed_more(struct fetcher *f)
 				break; /* the page ended before this one: read on */
 			if (j < got && strcmp(f->page[j].id, d->webhook_id) == 0) {
 				memcpy(d->target_url, f->page[j].target_url, sizeof(d->target_url));
+				copy_secrets(d, &f->page[j]);
 			} else {
 				w->side[i].skip = true;
 				record_not_sent(q, d);

@@ -50,9 +50,11 @@ struct delivery {
 	char webhook_id[ID_LEN + 1];
 	char ip[STORE_IP_LEN];
 	char target_url[URL_MAX_LEN + 1];
-	int attempt;       /* 1 for the first attempt */
-	struct work *work; /* the message it belongs to */
-	size_t index;      /* its place among the message's deliveries */
+	char secret[SECRET_MAX_LEN + 1];     /* signs the attempt */
+	char old_secret[SECRET_MAX_LEN + 1]; /* signs it too, while a rotation's grace lasts */
+	int attempt;                         /* 1 for the first attempt */
+	struct work *work;                   /* the message it belongs to */
+	size_t index;                        /* its place among the message's deliveries */
 };
 
 /* How one attempt went. */

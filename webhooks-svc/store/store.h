@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "ids.h"
+#include "signature.h"
 #include "url.h"
 
 #define STORE_ERR_LEN 256
@@ -24,6 +25,9 @@ struct store_webhook {
 	char target_url[URL_MAX_LEN + 1];
 	int64_t created_ms; /* wall-clock milliseconds since the epoch */
 	int64_t updated_ms;
+	char secret[SECRET_MAX_LEN + 1];     /* signs every delivery ("whsec_...") */
+	char old_secret[SECRET_MAX_LEN + 1]; /* the one rotated out, or "" */
+	int64_t old_until_ms;                /* it signs beside secret until then */
 };
 
 /* The address of the visitor whose /ip call started an event (IPv6 text is at most 45). */
@@ -100,7 +104,12 @@ struct store_delivery {
 };
 
 enum store_op_kind {
-	STORE_OP_INSERT, /* hook: every field; counts the webhook and raises last_id (store_meta) */
+	STORE_OP_INSERT,      /* hook: id, target_url, times, secret; counts the webhook and raises
+	                       * last_id (store_meta) */
+	STORE_OP_ROTATE,      /* hook: id, secret (the new one), old_until_ms: the current secret
+	                       * becomes old_secret until then; -ENOENT when there is no such webhook */
+	STORE_OP_GIVE_SECRET, /* hook: id, secret: set only when the webhook has none (stored by
+	                       * an older version); 0 either way, -ENOENT for no such webhook */
 	STORE_OP_UPDATE, /* hook: id, target_url, updated_ms; created_ms is filled on success */
 	STORE_OP_DELETE, /* hook: id; uncounts the webhook */
 	STORE_OP_EVENT_INSERT, /* event: id, ip, created_ms, targets (fanned, items 0; not done) */

@@ -3,7 +3,10 @@
  * Layout, in the URI's database ("webhooks" when the URI names none):
  *
  *   webhooks    { _id: "<webhook uuid>", targetUrl: "<url>",
- *                 createdAt: <int64 ms since the epoch>, updatedAt: <int64 ms> }
+ *                 createdAt: <int64 ms since the epoch>, updatedAt: <int64 ms>,
+ *                 secret: "whsec_...", oldSecret: "whsec_..." | "", oldUntil: <int64 ms> }
+ *               (secret is missing on a webhook stored before secrets existed, until
+ *               STORE_OP_GIVE_SECRET gives it one; oldSecret and oldUntil until a rotation)
  *   events      { _id: "<event uuid>", ip: "<address>", createdAt: <int64 ms>,
  *                 targets: <int64>, fanned: <int64>, items: <int64>, done: <bool>,
  *                 open: true (removed once every delivery has ended: see store_pending) }
@@ -230,6 +233,9 @@ static int doc_to_hook(const bson_t *doc, void *rows, size_t i, char *err, size_
 	struct store_webhook *out = (struct store_webhook *)rows + i;
 	bson_iter_t it;
 	unsigned seen = 0;
+	/* Optional: a webhook stored before secrets existed has none (STORE_OP_GIVE_SECRET). */
+	out->secret[0] = out->old_secret[0] = '\0';
+	out->old_until_ms = 0;
 	if (!bson_iter_init(&it, doc))
 		return malformed("webhooks", err, errlen);
 	while (bson_iter_next(&it)) {
@@ -243,6 +249,12 @@ static int doc_to_hook(const bson_t *doc, void *rows, size_t i, char *err, size_
 			ok = copy_int(&it, &out->created_ms) && (seen |= 4);
 		else if (strcmp(key, "updatedAt") == 0)
 			ok = copy_int(&it, &out->updated_ms) && (seen |= 8);
+		else if (strcmp(key, "secret") == 0)
+			ok = copy_utf8(&it, out->secret, SECRET_MAX_LEN);
+		else if (strcmp(key, "oldSecret") == 0)
+			ok = copy_utf8(&it, out->old_secret, SECRET_MAX_LEN);
+		else if (strcmp(key, "oldUntil") == 0)
+			ok = copy_int(&it, &out->old_until_ms);
 		if (!ok)
 			return malformed("webhooks", err, errlen);
 	}
@@ -380,6 +392,8 @@ static void hook_to_doc(const struct store_op *op, bson_t *doc)
 	BSON_APPEND_UTF8(doc, "targetUrl", op->hook.target_url);
 	BSON_APPEND_INT64(doc, "createdAt", op->hook.created_ms);
 	BSON_APPEND_INT64(doc, "updatedAt", op->hook.updated_ms);
+	if (op->hook.secret[0] != '\0')
+		BSON_APPEND_UTF8(doc, "secret", op->hook.secret);
 }
 
 static void event_to_doc(const struct store_op *op, bson_t *doc)
@@ -621,6 +635,104 @@ static void first_opts(bson_t *opts, const bson_t *projection)
 		BSON_APPEND_DOCUMENT(opts, "projection", projection);
 	BSON_APPEND_INT64(opts, "limit", 1);
 	BSON_APPEND_BOOL(opts, "singleBatch", true);
+}
+
+/* Give a webhook stored before secrets existed its secret: only where it has none. */
+static int give_secret(struct lease *l, struct store_op *op, char *err, size_t errlen)
+{
+	bson_t selector = BSON_INITIALIZER, update = BSON_INITIALIZER, absent, set;
+	bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, fields = BSON_INITIALIZER;
+	bson_t doc;
+	bool found = false;
+	int64_t matched = 0;
+	int rc;
+
+	BSON_APPEND_UTF8(&selector, "_id", op->hook.id);
+	BSON_APPEND_DOCUMENT_BEGIN(&selector, "secret", &absent);
+	BSON_APPEND_BOOL(&absent, "$exists", false);
+	bson_append_document_end(&selector, &absent);
+	BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
+	BSON_APPEND_UTF8(&set, "secret", op->hook.secret);
+	bson_append_document_end(&update, &set);
+	rc = update_doc(l->coll[COLL_WEBHOOKS], &selector, &update, false, &matched, err, errlen);
+	if (rc == 0 && matched > 0) {
+		op->result = 0;
+	} else if (rc == 0) {
+		BSON_APPEND_UTF8(&filter, "_id", op->hook.id);
+		BSON_APPEND_INT32(&fields, "_id", 1);
+		first_opts(&opts, &fields);
+		rc = find_first(l->coll[COLL_WEBHOOKS], &filter, &opts, &doc, &found, err, errlen);
+		bson_destroy(&doc);
+		if (rc == 0)
+			op->result = found ? 0 : -ENOENT;
+	}
+	bson_destroy(&fields);
+	bson_destroy(&opts);
+	bson_destroy(&filter);
+	bson_destroy(&update);
+	bson_destroy(&selector);
+	return rc;
+}
+
+/* Rotate: the current secret becomes oldSecret (until oldUntil) and the new one is set, in one
+ * update that matches only while the secret is still the one read just before, so that two
+ * rotations at once cannot lose the secret in between (the loser reads again and retries). */
+#define ROTATE_TRIES 5
+static int rotate_secret(struct lease *l, struct store_op *op, char *err, size_t errlen)
+{
+	for (int attempt = 0; attempt < ROTATE_TRIES; attempt++) {
+		bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER,
+		       fields = BSON_INITIALIZER;
+		bson_t selector = BSON_INITIALIZER, update = BSON_INITIALIZER, set, absent;
+		bson_t doc;
+		bson_iter_t it;
+		bool found = false;
+		char current[SECRET_MAX_LEN + 1] = "";
+		int64_t matched = 0;
+
+		BSON_APPEND_UTF8(&filter, "_id", op->hook.id);
+		BSON_APPEND_INT32(&fields, "secret", 1);
+		first_opts(&opts, &fields);
+		int rc =
+		    find_first(l->coll[COLL_WEBHOOKS], &filter, &opts, &doc, &found, err, errlen);
+		bool has = found && bson_iter_init_find(&it, &doc, "secret") &&
+		           copy_utf8(&it, current, SECRET_MAX_LEN);
+		bson_destroy(&doc);
+		if (rc == 0 && found) {
+			BSON_APPEND_UTF8(&selector, "_id", op->hook.id);
+			if (has) {
+				BSON_APPEND_UTF8(&selector, "secret", current);
+			} else {
+				BSON_APPEND_DOCUMENT_BEGIN(&selector, "secret", &absent);
+				BSON_APPEND_BOOL(&absent, "$exists", false);
+				bson_append_document_end(&selector, &absent);
+			}
+			BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
+			BSON_APPEND_UTF8(&set, "secret", op->hook.secret);
+			BSON_APPEND_UTF8(&set, "oldSecret", current);
+			BSON_APPEND_INT64(&set, "oldUntil", op->hook.old_until_ms);
+			bson_append_document_end(&update, &set);
+			rc = update_doc(l->coll[COLL_WEBHOOKS], &selector, &update, false, &matched,
+			                err, errlen);
+		}
+		bson_destroy(&update);
+		bson_destroy(&selector);
+		bson_destroy(&fields);
+		bson_destroy(&opts);
+		bson_destroy(&filter);
+		if (rc != 0)
+			return rc;
+		if (!found) {
+			op->result = -ENOENT;
+			return 0;
+		}
+		if (matched > 0) {
+			op->result = 0;
+			return 0;
+		}
+	}
+	snprintf(err, errlen, "mongodb: the secret kept changing while it was rotated");
+	return -EAGAIN;
 }
 
 /* Apply update to the meta document. */
@@ -996,6 +1108,12 @@ static int mongo_apply(struct store *base, struct store_op *ops, size_t n, char 
 			break;
 		case STORE_OP_EVENT_ITEM:
 			rc = count_event_item(&l, &ops[i], err, errlen);
+			break;
+		case STORE_OP_ROTATE:
+			rc = rotate_secret(&l, &ops[i], err, errlen);
+			break;
+		case STORE_OP_GIVE_SECRET:
+			rc = give_secret(&l, &ops[i], err, errlen);
 			break;
 		default:
 			snprintf(err, errlen, "mongodb: unknown store op %d", (int)kind);

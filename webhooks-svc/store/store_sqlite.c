@@ -19,6 +19,8 @@
 
 enum stmt_id {
 	ST_INSERT,
+	ST_ROTATE,
+	ST_GIVE_SECRET,
 	ST_UPDATE,
 	ST_DELETE,
 	ST_GET,
@@ -43,17 +45,24 @@ enum stmt_id {
 	ST__COUNT,
 };
 
+#define STR_(x) #x
+#define STR(x)  STR_(x)
+
+/* What read_row reads, in its order. */
+#define HOOK_COLUMNS "id, target_url, created_ms, updated_ms, secret, old_secret, old_until_ms"
+
 static const char *const stmt_sql[ST__COUNT] = {
-    [ST_INSERT] = "INSERT INTO webhooks (id, target_url, created_ms, updated_ms) "
-                  "VALUES (?1, ?2, ?3, ?4)",
+    [ST_INSERT] = "INSERT INTO webhooks (id, target_url, created_ms, updated_ms, secret) "
+                  "VALUES (?1, ?2, ?3, ?4, ?5)",
+    [ST_ROTATE] = "UPDATE webhooks SET old_secret = secret, old_until_ms = ?3, secret = ?2 "
+                  "WHERE id = ?1",
+    [ST_GIVE_SECRET] = "UPDATE webhooks SET secret = ?2 WHERE id = ?1 AND secret = ''",
     [ST_UPDATE] = "UPDATE webhooks SET target_url = ?2, updated_ms = ?3 WHERE id = ?1 "
                   "RETURNING created_ms",
     [ST_DELETE] = "DELETE FROM webhooks WHERE id = ?1",
-    [ST_GET] = "SELECT id, target_url, created_ms, updated_ms FROM webhooks WHERE id = ?1",
-    [ST_LIST_FIRST] = "SELECT id, target_url, created_ms, updated_ms FROM webhooks "
-                      "ORDER BY id LIMIT ?1",
-    [ST_LIST_AFTER] = "SELECT id, target_url, created_ms, updated_ms FROM webhooks "
-                      "WHERE id > ?2 ORDER BY id LIMIT ?1",
+    [ST_GET] = "SELECT " HOOK_COLUMNS " FROM webhooks WHERE id = ?1",
+    [ST_LIST_FIRST] = "SELECT " HOOK_COLUMNS " FROM webhooks ORDER BY id LIMIT ?1",
+    [ST_LIST_AFTER] = "SELECT " HOOK_COLUMNS " FROM webhooks WHERE id > ?2 ORDER BY id LIMIT ?1",
     [ST_META_GET] = "SELECT n, last_id FROM meta WHERE k = 'webhooks'",
     [ST_META_INSERT] = "UPDATE meta SET n = n + 1, last_id = max(last_id, ?1) "
                        "WHERE k = 'webhooks'",
@@ -98,7 +107,10 @@ static const char schema_sql[] = "CREATE TABLE IF NOT EXISTS webhooks ("
                                  " id TEXT PRIMARY KEY NOT NULL,"
                                  " target_url TEXT NOT NULL,"
                                  " created_ms INTEGER NOT NULL,"
-                                 " updated_ms INTEGER NOT NULL"
+                                 " updated_ms INTEGER NOT NULL,"
+                                 " secret TEXT NOT NULL DEFAULT '',"
+                                 " old_secret TEXT NOT NULL DEFAULT '',"
+                                 " old_until_ms INTEGER NOT NULL DEFAULT 0"
                                  ") WITHOUT ROWID;"
                                  "CREATE TABLE IF NOT EXISTS events ("
                                  " id TEXT PRIMARY KEY NOT NULL,"
@@ -141,6 +153,10 @@ static const char migrate_events_sql[] =
     "ALTER TABLE events ADD COLUMN fanned INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE events ADD COLUMN items INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE events ADD COLUMN done INTEGER NOT NULL DEFAULT 0;";
+static const char migrate_secrets_sql[] =
+    "ALTER TABLE webhooks ADD COLUMN secret TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE webhooks ADD COLUMN old_secret TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE webhooks ADD COLUMN old_until_ms INTEGER NOT NULL DEFAULT 0;";
 static const char migrate_meta_sql[] =
     "INSERT OR IGNORE INTO meta (k, n, last_id) "
     "SELECT 'webhooks', count(*), coalesce(max(id), '') FROM webhooks;";
@@ -187,6 +203,59 @@ static bool has_column(sqlite3 *db, const char *table, const char *column)
 	                                     NULL) == SQLITE_OK;
 }
 
+/* Give every webhook stored by an older version a secret of its own, SECRETS_BATCH at a time
+ * in id order (one pass however many there are; a crash midway resumes where it was). */
+#define SECRETS_BATCH 1000
+static int step_once(sqlite3_stmt *st);
+static int give_secrets(sqlite3 *db, char *err, size_t errlen)
+{
+	sqlite3_stmt *pick = NULL, *set = NULL;
+	char after[ID_LEN + 1] = "";
+	int rc = sqlite3_prepare_v2(db,
+	                            "SELECT id FROM webhooks WHERE id > ?1 AND secret = '' "
+	                            "ORDER BY id LIMIT " STR(SECRETS_BATCH),
+	                            -1, &pick, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(db, "UPDATE webhooks SET secret = ?2 WHERE id = ?1", -1,
+		                        &set, NULL);
+	long given = 0;
+	for (bool more = true; rc == SQLITE_OK && more;) {
+		more = false;
+		rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+		sqlite3_bind_text(pick, 1, after, -1, SQLITE_TRANSIENT);
+		while (rc == SQLITE_OK && sqlite3_step(pick) == SQLITE_ROW) {
+			char secret[SECRET_MAX_LEN + 1];
+			const unsigned char *id = sqlite3_column_text(pick, 0);
+			snprintf(after, sizeof(after), "%s", id != NULL ? (const char *)id : "");
+			if (secret_generate(secret) != 0) {
+				rc = SQLITE_ERROR;
+				break;
+			}
+			sqlite3_bind_text(set, 1, after, -1, SQLITE_STATIC);
+			sqlite3_bind_text(set, 2, secret, -1, SQLITE_STATIC);
+			rc = step_once(set) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+			more = true;
+			given++;
+		}
+		sqlite3_reset(pick);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+	}
+	if (rc != SQLITE_OK && !sqlite3_get_autocommit(db))
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	sqlite3_finalize(pick);
+	sqlite3_finalize(set);
+	if (rc != SQLITE_OK) {
+		snprintf(err, errlen, "sqlite: giving webhooks their secrets: %s",
+		         sqlite3_errmsg(db));
+		return -EIO;
+	}
+	if (given > 0)
+		log_info("sqlite: gave %ld webhooks of an older store their signing secrets",
+		         given);
+	return 0;
+}
+
 /* Create the schema, or bring one made by an older version up to date, in one transaction. */
 static int migrate(sqlite3 *db, char *err, size_t errlen)
 {
@@ -196,6 +265,8 @@ static int migrate(sqlite3 *db, char *err, size_t errlen)
 		rc = sqlite3_exec(db, schema_sql, NULL, NULL, &msg);
 	if (rc == SQLITE_OK && !has_column(db, "events", "fanned"))
 		rc = sqlite3_exec(db, migrate_events_sql, NULL, NULL, &msg);
+	if (rc == SQLITE_OK && !has_column(db, "webhooks", "secret"))
+		rc = sqlite3_exec(db, migrate_secrets_sql, NULL, NULL, &msg);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(db, migrate_meta_sql, NULL, NULL, &msg);
 	if (rc == SQLITE_OK)
@@ -203,7 +274,7 @@ static int migrate(sqlite3 *db, char *err, size_t errlen)
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(db, "COMMIT", NULL, NULL, &msg);
 	if (rc == SQLITE_OK)
-		return 0;
+		return give_secrets(db, err, errlen);
 	snprintf(err, errlen, "sqlite: creating the schema: %s", msg != NULL ? msg : "failed");
 	sqlite3_free(msg);
 	if (!sqlite3_get_autocommit(db))
@@ -280,6 +351,13 @@ static void read_row(sqlite3_stmt *st, struct store_webhook *out)
 	         url != NULL ? (const char *)url : "");
 	out->created_ms = sqlite3_column_int64(st, 2);
 	out->updated_ms = sqlite3_column_int64(st, 3);
+	const unsigned char *secret = sqlite3_column_text(st, 4);
+	const unsigned char *old = sqlite3_column_text(st, 5);
+	snprintf(out->secret, sizeof(out->secret), "%s",
+	         secret != NULL ? (const char *)secret : "");
+	snprintf(out->old_secret, sizeof(out->old_secret), "%s",
+	         old != NULL ? (const char *)old : "");
+	out->old_until_ms = sqlite3_column_int64(st, 6);
 }
 
 static int step_once(sqlite3_stmt *st)
@@ -361,6 +439,7 @@ static int apply_op(struct conn *c, struct store_op *op, bool *fatal, char *err,
 		sqlite3_bind_text(st, 2, op->hook.target_url, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(st, 3, op->hook.created_ms);
 		sqlite3_bind_int64(st, 4, op->hook.updated_ms);
+		sqlite3_bind_text(st, 5, op->hook.secret, -1, SQLITE_STATIC);
 		rc = sqlite3_step(st);
 		sqlite3_reset(st);
 		if (rc == SQLITE_DONE) {
@@ -373,6 +452,32 @@ static int apply_op(struct conn *c, struct store_op *op, bool *fatal, char *err,
 		}
 		if ((sqlite3_extended_errcode(c->db)) == SQLITE_CONSTRAINT_PRIMARYKEY)
 			return -EEXIST;
+		break;
+	case STORE_OP_ROTATE:
+		st = c->st[ST_ROTATE];
+		sqlite3_bind_text(st, 1, op->hook.id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, op->hook.secret, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, op->hook.old_until_ms);
+		rc = step_once(st);
+		if (rc == SQLITE_DONE)
+			return sqlite3_changes(c->db) > 0 ? 0 : -ENOENT;
+		break;
+	case STORE_OP_GIVE_SECRET:
+		st = c->st[ST_GIVE_SECRET];
+		sqlite3_bind_text(st, 1, op->hook.id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, op->hook.secret, -1, SQLITE_STATIC);
+		rc = step_once(st);
+		if (rc != SQLITE_DONE)
+			break;
+		if (sqlite3_changes(c->db) > 0)
+			return 0;
+		st = c->st[ST_GET];
+		sqlite3_bind_text(st, 1, op->hook.id, -1, SQLITE_STATIC);
+		rc = step_once(st);
+		if (rc == SQLITE_ROW)
+			return 0; /* it had one */
+		if (rc == SQLITE_DONE)
+			return -ENOENT;
 		break;
 	case STORE_OP_UPDATE:
 		st = c->st[ST_UPDATE];

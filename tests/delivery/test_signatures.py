@@ -1,0 +1,168 @@
+"""test_signatures.py -- every delivery is signed as Standard Webhooks says, checked by the
+reference verifier itself (npm standardwebhooks 1.1.1, tests/verifier/verify.mjs, installed by
+scripts/verifier-install.sh into VERIFIER_DIR): first attempts, retries, deliveries during a
+rotation's grace (two signatures, each secret verifies alone), and what it must refuse: a
+tampered body, a wrong secret, a timestamp 6 minutes old. Secrets never show where they must
+not: lists, single reads, delivery pages, any log line at debug."""
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+
+from delivery_helpers import DeliveryCase, main
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+VERIFY = os.path.join(HERE, '..', 'verifier', 'verify.mjs')
+
+
+def verify(cases):
+    """Run the reference verifier over cases; returns its list of {ok, error}."""
+    modules = os.environ.get('VERIFIER_DIR')
+    if not modules:
+        raise AssertionError('VERIFIER_DIR is not set (ctest sets it; see tests/delivery)')
+    node = os.environ.get('NODE') or shutil.which('node') or 'node'
+    p = subprocess.run([node, VERIFY, modules], input=json.dumps(cases).encode(),
+                       capture_output=True, timeout=60)
+    if p.returncode != 0:
+        raise AssertionError('verify.mjs failed: %s' % p.stderr.decode(errors='replace'))
+    return json.loads(p.stdout)
+
+
+def case(secret, rq, body=None, offset=0):
+    h = rq['headers']
+    return {'secret': secret, 'body': rq['body'] if body is None else body,
+            'headers': {k: h[k] for k in ('webhook-id', 'webhook-timestamp',
+                                          'webhook-signature')},
+            'nowOffsetSeconds': offset}
+
+
+class SignatureTest(DeliveryCase):
+    stack_options = {'svc_env': {'MAX_RETRIES': 2, 'RETRY_SCHEDULE': '1500ms',
+                                 'LOG_LEVEL': 'debug', 'SECRET_ROTATION_GRACE': '1h'},
+                     'gw_env': {'LOG_LEVEL': 'debug'}}
+
+    def nats(self, subject, body):
+        with self.stack.nats_client(timeout=10) as nc:
+            return nc.request(subject, json.dumps(body), timeout=10).json()
+
+    def test_every_attempt_verifies_and_forgeries_do_not(self):
+        own = 'whsec_' + base64.b64encode(os.urandom(32)).decode()
+        a = self.register('/ok/a')
+        b = self.register('/fail/1/b')  # 503 first, then 200: a retry, signed afresh
+        r = self.gw.request('POST', '/webhooks', {'targetUrl': self.target.url('/ok/c'),
+                                                   'secret': own})
+        self.assertEqual(r.status, 201, r)
+        c = r.json
+        self.assertEqual(c['secret'], own)
+        for h in (a, b):
+            self.assertRegex(h['secret'], r'^whsec_[A-Za-z0-9+/]{32}$')
+        self.assertNotEqual(a['secret'], b['secret'])
+        secrets = {h['id']: h['secret'] for h in (a, b, c)}
+        # The secret route of the service gives the same; nothing else shows it.
+        for hid, secret in secrets.items():
+            self.assertEqual(self.nats('webhooks.secret', {'id': hid}), {'secret': secret})
+            got = self.gw.request('GET', '/webhooks/' + hid)
+            self.assertNotIn('secret', got.json, got)
+        listed = self.gw.request('GET', '/webhooks')
+        self.assertNotIn('whsec_', listed.raw.decode(), listed)
+
+        ev, _ = self.trigger()
+        s = self.wait_event(ev['eventId'], 20)
+        self.assertEqual((s['succeeded'], s['pending']), (3, 0), s)
+        by_path = self.target.by_path()
+        self.assertEqual(len(by_path['/fail/1/b']), 2, by_path)
+        reqs = [(secrets[h['id']], rq) for h, path in ((a, '/ok/a'), (b, '/fail/1/b'),
+                                                       (c, '/ok/c'))
+                for rq in by_path[path]]
+        for _, rq in reqs:
+            body = json.loads(rq['body'])
+            self.assertEqual(rq['headers']['webhook-timestamp'], str(body['timestamp']))
+            self.assertRegex(rq['headers']['webhook-signature'], r'^v1,[A-Za-z0-9+/]{43}=$')
+        # The two attempts of b have the same id, their own timestamps, their own signatures.
+        b1, b2 = by_path['/fail/1/b']
+        self.assertEqual(b1['headers']['webhook-id'], b2['headers']['webhook-id'])
+        self.assertNotEqual(b1['headers']['webhook-timestamp'],
+                            b2['headers']['webhook-timestamp'])
+        self.assertNotEqual(b1['headers']['webhook-signature'],
+                            b2['headers']['webhook-signature'])
+
+        results = verify([case(secret, rq) for secret, rq in reqs])
+        self.assertEqual(results, [{'ok': True}] * len(reqs), results)
+        # The same verifier refuses forgeries of a real request.
+        secret, rq = reqs[0]
+        forged = verify([
+            case(secret, rq, body=rq['body'].replace('127.0.0.1', '127.0.0.2')),
+            case(secrets[b['id']], rq),
+            case(secret, rq, offset=6 * 60),
+        ])
+        self.assertEqual([x['ok'] for x in forged], [False, False, False], forged)
+
+        # Never in a delivery page or a log line.
+        dels, _ = self.deliveries(ev['eventId'])
+        self.assertNotIn('whsec_', json.dumps(dels))
+        logs = self.stack.logs()
+        for secret in secrets.values():
+            self.assertNotIn(secret[6:], logs)
+
+    def test_rotation_signs_with_both_during_the_grace(self):
+        a = self.register('/ok/rot')
+        old = a['secret']
+        new = self.nats('webhooks.rotate', {'id': a['id']})
+        self.assertRegex(new['secret'], r'^whsec_')
+        self.assertNotEqual(new['secret'], old)
+        self.assertEqual(self.nats('webhooks.secret', {'id': a['id']}), new)
+        ev, _ = self.trigger()
+        self.wait_event(ev['eventId'], 20)
+        rq = self.target.by_path()['/ok/rot'][0]
+        sigs = rq['headers']['webhook-signature'].split(' ')
+        self.assertEqual(len(sigs), 2, rq['headers'])
+        results = verify([case(new['secret'], rq), case(old, rq)])
+        self.assertEqual(results, [{'ok': True}, {'ok': True}], results)
+
+        # A rotation to the caller's own secret; a bad one is refused and changes nothing.
+        mine = 'whsec_' + base64.b64encode(os.urandom(24)).decode()
+        self.assertEqual(self.nats('webhooks.rotate', {'id': a['id'], 'secret': mine}),
+                         {'secret': mine})
+        bad = self.nats('webhooks.rotate', {'id': a['id'], 'secret': 'whsec_short'})
+        self.assertEqual(bad['error']['code'], 'invalid_argument', bad)
+        self.assertEqual(self.nats('webhooks.secret', {'id': a['id']}), {'secret': mine})
+        missing = self.nats('webhooks.rotate', {'id': '00000000-0000-4000-8000-000000000000'})
+        self.assertEqual(missing['error']['code'], 'not_found', missing)
+
+        self.target.reset()
+        ev, _ = self.trigger()
+        self.wait_event(ev['eventId'], 20)
+        rq = self.target.by_path()['/ok/rot'][0]
+        # mine signs, and new (rotated out just now) beside it; old is gone.
+        results = verify([case(mine, rq), case(new['secret'], rq), case(old, rq)])
+        self.assertEqual([x['ok'] for x in results], [True, True, False], results)
+
+    def test_bad_secrets_at_register(self):
+        for secret in ('nope', 'whsec_', 'whsec_' + base64.b64encode(b'x' * 23).decode(),
+                       'whsec_' + base64.b64encode(b'x' * 65).decode(), 42):
+            r = self.gw.request('POST', '/webhooks', {'targetUrl': self.target.url('/ok/x'),
+                                                       'secret': secret})
+            self.assertEqual(r.status, 400, (secret, r))
+            self.assertEqual(r.json['error']['code'], 'invalid_argument', r)
+        self.assertEqual(self.gw.request('GET', '/webhooks').json['webhooks'], [])
+
+
+class NoGraceTest(DeliveryCase):
+    stack_options = {'svc_env': {'SECRET_ROTATION_GRACE': '0s'}}
+
+    def test_without_grace_only_the_new_secret_signs(self):
+        a = self.register('/ok/ng')
+        with self.stack.nats_client(timeout=10) as nc:
+            new = nc.request('webhooks.rotate', json.dumps({'id': a['id']}), timeout=10).json()
+        ev, _ = self.trigger()
+        self.wait_event(ev['eventId'], 20)
+        rq = self.target.by_path()['/ok/ng'][0]
+        self.assertEqual(len(rq['headers']['webhook-signature'].split(' ')), 1, rq)
+        results = verify([case(new['secret'], rq), case(a['secret'], rq)])
+        self.assertEqual([x['ok'] for x in results], [True, False], results)
+
+
+if __name__ == '__main__':
+    main()
