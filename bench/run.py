@@ -29,6 +29,7 @@ Usage: run.py BUILD_DIR [--duration S] [--runs N] [--fanout 10000,100000] [--fan
               [--only api,fanout,scale,trigger]
 """
 import argparse
+import base64
 import json
 import os
 import platform
@@ -254,10 +255,14 @@ def seed(db, n, ports, path="/ok/hook-{i}"):
     HTTP would measure the API again, not the fan-out."""
     con = sqlite3.connect(db)
     now = int(time.time() * 1000) - 10000
+    # Each with a secret of its own, as registration gives (the service would otherwise give
+    # them at its start, which is not what is measured).
     rows = ((ordered_id(now + i // 4096, i % 4096),
-             f"http://127.0.0.1:{ports[i % len(ports)]}" + path.format(i=i), now, now)
+             f"http://127.0.0.1:{ports[i % len(ports)]}" + path.format(i=i), now, now,
+             "whsec_" + base64.b64encode(os.urandom(24)).decode())
             for i in range(n))
-    con.executemany("INSERT INTO webhooks (id, target_url, created_ms, updated_ms) VALUES (?,?,?,?)", rows)
+    con.executemany("INSERT INTO webhooks (id, target_url, created_ms, updated_ms, secret) "
+                    "VALUES (?,?,?,?,?)", rows)
     con.execute("UPDATE meta SET n = (SELECT count(*) FROM webhooks), "
                 "last_id = (SELECT max(id) FROM webhooks) WHERE k = 'webhooks'")
     con.commit()
@@ -276,13 +281,15 @@ def wait_delivered(port, n, wait_s):
     return stats
 
 
-def bench_fanout(bindir, n, work, wait_s, record=True):
+def bench_fanout(bindir, n, work, wait_s, record=True, sign=True):
     tgt = start([os.path.join(bindir, "webhook-target"), "--no-record", "--quiet"] +
                 sum([["--port", "0"] for _ in range(4)], []), stdout=subprocess.PIPE)
     ports = [int(tgt.stdout.readline().split()[1]) for _ in range(4)]
     svc_env = {"MAX_IN_FLIGHT": "64"}
     if not record:
         svc_env["WEBHOOKS_BENCH_NO_RECORD"] = "1"
+    if not sign:
+        svc_env["WEBHOOKS_BENCH_NO_SIGN"] = "1"
     system = System(bindir, work, svc_env)
     system.start_svc()  # creates the schema
     system.stop_svc()
@@ -359,6 +366,8 @@ def main():
                     help="runs per --fanout size (median); the --rss-webhooks run is made once")
     ap.add_argument("--no-record-overhead", dest="record_overhead", action="store_false",
                     help="skip the run without delivery records that measures their cost")
+    ap.add_argument("--no-sign-overhead", dest="sign_overhead", action="store_false",
+                    help="skip the run without signatures that measures their cost")
     ap.add_argument("--scale-webhooks", type=int, default=20000)
     ap.add_argument("--trigger-webhooks", default="10000,1000000")
     ap.add_argument("--only", default="api,fanout,scale,trigger")
@@ -376,20 +385,24 @@ def main():
                 print(f"api {name:9s} {v['requests_per_sec']:9.0f} req/s  p99 {v['p99_ms']:6.2f} ms  "
                       f"non2xx {int(v['non2xx'])}  (median of {v['all']})")
         sizes = [int(x) for x in args.fanout.split(",") if x] if "fanout" in only else []
-        plan = [(n, True, args.fanout_runs) for n in sizes]
+        plan = [(n, True, True, args.fanout_runs) for n in sizes]
         if args.record_overhead and sizes:
-            plan.insert(1, (sizes[0], False, args.fanout_runs))
+            plan.insert(1, (sizes[0], False, True, args.fanout_runs))
+        if args.sign_overhead and sizes:
+            plan.insert(1, (sizes[0], True, False, args.fanout_runs))
         if args.rss_webhooks and "fanout" in only:
-            plan.append((args.rss_webhooks, True, 1))
+            plan.append((args.rss_webhooks, True, True, 1))
 
-        def one(n, record):
+        def one(n, record, sign):
             with tempfile.TemporaryDirectory() as work:
-                return bench_fanout(bindir, n, work, wait_s=max(60, n / 2000), record=record)
+                return bench_fanout(bindir, n, work, wait_s=max(60, n / 2000), record=record,
+                                    sign=sign)
 
-        for n, record, runs in plan:
-            results = sorted_runs(runs, lambda: one(n, record), "deliveries_per_sec")
+        for n, record, sign, runs in plan:
+            results = sorted_runs(runs, lambda: one(n, record, sign), "deliveries_per_sec")
             r = results[len(results) // 2]
-            line = (f"fanout {r['webhooks']:8d} webhooks{'' if record else ' (not recorded)'}: "
+            what = ('' if record else ' (not recorded)') + ('' if sign else ' (not signed)')
+            line = (f"fanout {r['webhooks']:8d} webhooks{what}: "
                     f"delivered {r['delivered']}, "
                     f"{r['deliveries_per_sec']:8.0f}/s (ceiling wrk {r['ceiling_requests_per_sec']:.0f}/s, "
                     f"libcurl floor {r['curl_floor_per_sec']:.0f}/s), "

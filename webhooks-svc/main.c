@@ -128,6 +128,10 @@ int main(int argc, char **argv)
 	bool no_record = getenv("WEBHOOKS_BENCH_NO_RECORD") != NULL;
 	if (no_record)
 		log_warn("WEBHOOKS_BENCH_NO_RECORD is set: deliveries are not recorded");
+	/* For make bench only: measures what signing costs the fan-out. */
+	bool no_sign = getenv("WEBHOOKS_BENCH_NO_SIGN") != NULL;
+	if (no_sign)
+		log_warn("WEBHOOKS_BENCH_NO_SIGN is set: deliveries are not signed");
 
 	/* libmongoc initialises itself before main() and, unless MONGOC_DISABLE_SHM is set,
 	 * keeps its counters in /dev/shm/mongoc-<pid>. Unlink it at once: the mapping stays
@@ -183,6 +187,7 @@ int main(int argc, char **argv)
 	        c->delivery_timeout_ms / 2 < 3000 ? c->delivery_timeout_ms / 2 : 3000,
 	    .drain_ms = DISPATCH_DRAIN_MS,
 	    .targets = &svc.targets,
+	    .no_sign = no_sign,
 	    .max_per_host = c->max_in_flight_per_host >= 0
 	                        ? (size_t)c->max_in_flight_per_host
 	                        : (size_t)(c->max_in_flight > 1 ? c->max_in_flight / 2 : 1),

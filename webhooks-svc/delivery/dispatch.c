@@ -165,7 +165,7 @@ static int setup_easy(struct dispatch *d, struct slot *s)
  * headers, webhook-id (the delivery id, the same on every attempt), webhook-timestamp (the
  * attempt's, the body's timestamp) and webhook-signature (v1 under the secret, and a second
  * one under the secret rotated out while its grace lasts). */
-static int make_headers(struct slot *s, int64_t timestamp)
+static int make_headers(struct slot *s, int64_t timestamp, bool sign)
 {
 	char line[64 + 2 * (SIGNATURE_LEN + 1)];
 	curl_slist_free_all(s->headers);
@@ -177,7 +177,7 @@ static int make_headers(struct slot *s, int64_t timestamp)
 	h = h != NULL ? curl_slist_append(h, line) : NULL;
 	snprintf(line, sizeof(line), "webhook-timestamp: %" PRId64, timestamp);
 	h = h != NULL ? curl_slist_append(h, line) : NULL;
-	if (h != NULL && s->d.secret[0] != '\0') {
+	if (h != NULL && sign && s->d.secret[0] != '\0') {
 		char sig[SIGNATURE_LEN + 1], old[SIGNATURE_LEN + 1];
 		size_t len = strlen(s->body);
 		if (signature_sign(s->d.secret, s->d.id, timestamp, s->body, len, sig) != 0) {
@@ -279,7 +279,7 @@ static void start(struct dispatch *d, const struct delivery *dl)
 	int64_t timestamp = s->at_ms / 1000;
 	snprintf(s->body, sizeof(s->body), "{\"ipAddress\":\"%s\",\"timestamp\":%" PRId64 "}",
 	         s->d.ip, timestamp);
-	if (make_headers(s, timestamp) != 0)
+	if (make_headers(s, timestamp, !d->cfg.no_sign) != 0)
 		goto fail;
 	if (curl_easy_setopt(s->easy, CURLOPT_URL, s->d.target_url) != CURLE_OK ||
 	    curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, s->headers) != CURLE_OK ||

@@ -16,6 +16,7 @@ struct dispatch_config {
 	int64_t drain_ms;           /* at shutdown, how long in-flight transfers may finish */
 	const struct addr_policy *targets; /* addresses connections may be made to */
 	size_t max_per_host; /* transfers to one host (scheme, name, port) at once; 0: no limit */
+	bool no_sign;        /* make bench only: no webhook-signature header */
 };
 
 struct dispatch;
