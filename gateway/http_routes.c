@@ -32,6 +32,8 @@ enum route_id {
 	R_EVENT,
 	R_DELIVERIES,
 	R_HEALTH,
+	R_SECRET,
+	R_ROTATE,
 };
 
 /* What each route sends on NATS and answers on success. */
@@ -50,6 +52,8 @@ static const struct route_info {
     [R_EVENT] = {"webhooks.event", 200, true, false},
     [R_DELIVERIES] = {"webhooks.deliveries", 200, true, false},
     [R_HEALTH] = {"webhooks.list", 200, false, false},
+    [R_SECRET] = {"webhooks.secret", 200, true, false},
+    [R_ROTATE] = {"webhooks.rotate", 200, true, true},
 };
 
 struct request {
@@ -187,6 +191,14 @@ static enum route_id match(const char *url, const char *method, struct request *
 			*allow = "GET";
 			return get ? R_DELIVERIES : R_NONE;
 		}
+		if (!events && strcmp(slash, "/secret") == 0) {
+			*allow = "GET";
+			return get ? R_SECRET : R_NONE;
+		}
+		if (!events && strcmp(slash, "/secret/rotate") == 0) {
+			*allow = "POST";
+			return strcmp(method, "POST") == 0 ? R_ROTATE : R_NONE;
+		}
 	}
 	*known_path = false;
 	return R_NONE;
@@ -267,18 +279,22 @@ static json_t *build_request(struct request *req, enum MHD_Result *sent)
 	json_t *msg = NULL;
 	if (routes[req->route].has_body) {
 		json_error_t jerr;
-		if (req->body_len == 0) {
+		if (req->body_len == 0 && req->route == R_ROTATE) {
+			msg = json_object(); /* no body: the same as {} (a new random secret) */
+		} else if (req->body_len == 0) {
 			*sent = send_error(req, ERR_INVALID_JSON, NULL,
 			                   "the request body is empty; send a JSON object");
 			return NULL;
-		}
-		msg = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
-		                 &jerr);
-		if (msg == NULL) {
-			*sent = send_error(req, ERR_INVALID_JSON, NULL,
-			                   "the request body is not valid JSON: %s (line %d)",
-			                   jerr.text, jerr.line);
-			return NULL;
+		} else {
+			msg = json_loadb(req->body, req->body_len,
+			                 JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+			if (msg == NULL) {
+				*sent =
+				    send_error(req, ERR_INVALID_JSON, NULL,
+				               "the request body is not valid JSON: %s (line %d)",
+				               jerr.text, jerr.line);
+				return NULL;
+			}
 		}
 		if (!json_is_object(msg)) {
 			json_decref(msg);

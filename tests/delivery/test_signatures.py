@@ -149,6 +149,40 @@ class SignatureTest(DeliveryCase):
         self.assertEqual(self.gw.request('GET', '/webhooks').json['webhooks'], [])
 
 
+class SecretRoutesTest(DeliveryCase):
+    """The HTTP routes of the secret: GET /webhooks/{id}/secret and POST .../secret/rotate."""
+
+    def test_secret_routes(self):
+        a = self.register('/ok/routes')
+        base = '/webhooks/' + a['id'] + '/secret'
+        r = self.gw.request('GET', base)
+        self.assertEqual((r.status, r.json), (200, {'secret': a['secret']}), r)
+        r = self.gw.request('POST', base + '/rotate', {})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(set(r.json), {'secret'}, r)
+        self.assertNotEqual(r.json['secret'], a['secret'])
+        # No body at all is the same as {}.
+        r2 = self.gw.request('POST', base + '/rotate')
+        self.assertEqual(r2.status, 200, r2)
+        self.assertNotEqual(r2.json['secret'], r.json['secret'])
+        mine = 'whsec_' + base64.b64encode(os.urandom(40)).decode()
+        r = self.gw.request('POST', base + '/rotate', {'secret': mine})
+        self.assertEqual((r.status, r.json), (200, {'secret': mine}), r)
+        self.assertEqual(self.gw.request('GET', base).json, {'secret': mine})
+        r = self.gw.request('POST', base + '/rotate', {'secret': 'whsec_abc'})
+        self.assertEqual((r.status, r.json['error']['code']), (400, 'invalid_argument'), r)
+        self.assertEqual(self.gw.request('GET', base).json, {'secret': mine})
+        unknown = '/webhooks/00000000-0000-4000-8000-000000000000/secret'
+        self.assertEqual(self.gw.request('GET', unknown).status, 404)
+        self.assertEqual(self.gw.request('POST', unknown + '/rotate', {}).status, 404)
+        self.assertEqual(self.gw.request('GET', base, auth=False).status, 401)
+        self.assertEqual(self.gw.request('POST', base + '/rotate', {}, auth=False).status, 401)
+        r = self.gw.request('POST', base)
+        self.assertEqual((r.status, r.headers.get('Allow')), (405, 'GET'), r)
+        r = self.gw.request('GET', base + '/rotate')
+        self.assertEqual((r.status, r.headers.get('Allow')), (405, 'POST'), r)
+
+
 class NoGraceTest(DeliveryCase):
     stack_options = {'svc_env': {'SECRET_ROTATION_GRACE': '0s'}}
 
