@@ -1,14 +1,18 @@
 /* log.c -- levelled, thread-safe logging to stderr. */
 #include "log.h"
 
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "ids.h"
 #include "timeutil.h"
 
 static _Atomic int threshold = LOG_LVL_INFO;
+static _Atomic bool json_lines;
 static const char *program = "webhooks";
 
 static const char *const names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
@@ -35,6 +39,57 @@ bool log_parse_level(const char *text, enum log_level *out)
 	return false;
 }
 
+bool log_set_format(const char *word)
+{
+	if (strcmp(word, "text") != 0 && strcmp(word, "json") != 0)
+		return false;
+	atomic_store(&json_lines, strcmp(word, "json") == 0);
+	return true;
+}
+
+const char *log_check_format(const char *word)
+{
+	return strcmp(word, "text") == 0 || strcmp(word, "json") == 0 ? NULL : "text or json";
+}
+
+/* The id after "<noun> " in msg, when there is one, into key of o. */
+static void add_id(json_t *o, const char *msg, const char *noun, const char *key)
+{
+	size_t nlen = strlen(noun);
+	for (const char *p = strstr(msg, noun); p != NULL; p = strstr(p + 1, noun)) {
+		if ((p != msg && p[-1] != ' ' && p[-1] != '(') || p[nlen] != ' ')
+			continue;
+		char id[ID_LEN + 1];
+		memcpy(id, p + nlen + 1, ID_LEN);
+		id[ID_LEN] = '\0';
+		if (strnlen(p + nlen + 1, ID_LEN) == ID_LEN && id_valid(id)) {
+			(void)json_object_set_new(o, key, json_string(id)); /* a line without it is
+			                                                     * still a line */
+			return;
+		}
+	}
+}
+
+static void print_json(const char *stamp, enum log_level level, const char *msg)
+{
+	static const char *const words[] = {"error", "warn", "info", "debug"};
+	json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "ts", stamp, "level", words[level], "program",
+	                      program, "msg", msg);
+	char *text = NULL;
+	if (o != NULL) {
+		add_id(o, msg, "event", "event_id");
+		add_id(o, msg, "delivery", "delivery_id");
+		add_id(o, msg, "webhook", "webhook_id");
+		text = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
+		json_decref(o);
+	}
+	if (text != NULL)
+		fprintf(stderr, "%s\n", text);
+	else /* out of memory: the line in text form rather than none */
+		fprintf(stderr, "%s %s %s: %s\n", stamp, names[level], program, msg);
+	free(text);
+}
+
 bool log_enabled(enum log_level level)
 {
 	return (int)level <= atomic_load(&threshold);
@@ -55,5 +110,8 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	if (n < 0)
 		return;
 	/* One fprintf per line keeps lines from different threads whole. */
-	fprintf(stderr, "%s %s %s: %s\n", stamp, names[level], program, line);
+	if (atomic_load(&json_lines))
+		print_json(stamp, level, line);
+	else
+		fprintf(stderr, "%s %s %s: %s\n", stamp, names[level], program, line);
 }

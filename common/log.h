@@ -18,6 +18,14 @@ bool log_enabled(enum log_level level);
 /* Print one line "<RFC 3339 time> <LEVEL> <prog>: <message>" to stderr. */
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* LOG_FORMAT: "text" (the default) or "json", one object a line: {"ts", "level", "program",
+ * "msg"} and, when the message names them ("event <id>", "delivery <id>", "webhook <id>"),
+ * "event_id", "delivery_id" and "webhook_id". Returns false for another word. */
+bool log_set_format(const char *word);
+
+/* For the LOG_FORMAT option's check: NULL when word is valid, else what was expected. */
+const char *log_check_format(const char *word);
+
 /* The program name printed on every line; the string must outlive the process. */
 void log_set_program(const char *name);
 

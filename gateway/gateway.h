@@ -28,6 +28,7 @@ struct gw_config {
 	const char *ip_rate_limit;
 	long max_conns_per_ip;
 	enum log_level log_level;
+	const char *log_format;
 };
 
 struct gw {

@@ -217,6 +217,8 @@ int main(int argc, char **argv)
 	     "how long to wait for the service's reply", 1, 600000, NULL, &c->nats_timeout_ms},
 	    {"LOG_LEVEL", "--log-level", CFG_LOG_LEVEL, "info", "error, warn, info or debug", 0, 0,
 	     NULL, &c->log_level},
+	    {"LOG_FORMAT", "--log-format", CFG_STRING, "text",
+	     "text, or json for one JSON object a line", 0, 0, log_check_format, &c->log_format},
 	    {"GATEWAY_MAX_CONNECTIONS_PER_IP", "--max-connections-per-ip", CFG_INT, "128",
 	     "open connections one client address may hold (0: no limit; behind a proxy, set it "
 	     "above what the proxy opens)",
@@ -233,6 +235,7 @@ int main(int argc, char **argv)
 	if (rc != CFG_OK)
 		return rc == CFG_HELP ? 0 : 2;
 	log_set_level(c->log_level);
+	(void)log_set_format(c->log_format); /* checked by cfg_load */
 	char err[512];
 	gw.token_len = strlen(c->admin_token);
 	if (gw.token_len < 16)

@@ -82,6 +82,8 @@ int main(int argc, char **argv)
 	     "time limit for one delivery attempt", 100, 600000, NULL, &c->delivery_timeout_ms},
 	    {"LOG_LEVEL", "--log-level", CFG_LOG_LEVEL, "info", "error, warn, info or debug", 0, 0,
 	     NULL, &c->log_level},
+	    {"LOG_FORMAT", "--log-format", CFG_STRING, "text",
+	     "text, or json for one JSON object a line", 0, 0, log_check_format, &c->log_format},
 	    {"ALLOW_PRIVATE_TARGETS", "--allow-private-targets", CFG_BOOL, "0",
 	     "deliver to loopback, private and other non-public addresses too", 0, 0, NULL,
 	     &c->allow_private_targets},
@@ -106,6 +108,7 @@ int main(int argc, char **argv)
 	if (rc != CFG_OK)
 		return rc == CFG_HELP ? 0 : 2;
 	log_set_level(c->log_level);
+	(void)log_set_format(c->log_format); /* checked by cfg_load */
 	char err[512];
 	if (c->rotation_grace.n != 1) {
 		fprintf(stderr,

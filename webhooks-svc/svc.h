@@ -25,6 +25,7 @@ struct svc_config {
 	struct cfg_durations retry_schedule;
 	long delivery_timeout_ms;
 	enum log_level log_level;
+	const char *log_format;
 	bool allow_private_targets;
 	const char *target_allow_cidrs;
 	long max_pending_deliveries;         /* 0: no bound */
