@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include "config.h"
@@ -61,6 +62,7 @@ struct request {
 	struct MHD_Connection *conn;
 	enum route_id route;
 	char id[ID_LEN + 1];
+	const char *bad_id; /* "webhook" or "event": the path's id is malformed */
 	char ip[INET6_ADDRSTRLEN];
 	char *body;
 	size_t body_len;
@@ -127,7 +129,8 @@ static bool authorized(const struct gw *gw, struct MHD_Connection *conn)
 {
 	const char *h =
 	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-	if (h == NULL || strncmp(h, "Bearer ", 7) != 0)
+	/* The scheme's name is case-insensitive (RFC 9110); the token is not. */
+	if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
 		return false;
 	const char *given = h + 7;
 	size_t glen = strlen(given);
@@ -142,18 +145,20 @@ static bool authorized(const struct gw *gw, struct MHD_Connection *conn)
 static enum route_id match(const char *url, const char *method, struct request *req,
                            const char **allow, bool *known_path)
 {
-	bool get = strcmp(method, "GET") == 0;
+	/* HEAD is answered wherever GET is, with the same status and headers and no body
+	 * (libmicrohttpd leaves the body out of a HEAD response itself). */
+	bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
 	*known_path = true;
 	if (strcmp(url, "/webhooks") == 0) {
-		*allow = "GET, POST";
+		*allow = "GET, HEAD, POST";
 		return get ? R_LIST : strcmp(method, "POST") == 0 ? R_REGISTER : R_NONE;
 	}
 	if (strcmp(url, "/ip") == 0) {
-		*allow = "GET";
+		*allow = "GET, HEAD";
 		return get ? R_TRIGGER : R_NONE;
 	}
 	if (strcmp(url, "/healthz") == 0) {
-		*allow = "GET";
+		*allow = "GET, HEAD";
 		return get ? R_HEALTH : R_NONE;
 	}
 	const char *rest = NULL;
@@ -167,32 +172,37 @@ static enum route_id match(const char *url, const char *method, struct request *
 	if (rest != NULL) {
 		const char *slash = strchr(rest, '/');
 		size_t idlen = slash != NULL ? (size_t)(slash - rest) : strlen(rest);
-		/* A malformed id names nothing: 404, the same as an unknown one. */
+		/* A malformed id names nothing: the route's rules apply, and then it is a 404 for
+		 * the webhook or event, the same as an unknown id (first_call answers it). */
 		if (idlen == ID_LEN) {
 			memcpy(req->id, rest, ID_LEN);
 			req->id[ID_LEN] = '\0';
 		}
-		if (!id_valid(req->id)) {
-			*known_path = false;
+		if (idlen == 0) {
+			*known_path = false; /* "/webhooks/": no id at all is no route */
 			return R_NONE;
 		}
+		if (!id_valid(req->id)) {
+			req->id[0] = '\0';
+			req->bad_id = events ? "event" : "webhook";
+		}
 		if (!events && slash == NULL) {
-			*allow = "GET, PUT, DELETE";
+			*allow = "GET, HEAD, PUT, DELETE";
 			return get                             ? R_GET
 			       : strcmp(method, "PUT") == 0    ? R_UPDATE
 			       : strcmp(method, "DELETE") == 0 ? R_DELETE
 			                                       : R_NONE;
 		}
 		if (events && slash == NULL) {
-			*allow = "GET";
+			*allow = "GET, HEAD";
 			return get ? R_EVENT : R_NONE;
 		}
 		if (events && strcmp(slash, "/deliveries") == 0) {
-			*allow = "GET";
+			*allow = "GET, HEAD";
 			return get ? R_DELIVERIES : R_NONE;
 		}
 		if (!events && strcmp(slash, "/secret") == 0) {
-			*allow = "GET";
+			*allow = "GET, HEAD";
 			return get ? R_SECRET : R_NONE;
 		}
 		if (!events && strcmp(slash, "/secret/rotate") == 0) {
@@ -200,6 +210,7 @@ static enum route_id match(const char *url, const char *method, struct request *
 			return strcmp(method, "POST") == 0 ? R_ROTATE : R_NONE;
 		}
 	}
+	req->bad_id = NULL;
 	*known_path = false;
 	return R_NONE;
 }
@@ -440,6 +451,9 @@ static enum MHD_Result first_call(struct gw *gw, struct MHD_Connection *conn, co
 	if (routes[req->route].admin && !authorized(gw, conn))
 		return send_error(req, ERR_UNAUTHORIZED, NULL,
 		                  "missing or wrong Authorization: Bearer token");
+	if (req->bad_id != NULL)
+		return send_error(req, ERR_NOT_FOUND, NULL, "no %s with that id: %s", req->bad_id,
+		                  "an id is a lower-case UUID");
 
 	/* Refuse a declared oversize body before reading any of it. */
 	const char *cl =

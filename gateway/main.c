@@ -170,6 +170,9 @@ static struct MHD_Daemon *start_http(struct gw *gw, char *err, size_t errlen)
 		if (IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr))
 			flags |= MHD_USE_DUAL_STACK;
 	}
+	/* No MHD_OPTION_LISTENING_ADDRESS_REUSE: it sets SO_REUSEPORT, and a second gateway on
+	 * the same port would then start and share the connections silently. libmicrohttpd's
+	 * default (SO_REUSEADDR) still allows a quick restart over TIME_WAIT connections. */
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 	unsigned int threads = cores > 0 ? (unsigned int)cores : 1;
 	struct MHD_Daemon *d = MHD_start_daemon(
@@ -178,8 +181,7 @@ static struct MHD_Daemon *start_http(struct gw *gw, char *err, size_t errlen)
 	    MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_NOTIFY_COMPLETED, gw_completed, gw,
 	    MHD_OPTION_NOTIFY_CONNECTION, gw->conns != NULL ? notify_connection : NULL, gw,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)IDLE_TIMEOUT_S,
-	    MHD_OPTION_CONNECTION_LIMIT, gw->max_conns, MHD_OPTION_LISTENING_ADDRESS_REUSE,
-	    (unsigned int)1, MHD_OPTION_END);
+	    MHD_OPTION_CONNECTION_LIMIT, gw->max_conns, MHD_OPTION_END);
 	if (d == NULL)
 		snprintf(err, errlen, "cannot listen on %s port %ld: %s", gw->cfg.bind,
 		         gw->cfg.port, errno != 0 ? strerror(errno) : "libmicrohttpd failed");

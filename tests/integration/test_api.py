@@ -234,7 +234,7 @@ class EventsTest(IntegrationCase):
             with self.subTest(method=method, path=path):
                 r = self.gw.request(method, path)
                 self.assertError(r, 405, 'method_not_allowed')
-                self.assertEqual(allow_set(r), {'GET'})
+                self.assertEqual(allow_set(r), {'GET', 'HEAD'})
 
 
 class AuthTest(IntegrationCase):
@@ -557,12 +557,14 @@ class MethodsTest(IntegrationCase):
 
     def test_405_with_allow(self):
         hid = self.gw.register('http://127.0.0.1:9/methods').json['id']
-        cases = [('PATCH', '/webhooks', {'GET', 'POST'}), ('DELETE', '/webhooks', {'GET', 'POST'}),
-                 ('PUT', '/webhooks', {'GET', 'POST'}),
-                 ('POST', '/webhooks/' + hid, {'GET', 'PUT', 'DELETE'}),
-                 ('PATCH', '/webhooks/' + hid, {'GET', 'PUT', 'DELETE'}),
-                 ('POST', '/ip', {'GET'}), ('DELETE', '/ip', {'GET'}),
-                 ('PUT', '/healthz', {'GET'}), ('POST', '/healthz', {'GET'})]
+        # HEAD is allowed wherever GET is.
+        cases = [('PATCH', '/webhooks', {'GET', 'HEAD', 'POST'}),
+                 ('DELETE', '/webhooks', {'GET', 'HEAD', 'POST'}),
+                 ('PUT', '/webhooks', {'GET', 'HEAD', 'POST'}),
+                 ('POST', '/webhooks/' + hid, {'GET', 'HEAD', 'PUT', 'DELETE'}),
+                 ('PATCH', '/webhooks/' + hid, {'GET', 'HEAD', 'PUT', 'DELETE'}),
+                 ('POST', '/ip', {'GET', 'HEAD'}), ('DELETE', '/ip', {'GET', 'HEAD'}),
+                 ('PUT', '/healthz', {'GET', 'HEAD'}), ('POST', '/healthz', {'GET', 'HEAD'})]
         for method, path, allowed in cases:
             with self.subTest(method=method, path=path):
                 r = self.gw.request(method, path, '{}' if method in ('POST', 'PUT', 'PATCH') else None)

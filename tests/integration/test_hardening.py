@@ -3,6 +3,7 @@ of connections from one address, connections that say nothing, a low file descri
 
 import re
 import socket
+import subprocess
 import time
 
 import harness
@@ -114,6 +115,64 @@ class ConnectionFloodTest(IntegrationCase):
             data = b''
         self.assertEqual(data, b'')
         self.assertLess(time.monotonic() - t0, 15)
+
+
+class RequestRulesTest(IntegrationCase):
+    """Found in review: the Bearer scheme in any case, HEAD wherever GET is, a malformed id
+    as "no such webhook" (not "no such route"), and one port for one gateway."""
+
+    def test_bearer_scheme_in_any_case(self):
+        token = self.gw.token
+        for scheme in ('Bearer', 'bearer', 'BEARER', 'bEaReR'):
+            r = self.gw.request('GET', '/webhooks', auth='%s %s' % (scheme, token))
+            self.assertEqual(r.status, 200, (scheme, r))
+        for auth in ('Bearer ' + token.upper() if token != token.upper() else 'Bearer x',
+                     'Basic ' + token, 'Bearer', 'Bearer  ' + token):
+            r = self.gw.request('GET', '/webhooks', auth=auth)
+            self.assertEqual(r.status, 401, (auth, r))
+
+    def test_head_wherever_get(self):
+        hook = self.gw.register('http://127.0.0.1:9/head').json
+        for path, auth in (('/healthz', False), ('/webhooks', True),
+                           ('/webhooks/' + hook['id'], True),
+                           ('/webhooks/' + hook['id'] + '/secret', True)):
+            get = self.gw.request('GET', path, auth=auth)
+            head = self.gw.request('HEAD', path, auth=auth)
+            self.assertEqual(head.status, get.status, (path, head))
+            self.assertEqual(head.raw, b'', (path, head))
+            self.assertEqual(head.headers.get('Content-Type'), get.headers.get('Content-Type'))
+        r = self.gw.request('PATCH', '/webhooks/' + hook['id'])
+        self.assertEqual(r.status, 405, r)
+        self.assertEqual(r.headers.get('Allow'), 'GET, HEAD, PUT, DELETE', r)
+
+    def test_malformed_ids_are_not_found(self):
+        for method, path, what in (('GET', '/webhooks/not-a-uuid', 'webhook'),
+                                   ('DELETE', '/webhooks/x', 'webhook'),
+                                   ('PUT', '/webhooks/01A23E7B-DF95-7000-8300-47A108327AC9',
+                                    'webhook'),
+                                   ('GET', '/webhooks/zz/secret', 'webhook'),
+                                   ('GET', '/events/xyz', 'event'),
+                                   ('GET', '/events/xyz/deliveries', 'event')):
+            body = {'newTargetUrl': 'http://127.0.0.1:9/x'} if method == 'PUT' else None
+            r = self.gw.request(method, path, body)
+            self.assertEqual(r.status, 404, (path, r))
+            self.assertEqual(r.json['error']['code'], 'not_found', r)
+            self.assertIn('no %s with that id' % what, r.json['error']['message'], r)
+        # The method rules and the token still come first.
+        self.assertEqual(self.gw.request('POST', '/webhooks/not-a-uuid').status, 405)
+        self.assertEqual(self.gw.request('GET', '/webhooks/x', auth=False).status, 401)
+        r = self.gw.request('GET', '/webhooks/x/nothing')
+        self.assertIn('no such route', r.json['error']['message'], r)
+
+    def test_a_second_gateway_cannot_take_the_same_port(self):
+        gw = self.stack.gateways[0]
+        env = dict(gw.env)
+        env['GATEWAY_PORT'] = gw.port
+        p = subprocess.run([harness.binary('webhooks-gateway')], env=harness.base_env(env),
+                           capture_output=True, timeout=20)
+        self.assertNotEqual(p.returncode, 0, p.stderr)
+        self.assertIn(b'cannot listen', p.stderr)
+        self.assertEqual(self.gw.request('GET', '/healthz', auth=False).status, 200)
 
 
 class FileLimitTest(IntegrationCase):
