@@ -185,8 +185,10 @@ int cfg_parse(const struct cfg_option *opts, size_t n, int argc, char **argv, co
 	}
 	/* Defaults first, then the environment, then flags: each layer overrides. */
 	for (size_t i = 0; i < n; i++) {
-		if (opts[i].def != NULL && opts[i].def[0] != '\0' &&
-		    apply(&opts[i], opts[i].def, "default", err, errlen) != 0)
+		if (opts[i].type == CFG_STRING && opts[i].def != NULL && opts[i].def[0] == '\0')
+			*(const char **)opts[i].target = ""; /* an empty default is "" (not NULL) */
+		else if (opts[i].def != NULL && opts[i].def[0] != '\0' &&
+		         apply(&opts[i], opts[i].def, "default", err, errlen) != 0)
 			return -EINVAL;
 	}
 	bool *seen = calloc(n, sizeof(*seen));

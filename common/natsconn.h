@@ -4,6 +4,7 @@
 #define WEBHOOKS_NATSCONN_H
 
 #include <nats/nats.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Connect to url as client name. Returns at once even when the server is not reachable yet
@@ -15,6 +16,26 @@ __attribute__((warn_unused_result)) int natsconn_open(natsConnection **nc, const
                                                       const char *name,
                                                       natsConnectionHandler on_drop, void *closure,
                                                       char *err, size_t errlen);
+
+/* True once the server has refused our credentials for good: the process has been sent
+ * SIGTERM and should exit 1. */
+bool natsconn_refused(void);
+
+/* When nc's last error is an authorization error, say so (once) and mark the process as
+ * refused (as above); returns natsconn_refused(). For a caller whose first use of a closed
+ * connection failed, so that its error line says why. */
+bool natsconn_check_refused(natsConnection *nc);
+
+/* Use the credentials in the .creds file at path (NATS_CREDS: a user JWT and its nkey seed)
+ * for every connection natsconn_open makes; NULL or "" for none. Call before natsconn_open. */
+void natsconn_set_creds(const char *path);
+
+/* For NATS_CREDS's check: NULL when path is empty or a readable file, else what was expected. */
+const char *natsconn_check_creds(const char *path);
+
+/* urls (a NATS_URL, possibly several comma-separated) with every password hidden, for logs:
+ * "nats://user:***@host:4222" (and "***@" for a token or a user alone). */
+void natsconn_redact(const char *urls, char *out, size_t outlen);
 
 /* Check a NATS_URL value for cfg_load: NULL when every comma-separated URL in v is nats:// or
  * tls://, else what was expected. */

@@ -197,7 +197,10 @@ struct bus *bus_create(const char *nats_url, int64_t timeout_ms, char *err, size
 	if (s == NATS_OK)
 		s = natsSubscription_SetOnCompleteCB(b->sub, on_sub_complete, b);
 	if (s != NATS_OK) {
-		snprintf(err, errlen, "NATS %s: %s", nats_url, natsStatus_GetText(s));
+		char shown[1024];
+		natsconn_redact(nats_url, shown, sizeof(shown));
+		snprintf(err, errlen, "NATS %s: %s", shown, natsStatus_GetText(s));
+		(void)natsconn_check_refused(b->nc); /* says why, when that is why */
 		goto fail;
 	}
 	if (pthread_create(&b->timer, NULL, run_timer, b) != 0) {

@@ -23,6 +23,8 @@ struct gw_config {
 	const char *bind;
 	long port;
 	const char *admin_token;
+	const char *admin_token_file;
+	const char *nats_creds;
 	bool trust_proxy;
 	long nats_timeout_ms;
 	const char *ip_rate_limit;

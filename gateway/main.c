@@ -52,6 +52,51 @@ static const char *check_bind(const char *v)
 	return "an IPv4 or IPv6 address such as 0.0.0.0, 127.0.0.1 or ::";
 }
 
+/* The admin token: ADMIN_TOKEN, or the contents of ADMIN_TOKEN_FILE (one trailing newline
+ * dropped), exactly one of the two. A token given on the command line shows in ps: warn. */
+static int load_token(struct gw_config *c, int argc, char **argv)
+{
+	static char from_file[4096];
+	for (int i = 1; i < argc; i++)
+		if (strcmp(argv[i], "--admin-token") == 0 ||
+		    strncmp(argv[i], "--admin-token=", 14) == 0)
+			log_warn(
+			    "--admin-token puts the token where ps shows it to every user of this "
+			    "machine; use ADMIN_TOKEN_FILE or the ADMIN_TOKEN variable");
+	if (c->admin_token[0] != '\0' && c->admin_token_file[0] != '\0') {
+		fprintf(stderr, "webhooks-gateway: ADMIN_TOKEN and ADMIN_TOKEN_FILE are both set; "
+		                "give one\n");
+		return -EINVAL;
+	}
+	if (c->admin_token_file[0] != '\0') {
+		FILE *f = fopen(c->admin_token_file, "r");
+		size_t n = f != NULL ? fread(from_file, 1, sizeof(from_file) - 1, f) : 0;
+		bool whole = f != NULL && feof(f) && !ferror(f);
+		if (f != NULL)
+			fclose(f);
+		from_file[n] = '\0';
+		if (n > 0 && from_file[n - 1] == '\n')
+			from_file[--n] = '\0';
+		if (n > 0 && from_file[n - 1] == '\r')
+			from_file[--n] = '\0';
+		if (!whole || n == 0 || strlen(from_file) != n) {
+			fprintf(
+			    stderr,
+			    "webhooks-gateway: ADMIN_TOKEN_FILE: expected a readable file holding "
+			    "the token (one line, at most %zu bytes): %s\n",
+			    sizeof(from_file) - 2, c->admin_token_file);
+			return -EINVAL;
+		}
+		c->admin_token = from_file;
+	}
+	if (c->admin_token[0] == '\0') {
+		fprintf(stderr,
+		        "webhooks-gateway: ADMIN_TOKEN (or ADMIN_TOKEN_FILE) is required\n");
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static const char *check_rate(const char *v)
 {
 	double rate, burst;
@@ -211,8 +256,15 @@ int main(int argc, char **argv)
 	     check_bind, &c->bind},
 	    {"GATEWAY_PORT", "--port", CFG_INT, "8080", "port to listen on (0 picks one)", 0, 65535,
 	     NULL, &c->port},
-	    {"ADMIN_TOKEN", "--admin-token", CFG_STRING, NULL, "bearer token for the admin routes",
-	     0, 0, NULL, &c->admin_token},
+	    {"ADMIN_TOKEN", "--admin-token", CFG_STRING, "",
+	     "bearer token for the admin routes (this or ADMIN_TOKEN_FILE is required)", 0, 0, NULL,
+	     &c->admin_token},
+	    {"ADMIN_TOKEN_FILE", "--admin-token-file", CFG_STRING, "",
+	     "read the admin token from this file (Docker secrets)", 0, 0, NULL,
+	     &c->admin_token_file},
+	    {"NATS_CREDS", "--nats-creds", CFG_STRING, "",
+	     "a .creds file (user JWT and nkey seed) for NATS", 0, 0, natsconn_check_creds,
+	     &c->nats_creds},
 	    {"TRUST_PROXY", "--trust-proxy", CFG_BOOL, "0",
 	     "take the client IP from X-Forwarded-For", 0, 0, NULL, &c->trust_proxy},
 	    {"NATS_TIMEOUT_MS", "--nats-timeout-ms", CFG_INT, "5000",
@@ -239,6 +291,9 @@ int main(int argc, char **argv)
 	log_set_level(c->log_level);
 	(void)log_set_format(c->log_format); /* checked by cfg_load */
 	char err[512];
+	if (load_token(c, argc, argv) != 0)
+		return 2;
+	natsconn_set_creds(c->nats_creds);
 	gw.token_len = strlen(c->admin_token);
 	if (gw.token_len < 16)
 		log_warn("ADMIN_TOKEN is shorter than 16 characters; use a long random token");
@@ -270,7 +325,8 @@ int main(int argc, char **argv)
 	int exit_code = 1;
 	gw.bus = bus_create(c->nats_url, c->nats_timeout_ms, err, sizeof(err));
 	if (gw.bus == NULL) {
-		log_error("%s", err);
+		if (!natsconn_refused()) /* when it did, it said so already */
+			log_error("%s", err);
 		goto out;
 	}
 	gw.daemon = start_http(&gw, err, sizeof(err));
@@ -280,14 +336,18 @@ int main(int argc, char **argv)
 	}
 	const union MHD_DaemonInfo *info =
 	    MHD_get_daemon_info(gw.daemon, MHD_DAEMON_INFO_BIND_PORT);
+	char shown[1024];
+	natsconn_redact(c->nats_url, shown, sizeof(shown));
 	log_info("listening on %s port %u, NATS %s; at most %u connections, %ld per address",
-	         c->bind, info != NULL ? (unsigned int)info->port : (unsigned int)c->port,
-	         c->nats_url, gw.max_conns, c->max_conns_per_ip);
+	         c->bind, info != NULL ? (unsigned int)info->port : (unsigned int)c->port, shown,
+	         gw.max_conns, c->max_conns_per_ip);
 
 	int sig = 0;
 	sigwait(&stop, &sig);
+	if (natsconn_refused())
+		sig = SIGTERM; /* stopping because NATS refused us: exit 1 below */
 	log_info("received %s; draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-	exit_code = 0;
+	exit_code = natsconn_refused() ? 1 : 0;
 
 	/* Not MHD_quiesce_daemon: on an epoll thread pool, libmicrohttpd 0.9.75 races its own
 	 * workers removing the listen socket and aborts the process now and then ("Failed to

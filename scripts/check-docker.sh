@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # check-docker.sh [CHECK...] -- what can be checked of the Docker recipe without a Docker engine
 # (ctest runs it as `docker_recipe`). The checks, all by default:
-#   config    `docker-compose config -q` passes with an ADMIN_TOKEN and fails without one
+#   config    `docker-compose config -q` passes with an ADMIN_TOKEN and a NATS_PASSWORD and
+#             fails without either
 #   packages  the Dockerfiles install only through scripts/deps.sh SECTION (the one list), the
 #             sections exist, their packages exist in Debian, and the [build] section (with its
 #             dependencies) provides the compiler, CMake and every pkg-config module CMake needs
@@ -243,8 +244,9 @@ def layout(root):
     env = env_dict(svc.get("environment"))
     if env.get("STORE_URL") != "mongodb://mongo:27017/webhooks":
         errs.append(f"webhooks-svc STORE_URL is {env.get('STORE_URL')!r}")
-    if env.get("NATS_URL") != "nats://nats:4222":
-        errs.append(f"webhooks-svc NATS_URL is {env.get('NATS_URL')!r}")
+    nats_url = "nats://webhooks:${NATS_PASSWORD:?set NATS_PASSWORD in .env}@nats:4222"
+    if env.get("NATS_URL") != nats_url:
+        errs.append(f"webhooks-svc NATS_URL is {env.get('NATS_URL')!r}, not {nats_url!r}")
     gw = svcs["webhooks-gateway"]
     if "container_name" in gw:
         errs.append("webhooks-gateway has a container_name")
@@ -254,8 +256,8 @@ def layout(root):
     genv = env_dict(gw.get("environment"))
     if not genv.get("ADMIN_TOKEN", "").startswith("${ADMIN_TOKEN:?"):
         errs.append("webhooks-gateway's ADMIN_TOKEN is not ${ADMIN_TOKEN:?...} (required from .env)")
-    if genv.get("NATS_URL") != "nats://nats:4222":
-        errs.append(f"webhooks-gateway NATS_URL is {genv.get('NATS_URL')!r}")
+    if genv.get("NATS_URL") != nats_url:
+        errs.append(f"webhooks-gateway NATS_URL is {genv.get('NATS_URL')!r}, not {nats_url!r}")
     nats = svcs["nats"]
     if not str(nats.get("image", "")).startswith("nats:2.10"):
         errs.append(f"nats image is {nats.get('image')!r}, not nats:2.10")
@@ -263,6 +265,8 @@ def layout(root):
     cmd = cmd if isinstance(cmd, list) else str(cmd or "").split()
     if "-js" not in cmd or "-sd" not in cmd or "/data" not in cmd:
         errs.append("nats does not run with -js -sd /data")
+    if "--user" not in cmd or "--pass" not in cmd:
+        errs.append("nats does not run with authorization (--user, --pass)")
     if not str(svcs["mongo"].get("image", "")).startswith("mongo:7"):
         errs.append(f"mongo image is {svcs['mongo'].get('image')!r}, not mongo:7")
     named = compose.get("volumes") or {}
@@ -377,6 +381,7 @@ check_config() {
 	# --env-file: a developer's own .env must not make the "unset" case pass.
 	dc() { (cd "$root" && env -u COMPOSE_FILE -u COMPOSE_PROJECT_NAME -u COMPOSE_PATH_SEPARATOR \
 		docker-compose --env-file "$empty" -f docker-compose.yml "$@"); }
+	export NATS_PASSWORD=dummy-password-for-the-check
 	ADMIN_TOKEN=dummy-token-for-the-check dc config -q || die "docker-compose config -q fails"
 	if (unset ADMIN_TOKEN && dc config -q) >"$tmp/unset.log" 2>&1; then
 		die "docker-compose config passes with ADMIN_TOKEN unset"
@@ -385,6 +390,13 @@ check_config() {
 	if ADMIN_TOKEN="" dc config -q >/dev/null 2>&1; then
 		die "docker-compose config passes with an empty ADMIN_TOKEN"
 	fi
+	# NATS runs with authorization: without its password compose refuses to start.
+	if (unset NATS_PASSWORD && ADMIN_TOKEN=dummy-token-for-the-check dc config -q) \
+		>"$tmp/unset-nats.log" 2>&1; then
+		die "docker-compose config passes with NATS_PASSWORD unset"
+	fi
+	grep -q NATS_PASSWORD "$tmp/unset-nats.log" || die "the failure with NATS_PASSWORD unset does not name it"
+	unset NATS_PASSWORD
 }
 
 # ---- (2) the packages the images install ----

@@ -3,6 +3,16 @@
 # port 8080, all in the foreground; Ctrl-C stops all three.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Started in the background by a non-interactive shell (make run & from a script), this shell
+# inherits SIGINT ignored, and bash cannot trap a signal ignored on entry: start again with
+# SIGINT and SIGTERM at their defaults, so that the trap below stops everything on either.
+if [ -z "${WEBHOOKS_RUN_SIGNALS:-}" ]; then
+	export WEBHOOKS_RUN_SIGNALS=1
+	exec python3 -c 'import os, signal, sys
+for s in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(s, signal.SIG_DFL)
+os.execvp("bash", ["bash"] + sys.argv[1:])' "$0" "$@"
+fi
 build="${1:-build}"
 bin="$build/bin"
 data="${DATA_DIR:-data}"
@@ -19,6 +29,17 @@ if [ -z "${ADMIN_TOKEN:-}" ]; then
 	ADMIN_TOKEN="$(cat "$data/admin-token")"
 fi
 export ADMIN_TOKEN
+
+# NATS with authorization, so that nobody reaches the webhooks.* subjects around the admin
+# token: a password made once beside it, in a config file (not on the command line, where ps
+# would show it) that only this user can read.
+if [ ! -s "$data/nats-password" ]; then
+	(umask 077 && od -An -tx1 -N24 /dev/urandom | tr -d ' \n' >"$data/nats-password")
+	echo "run: generated a NATS password in $data/nats-password"
+fi
+nats_password="$(cat "$data/nats-password")"
+(umask 077 && printf 'authorization {\n  user: webhooks\n  password: "%s"\n}\n' \
+	"$nats_password" >"$data/nats.conf")
 
 pids=()
 stopping=""
@@ -41,9 +62,9 @@ done
 
 # Each runs in its own session so that Ctrl-C reaches only this script, which then stops
 # them in order: the gateway first, NATS last.
-setsid nats-server -a 127.0.0.1 -p "$nats_port" -js -sd "$data/nats" &
+setsid nats-server -c "$data/nats.conf" -a 127.0.0.1 -p "$nats_port" -js -sd "$data/nats" &
 pids+=($!)
-export NATS_URL="nats://127.0.0.1:$nats_port"
+export NATS_URL="nats://webhooks:$nats_password@127.0.0.1:$nats_port"
 STORE_URL="${STORE_URL:-sqlite:$data/webhooks.db}" setsid "$bin/webhooks-svc" &
 pids+=($!)
 GATEWAY_PORT="$port" setsid "$bin/webhooks-gateway" &
@@ -71,6 +92,7 @@ cat <<MSG
 
   List them:   curl -s http://127.0.0.1:$port/webhooks -H 'Authorization: Bearer $ADMIN_TOKEN'
   Trigger:     curl -s http://127.0.0.1:$port/ip
+  NATS:        nats://webhooks:<$data/nats-password>@127.0.0.1:$nats_port (anonymous clients are refused)
 
 MSG
 wait -n "${pids[@]}" || true

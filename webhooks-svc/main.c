@@ -69,6 +69,9 @@ int main(int argc, char **argv)
 	const struct cfg_option options[] = {
 	    {"NATS_URL", "--nats-url", CFG_STRING, "nats://127.0.0.1:4222", "NATS server URL", 0, 0,
 	     natsconn_check_url, &c->nats_url},
+	    {"NATS_CREDS", "--nats-creds", CFG_STRING, "",
+	     "a .creds file (user JWT and nkey seed) for NATS", 0, 0, natsconn_check_creds,
+	     &c->nats_creds},
 	    {"STORE_URL", "--store-url", CFG_STRING, "sqlite:data/webhooks.db",
 	     "where webhooks are stored: sqlite:PATH or mongodb://HOST:PORT/DB", 0, 0,
 	     check_store_url, &c->store_url},
@@ -167,6 +170,7 @@ int main(int argc, char **argv)
 		log_error("%s", err);
 		goto out;
 	}
+	natsconn_set_creds(c->nats_creds);
 	if (natsconn_open(&svc.nc, c->nats_url, "webhooks-svc", NULL, NULL, err, sizeof(err)) !=
 	    0) {
 		log_error("%s", err);
@@ -205,16 +209,21 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (handlers_start(&svc, err, sizeof(err)) != 0) {
-		log_error("%s", err);
+		if (!natsconn_check_refused(svc.nc))
+			log_error("%s", err);
 		goto out;
 	}
+	char nats_shown[1024];
+	natsconn_redact(c->nats_url, nats_shown, sizeof(nats_shown));
 	log_info("ready: store %s, NATS %s, queue group %s, at most %ld deliveries in flight",
-	         store_backend(svc.store), c->nats_url, SVC_QUEUE_GROUP, c->max_in_flight);
+	         store_backend(svc.store), nats_shown, SVC_QUEUE_GROUP, c->max_in_flight);
 
 	int sig = 0;
 	sigwait(&stop, &sig);
+	if (natsconn_refused())
+		sig = SIGTERM; /* stopping because NATS refused us: exit 1 below */
 	log_info("received %s; draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-	exit_code = 0;
+	exit_code = natsconn_refused() ? 1 : 0;
 out:
 	/* Everything that takes new work stops at once; the drains run side by side. */
 	jsq_stop_fetching(svc.queue);

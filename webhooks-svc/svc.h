@@ -19,6 +19,7 @@
 
 struct svc_config {
 	const char *nats_url;
+	const char *nats_creds;
 	const char *store_url;
 	long max_in_flight;
 	long max_retries;

@@ -56,7 +56,8 @@ def _parse_headers(block):
 class NatsClient:
     """A connection to one NATS server. Use as a context manager or call close()."""
 
-    def __init__(self, host='127.0.0.1', port=4222, timeout=5.0, name='integration-test'):
+    def __init__(self, host='127.0.0.1', port=4222, timeout=5.0, name='integration-test',
+                 user=None, password=None):
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.buf = b''
         self.sids = itertools.count(1)
@@ -68,6 +69,8 @@ class NatsClient:
         self.info = json.loads(rest)
         connect = {'verbose': False, 'pedantic': False, 'lang': 'python', 'version': '0',
                    'protocol': 1, 'name': name, 'headers': True, 'no_responders': True}
+        if user is not None:
+            connect.update(user=user, **{'pass': password or ''})
         self._send(b'CONNECT ' + json.dumps(connect).encode() + b'\r\n')
         self.flush(timeout)
         self.inbox = '_INBOX.' + uuid.uuid4().hex

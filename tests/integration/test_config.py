@@ -12,7 +12,7 @@ from harness import IntegrationCase, Proc
 
 GATEWAY_DEFAULTS = {
     'NATS_URL': 'nats://127.0.0.1:4222', 'GATEWAY_BIND': '0.0.0.0', 'GATEWAY_PORT': '8080',
-    'ADMIN_TOKEN': 'none', 'TRUST_PROXY': '0', 'NATS_TIMEOUT_MS': '5000', 'LOG_LEVEL': 'info',
+    'ADMIN_TOKEN': 'empty', 'TRUST_PROXY': '0', 'NATS_TIMEOUT_MS': '5000', 'LOG_LEVEL': 'info',
 }
 SVC_DEFAULTS = {
     'NATS_URL': 'nats://127.0.0.1:4222', 'STORE_URL': 'sqlite:data/webhooks.db',

@@ -34,7 +34,7 @@ class SubjectsTest(IntegrationCase):
 
     def register(self, url='http://127.0.0.1:9/nats'):
         reply = self.call('webhooks.register', {'targetUrl': url})
-        self.assertEqual(set(reply), {'id', 'targetUrl', 'createdAt'}, reply)
+        self.assertEqual(set(reply), {'id', 'targetUrl', 'createdAt', 'secret'}, reply)
         self.assertRegex(reply['id'], UUID_RE)
         self.assertEqual(reply['targetUrl'], url)
         return reply

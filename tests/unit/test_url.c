@@ -14,6 +14,7 @@
 
 #include <sys/socket.h>
 
+#include "natsconn.h"
 #include "url.h"
 
 static void assert_accepted(const char *url)
@@ -308,6 +309,20 @@ static void test_redaction(void **state)
 	assert_redacted("nats://a:b@h1:4222,nats://h2", "nats://a:***@h1:4222,nats://h2");
 }
 
+/* NATS_URL as logs show it: every URL of a cluster list redacted. */
+static void test_nats_url_redaction(void **state)
+{
+	(void)state;
+	char out[512];
+	natsconn_redact("nats://u:pw@a:4222,nats://v:pw2@b:4222,tls://c:4222", out, sizeof(out));
+	assert_string_equal(out, "nats://u:***@a:4222,nats://v:***@b:4222,tls://c:4222");
+	natsconn_redact("nats://tok@a:4222", out, sizeof(out));
+	assert_string_equal(out, "nats://***@a:4222");
+	natsconn_redact("nats://127.0.0.1:4222", out, sizeof(out));
+	assert_string_equal(out, "nats://127.0.0.1:4222");
+	assert_null(strstr(out, "pw"));
+}
+
 static void test_address_policy_parsing(void **state)
 {
 	(void)state;
@@ -359,6 +374,7 @@ int main(void)
 	    cmocka_unit_test(test_refused_literals),
 	    cmocka_unit_test(test_redaction),
 	    cmocka_unit_test(test_address_policy_parsing),
+	    cmocka_unit_test(test_nats_url_redaction),
 	};
 	return cmocka_run_group_tests_name("url", tests, NULL, NULL);
 }
