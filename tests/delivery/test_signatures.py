@@ -178,7 +178,7 @@ class SecretRoutesTest(DeliveryCase):
         self.assertEqual(self.gw.request('GET', base, auth=False).status, 401)
         self.assertEqual(self.gw.request('POST', base + '/rotate', {}, auth=False).status, 401)
         r = self.gw.request('POST', base)
-        self.assertEqual((r.status, r.headers.get('Allow')), (405, 'GET'), r)
+        self.assertEqual((r.status, r.headers.get('Allow')), (405, 'GET, HEAD'), r)
         r = self.gw.request('GET', base + '/rotate')
         self.assertEqual((r.status, r.headers.get('Allow')), (405, 'POST'), r)
 
