@@ -193,10 +193,17 @@ int addr_policy_init(struct addr_policy *p, bool allow_private, const char *list
 			return -EINVAL;
 		}
 		if (!parse_cidr(at, len, &p->cidrs[p->n])) {
+			/* The entry as it came, but on one line (found by fuzz_config). */
+			char shown[65];
+			size_t k = 0;
+			for (; k < len && k < sizeof(shown) - 1; k++)
+				shown[k] =
+				    (unsigned char)at[k] < 0x20 || at[k] == 0x7f ? '?' : at[k];
+			shown[k] = '\0';
 			snprintf(err, errlen,
 			         "TARGET_ALLOW_CIDRS: expected comma-separated CIDRs such as "
-			         "10.0.0.0/8 or fd00::/8, got '%.*s'",
-			         (int)(len < 64 ? len : 64), at);
+			         "10.0.0.0/8 or fd00::/8, got '%s'",
+			         shown);
 			return -EINVAL;
 		}
 		p->n++;

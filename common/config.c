@@ -97,6 +97,16 @@ static bool parse_durations(const char *text, struct cfg_durations *out)
 }
 
 /* Apply one textual value to an option; on error describe what was expected. */
+/* text for an error message: at most outlen - 1 bytes, control characters as '?', so that the
+ * message stays one line (found by fuzz_config). */
+static void one_line(const char *text, char *out, size_t outlen)
+{
+	size_t i = 0;
+	for (; text[i] != '\0' && i + 1 < outlen; i++)
+		out[i] = (unsigned char)text[i] < 0x20 || text[i] == 0x7f ? '?' : text[i];
+	out[i] = '\0';
+}
+
 static int apply(const struct cfg_option *o, const char *value, const char *source, char *err,
                  size_t errlen)
 {
@@ -138,8 +148,10 @@ static int apply(const struct cfg_option *o, const char *value, const char *sour
 		break;
 	}
 	if (expected != NULL) {
-		snprintf(err, errlen, "%s: expected %s, got '%.100s' (from %s)", o->env, expected,
-		         value, source);
+		char shown[101];
+		one_line(value, shown, sizeof(shown));
+		snprintf(err, errlen, "%s: expected %s, got '%s' (from %s)", o->env, expected,
+		         shown, source);
 		return -EINVAL;
 	}
 	return 0;
@@ -223,7 +235,9 @@ int cfg_parse(const struct cfg_option *opts, size_t n, int argc, char **argv, co
 		size_t name_len = eq != NULL ? (size_t)(eq - arg) : strlen(arg);
 		const struct cfg_option *o = find_flag(opts, n, arg, name_len);
 		if (o == NULL) {
-			snprintf(err, errlen, "unknown option '%.100s' (see --help)", arg);
+			char shown[101];
+			one_line(arg, shown, sizeof(shown));
+			snprintf(err, errlen, "unknown option '%s' (see --help)", shown);
 			rc = -EINVAL;
 			break;
 		}

@@ -147,6 +147,30 @@ int url_normalize(const char *url, const struct addr_policy *policy, char *out, 
 		if (rc != 0)
 			goto out;
 	}
+	/* libcurl decodes a percent-encoded host ("3%333" is "3333") but reads the result as an
+	 * address only when it parses the URL again, as it will when sending: parse until the
+	 * text settles, so that the host checked is the one connected to (found by fuzz_url). */
+	for (int pass = 0;; pass++) {
+		char *next = NULL, *next_host = NULL;
+		rc = parse(h, text, &next, &next_host, err, errlen);
+		if (rc != 0) {
+			curl_free(next);
+			curl_free(next_host);
+			goto out;
+		}
+		bool same = strcmp(next, text) == 0;
+		curl_free(text);
+		curl_free(host);
+		text = next;
+		host = next_host;
+		if (same)
+			break;
+		if (pass == 3) {
+			snprintf(err, errlen, "targetUrl does not settle on one form");
+			rc = -EINVAL;
+			goto out;
+		}
+	}
 	if (curl_url_get(h, CURLUPART_PORT, &port, 0) == CURLUE_OK && strcmp(port, "0") == 0) {
 		snprintf(err, errlen, "targetUrl must not use port 0");
 		rc = -EINVAL;

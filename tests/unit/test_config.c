@@ -224,6 +224,14 @@ static void test_unknown_flag(void **state)
 	assert_int_equal(parse(ARGC(a2), a2, err), -EINVAL);
 	assert_non_null(strstr(err, "--nope"));
 
+	/* The message stays one line whatever the argument holds (found by fuzzing). */
+	char *nl1[] = {"prog", "--x\ny"};
+	assert_int_equal(parse(ARGC(nl1), nl1, err), -EINVAL);
+	assert_null(strchr(err, '\n'));
+	char *nl2[] = {"prog", "--port=8\n0"};
+	assert_int_equal(parse(ARGC(nl2), nl2, err), -EINVAL);
+	assert_null(strchr(err, '\n'));
+
 	/* A prefix or an extension of a real flag is not that flag. */
 	char *a3[] = {"prog", "--por=80"};
 	assert_int_equal(parse(ARGC(a3), a3, err), -EINVAL);

@@ -202,6 +202,8 @@ static void test_normalized_form(void **state)
 	assert_normalized("http://\xef\xbc\xa5\xef\xbc\xb8.example/", "http://ex.example/");
 	assert_normalized("http://\xef\xbc\x91\xef\xbc\x92\xef\xbc\x97.1/", "http://127.0.0.1/");
 	assert_normalized("http://u:pw@example.com/", "http://u:pw@example.com/");
+	/* Normalised until it settles: the decoded host is read as the number it is. */
+	assert_normalized("https://h@3%33333333/", "https://h@1.252.160.85/");
 }
 
 /* What libcurl would send somewhere other than what a person reads, or cannot send at all. */
@@ -274,6 +276,10 @@ static void test_refused_literals(void **state)
 	    "http://[2001::1]/",
 	    "http://\xef\xbc\x91\xef\xbc\x92\xef\xbc\x97.0.0.1/",
 	    "http://u:p@127.0.0.1:22/",
+	    /* Percent-encoded: libcurl decodes the host, and reads it as an address when it
+	     * parses the URL again to send it (found by fuzzing). */
+	    "http://%32%31%33%30%37%30%36%34%33%33/",
+	    "http://%31%32%37.0.0.1/",
 	};
 	for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); i++)
 		assert_blocked(urls[i]);
@@ -339,6 +345,11 @@ static void test_address_policy_parsing(void **state)
 			fail_msg("'%s' accepted", bad[i]);
 		assert_non_null(strstr(err, "TARGET_ALLOW_CIDRS"));
 	}
+	/* The message stays one line whatever the entry holds (found by fuzzing). */
+	assert_int_equal(addr_policy_init(&p, false, "10.0.0.0/8,\nbad\r", err, sizeof(err)),
+	                 -EINVAL);
+	assert_null(strchr(err, '\n'));
+	assert_null(strchr(err, '\r'));
 	unsigned char v4[4] = {8, 8, 8, 8}, lo[4] = {127, 0, 0, 1};
 	assert_null(addr_special(AF_INET, v4));
 	assert_string_equal(addr_special(AF_INET, lo), "loopback");
