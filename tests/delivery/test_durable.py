@@ -253,6 +253,10 @@ class TwoInstancesTest(DurableCase):
         self.hooks = self.register_many_nats([self.target.url(p) for p in self.paths])
         env = dict(SHARED_ENV, STORE_URL='sqlite:' + self.stack.svc.db_path)
         self.svc2 = self.stack.add_service(env)
+        # "ready" is the subjects; a trigger it takes before its JetStream queue is set up is
+        # refused (503), as it should be: wait for both instances' queues.
+        for svc in (self.stack.svc, self.svc2):
+            svc.proc.wait_line(r'JetStream: stream WEBHOOKS_WORK ready', 30)
         self.services = [self.stack.svc, self.svc2]
         self.owners = ConnectionOwners(self.services, self.target.port)
 
