@@ -1,9 +1,11 @@
 # Thin wrapper over CMake: the README's commands.
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 120
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build test test-asan test-fast run bench lint clean
+.PHONY: all deps build test test-asan test-fast run bench lint clean fuzz
 
 all: build
 
@@ -35,6 +37,11 @@ test-fast: build
 lint:
 	@./scripts/lint.sh
 
+# The libFuzzer harnesses of tests/fuzz (a clang build of their own), FUZZ_SECONDS each;
+# make test runs 10 s of each (the ctest test fuzz).
+fuzz: deps
+	@./scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_BUILD)
+
 run: build
 	@./scripts/run.sh $(BUILD)
 
@@ -42,4 +49,4 @@ bench: build
 	@./bench/run.sh $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

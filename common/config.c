@@ -213,8 +213,13 @@ int cfg_parse(const struct cfg_option *opts, size_t n, int argc, char **argv, co
 	for (int a = 1; a < argc; a++) {
 		size_t len = strcspn(argv[a], "=");
 		const struct cfg_option *o = find_flag(opts, n, argv[a], len);
-		if (o != NULL)
-			seen[o - opts] = true;
+		if (o == NULL)
+			continue;
+		seen[o - opts] = true;
+		/* "--flag VALUE": the value is not a flag, even when it reads like one
+		 * ("--nats-url --admin-token" names no admin token; found by fuzz_config). */
+		if (argv[a][len] == '\0')
+			a++;
 	}
 	for (size_t i = 0; i < n; i++) {
 		const char *v = getenv(opts[i].env);

@@ -220,6 +220,10 @@ void url_redact(const char *url, char *out, size_t outlen)
 		return;
 	}
 	const char *colon = memchr(auth, ':', (size_t)(at - auth));
+	/* An empty password is none: the user name alone is then the secret, as in
+	 * "https://sk_live_...:@api.example/" (found by fuzz_url). */
+	if (colon != NULL && colon + 1 == at)
+		colon = NULL;
 	int user = colon != NULL ? (int)(colon - auth) : 0;
 	snprintf(out, outlen, "%.*s%.*s%s***%s", (int)(auth - url), url, user, auth,
 	         colon != NULL ? ":" : "", at);

@@ -27,7 +27,8 @@ __attribute__((warn_unused_result)) int url_normalize(const char *url,
 __attribute__((warn_unused_result)) int url_check(const char *url, char *err, size_t errlen);
 
 /* url with its credentials hidden, for replies, records and logs: "user:***@" when it has a
- * password, "***@" when it has only a user name (often a token), else url unchanged. out has
+ * password, "***@" when it has only a user name (often a token; an empty password counts as
+ * none, "token:@"), else url unchanged. out has
  * room for URL_MAX_LEN + 1 bytes, or is truncated to outlen. */
 void url_redact(const char *url, char *out, size_t outlen);
 

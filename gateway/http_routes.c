@@ -14,28 +14,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 
 #include "config.h"
 #include "envelope.h"
 #include "ids.h"
+#include "route.h"
 #include "timeutil.h"
-
-enum route_id {
-	R_NONE = 0,
-	R_REGISTER,
-	R_LIST,
-	R_GET,
-	R_UPDATE,
-	R_DELETE,
-	R_TRIGGER,
-	R_EVENT,
-	R_DELIVERIES,
-	R_HEALTH,
-	R_SECRET,
-	R_ROTATE,
-};
 
 /* What each route sends on NATS and answers on success. */
 static const struct route_info {
@@ -123,96 +108,13 @@ static enum MHD_Result send_error(struct request *req, enum envelope_code code, 
 	                 envelope_error_dump(code, false, "%s", message), allow);
 }
 
-/* Compare the bearer token in constant time for a given token length, so that response
+/* The bearer token is compared in constant time for a given token length, so that response
  * timing tells an attacker nothing about how much of a guess was right. */
 static bool authorized(const struct gw *gw, struct MHD_Connection *conn)
 {
 	const char *h =
 	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-	/* The scheme's name is case-insensitive (RFC 9110); the token is not. */
-	if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
-		return false;
-	const char *given = h + 7;
-	size_t glen = strlen(given);
-	const char *want = gw->cfg.admin_token;
-	unsigned char diff = glen != gw->token_len;
-	for (size_t i = 0; i < gw->token_len; i++)
-		diff |= (unsigned char)want[i] ^ (unsigned char)(i < glen ? given[i] : 0);
-	return diff == 0;
-}
-
-/* Match the path and method. Sets *allow for a known path with a wrong method. */
-static enum route_id match(const char *url, const char *method, struct request *req,
-                           const char **allow, bool *known_path)
-{
-	/* HEAD is answered wherever GET is, with the same status and headers and no body
-	 * (libmicrohttpd leaves the body out of a HEAD response itself). */
-	bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
-	*known_path = true;
-	if (strcmp(url, "/webhooks") == 0) {
-		*allow = "GET, HEAD, POST";
-		return get ? R_LIST : strcmp(method, "POST") == 0 ? R_REGISTER : R_NONE;
-	}
-	if (strcmp(url, "/ip") == 0) {
-		*allow = "GET, HEAD";
-		return get ? R_TRIGGER : R_NONE;
-	}
-	if (strcmp(url, "/healthz") == 0) {
-		*allow = "GET, HEAD";
-		return get ? R_HEALTH : R_NONE;
-	}
-	const char *rest = NULL;
-	bool events = false;
-	if (strncmp(url, "/webhooks/", 10) == 0) {
-		rest = url + 10;
-	} else if (strncmp(url, "/events/", 8) == 0) {
-		rest = url + 8;
-		events = true;
-	}
-	if (rest != NULL) {
-		const char *slash = strchr(rest, '/');
-		size_t idlen = slash != NULL ? (size_t)(slash - rest) : strlen(rest);
-		/* A malformed id names nothing: the route's rules apply, and then it is a 404 for
-		 * the webhook or event, the same as an unknown id (first_call answers it). */
-		if (idlen == ID_LEN) {
-			memcpy(req->id, rest, ID_LEN);
-			req->id[ID_LEN] = '\0';
-		}
-		if (idlen == 0) {
-			*known_path = false; /* "/webhooks/": no id at all is no route */
-			return R_NONE;
-		}
-		if (!id_valid(req->id)) {
-			req->id[0] = '\0';
-			req->bad_id = events ? "event" : "webhook";
-		}
-		if (!events && slash == NULL) {
-			*allow = "GET, HEAD, PUT, DELETE";
-			return get                             ? R_GET
-			       : strcmp(method, "PUT") == 0    ? R_UPDATE
-			       : strcmp(method, "DELETE") == 0 ? R_DELETE
-			                                       : R_NONE;
-		}
-		if (events && slash == NULL) {
-			*allow = "GET, HEAD";
-			return get ? R_EVENT : R_NONE;
-		}
-		if (events && strcmp(slash, "/deliveries") == 0) {
-			*allow = "GET, HEAD";
-			return get ? R_DELIVERIES : R_NONE;
-		}
-		if (!events && strcmp(slash, "/secret") == 0) {
-			*allow = "GET, HEAD";
-			return get ? R_SECRET : R_NONE;
-		}
-		if (!events && strcmp(slash, "/secret/rotate") == 0) {
-			*allow = "POST";
-			return strcmp(method, "POST") == 0 ? R_ROTATE : R_NONE;
-		}
-	}
-	req->bad_id = NULL;
-	*known_path = false;
-	return R_NONE;
+	return route_bearer_ok(h, gw->cfg.admin_token, gw->token_len);
 }
 
 /* The caller's address: the TCP peer, or the left-most X-Forwarded-For entry when the
@@ -224,20 +126,8 @@ static void client_ip(const struct gw *gw, struct MHD_Connection *conn, char *ou
 		const char *xff =
 		    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Forwarded-For");
 		if (xff != NULL) {
-			while (*xff == ' ' || *xff == '\t')
-				xff++;
-			size_t len = strcspn(xff, ", \t");
-			char cand[INET6_ADDRSTRLEN];
-			unsigned char bin[sizeof(struct in6_addr)];
-			if (len > 0 && len < sizeof(cand)) {
-				memcpy(cand, xff, len);
-				cand[len] = '\0';
-				if (inet_pton(AF_INET, cand, bin) == 1 ||
-				    inet_pton(AF_INET6, cand, bin) == 1) {
-					snprintf(out, outlen, "%s", cand);
-					return;
-				}
-			}
+			if (route_forwarded_ip(xff, out, outlen))
+				return;
 			log_debug("ignoring malformed X-Forwarded-For '%.64s'", xff);
 		}
 	}
@@ -327,8 +217,7 @@ static json_t *build_request(struct request *req, enum MHD_Result *sent)
 		long lim = 0;
 		if (req->route == R_HEALTH) {
 			json_object_set_new(msg, "limit", json_integer(1));
-		} else if (limit != NULL &&
-		           (!cfg_parse_long(limit, &lim) || lim < 1 || lim > 1000)) {
+		} else if (limit != NULL && !route_parse_limit(limit, &lim)) {
 			json_decref(msg);
 			*sent = send_error(req, ERR_INVALID_ARGUMENT, NULL,
 			                   "limit must be an integer from 1 to 1000");
@@ -337,7 +226,7 @@ static json_t *build_request(struct request *req, enum MHD_Result *sent)
 			json_object_set_new(msg, "limit", json_integer(lim));
 		}
 		if (after != NULL && after[0] != '\0') {
-			if (!id_valid(after)) {
+			if (!route_valid_after(after)) {
 				json_decref(msg);
 				*sent = send_error(req, ERR_INVALID_ARGUMENT, NULL,
 				                   "after must be the id of the last item of the "
@@ -439,10 +328,12 @@ static enum MHD_Result first_call(struct gw *gw, struct MHD_Connection *conn, co
 	if (atomic_load(&gw->draining))
 		return send_error(req, ERR_UNAVAILABLE, NULL, "the gateway is shutting down");
 
-	const char *allow = NULL;
-	bool known = false;
-	req->route = match(url, method, req, &allow, &known);
-	if (req->route == R_NONE && !known)
+	struct route_match m;
+	req->route = route_match(url, method, &m);
+	memcpy(req->id, m.id, sizeof(req->id));
+	req->bad_id = m.bad_id;
+	const char *allow = m.allow;
+	if (req->route == R_NONE && !m.known)
 		return send_error(req, ERR_NOT_FOUND, NULL, "no such route: %s %.200s", method,
 		                  url);
 	if (req->route == R_NONE)

@@ -4,6 +4,7 @@ client address for /ip (TRUST_PROXY, IPv6)."""
 
 import concurrent.futures
 import datetime
+import socket
 import time
 import unittest
 import uuid
@@ -584,6 +585,176 @@ class MethodsTest(IntegrationCase):
                 with self.subTest(method=method, path=path, auth=auth):
                     r = self.gw.request(method, path, auth=auth)
                     self.assertError(r, 404, 'not_found')
+
+
+def pipelined(gw, requests):
+    """Send every request (method, path, auth) on one keep-alive connection, the last with
+    Connection: close, and return the exact bytes that came back, up to the close."""
+    out = b''
+    for i, (method, path, auth) in enumerate(requests):
+        out += ('%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n' % (method, path, gw.port)).encode()
+        if auth:
+            out += ('Authorization: Bearer %s\r\n' % gw.token).encode()
+        if i == len(requests) - 1:
+            out += b'Connection: close\r\n'
+        out += b'\r\n'
+    s = socket.create_connection((gw.host, gw.port), timeout=10)
+    try:
+        s.sendall(out)
+        data = b''
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+    finally:
+        s.close()
+
+
+class RequestRulesTest(IntegrationCase):
+    """The Bearer scheme in any case on every admin route, HEAD wherever GET is (same status
+    and headers, not one byte of body), and a malformed id in the path as "no such webhook
+    (or event)" after the method rules, not as "no such route"."""
+
+    stack_options = {'svc_env': {'MAX_RETRIES': '0', 'DELIVERY_TIMEOUT_MS': '1000'}}
+
+    def setUp(self):
+        super().setUp()
+        self.hid = self.gw.register('http://127.0.0.1:9/rules').json['id']
+        r = self.gw.request('GET', '/ip', auth=False)
+        self.assertEqual(r.status, 202, r)
+        self.eid = r.json['eventId']
+
+    def get_paths(self):
+        h, e = self.hid, self.eid
+        return [('/webhooks', True), ('/webhooks?limit=1', True), ('/webhooks/' + h, True),
+                ('/webhooks/%s/secret' % h, True), ('/events/' + e, True),
+                ('/events/%s/deliveries' % e, True), ('/healthz', False),
+                # Errors too: unknown id, bad query, no token, unknown route, malformed id.
+                ('/webhooks/' + UNKNOWN_ID, True), ('/webhooks?limit=0', True),
+                ('/webhooks', False), ('/nope', True), ('/events/xyz', True)]
+
+    def test_bearer_scheme_in_any_case_on_every_admin_route(self):
+        t = self.gw.token
+        paths = [('GET', '/webhooks'), ('GET', '/webhooks/' + self.hid),
+                 ('GET', '/webhooks/%s/secret' % self.hid), ('GET', '/events/' + self.eid),
+                 ('GET', '/events/%s/deliveries' % self.eid)]
+        for scheme in ('bearer', 'BEARER', 'bEARER', 'Bearer'):
+            for method, path in paths:
+                with self.subTest(scheme=scheme, path=path):
+                    r = self.gw.request(method, path, auth='%s %s' % (scheme, t))
+                    self.assertEqual(r.status, 200, r)
+            r = self.gw.request('PUT', '/webhooks/' + self.hid,
+                                {'newTargetUrl': 'http://127.0.0.1:9/' + scheme},
+                                auth='%s %s' % (scheme, t))
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json['targetUrl'], 'http://127.0.0.1:9/' + scheme)
+        # The token itself is still exact: only the scheme's case is free.
+        for auth in ('bearer ' + t.swapcase(), 'BEARER ' + t[:-1], 'bearer' + t,
+                     'bearerx ' + t, 'bearer\t' + t, 'Basic ' + t):
+            with self.subTest(auth=auth):
+                self.assertError(self.gw.request('GET', '/webhooks', auth=auth), 401,
+                                 'unauthorized')
+
+    def test_head_has_gets_status_and_headers(self):
+        for path, auth in self.get_paths():
+            with self.subTest(path=path, auth=auth):
+                get = self.gw.request('GET', path, auth=auth)
+                head = self.gw.request('HEAD', path, auth=auth)
+                self.assertEqual(head.status, get.status, (head, get))
+                names = ['Content-Type', 'Connection', 'Allow', 'WWW-Authenticate']
+                # Content-Length too, unless the message names the method ("no such route:
+                # GET /nope"), when the body GET would get differs from HEAD's.
+                if b'GET ' not in get.raw:
+                    names.append('Content-Length')
+                for name in names:
+                    self.assertEqual(head.headers.get(name), get.headers.get(name),
+                                     (name, head, get))
+                self.assertEqual(head.raw, b'', head)
+        r = self.gw.request('HEAD', '/ip', auth=False)
+        self.assertEqual(r.status, 202, r)
+        self.assertEqual(r.headers.get('Content-Type'), 'application/json', r)
+
+    def test_head_sends_no_body_bytes(self):
+        # On one connection a HEAD answer's body would be read as the start of the next
+        # response: the bytes after each HEAD answer's headers must be the next status line.
+        # (An error answered before the request is read closes the connection, so those are
+        # sent one to a connection: nothing may follow their headers before the close.)
+        oks = [('HEAD', p, a) for p, a in self.get_paths() if p.startswith(('/webhooks/', '/ev'))
+               and 'xyz' not in p and UNKNOWN_ID not in p]
+        oks += [('HEAD', '/webhooks', True), ('HEAD', '/healthz', False)]
+        sequences = [oks + [('GET', '/healthz', False)]]
+        sequences += [[('HEAD', p, a)] for p, a in self.get_paths()]
+        for reqs in sequences:
+            data = pipelined(self.gw, reqs)
+            for method, path, _ in reqs[:-1] if len(reqs) > 1 else reqs:
+                with self.subTest(path=path):
+                    self.assertTrue(data.startswith(b'HTTP/1.1 '), (path, data[:300]))
+                    head, sep, data = data.partition(b'\r\n\r\n')
+                    self.assertEqual(sep, b'\r\n\r\n', head)
+                    self.assertNotIn(b'chunked', head.lower(), head)
+            if len(reqs) > 1:
+                self.assertTrue(data.startswith(b'HTTP/1.1 200'), data[:300])
+                self.assertTrue(data.endswith(b'{"status":"ok"}'), data[-300:])
+            else:
+                self.assertEqual(data, b'', reqs)
+
+    def test_405_allow_lists_head_where_get_is(self):
+        h, e = self.hid, self.eid
+        for method, path, allowed in (
+                ('DELETE', '/events/' + e, {'GET', 'HEAD'}),
+                ('POST', '/events/%s/deliveries' % e, {'GET', 'HEAD'}),
+                ('PUT', '/webhooks/%s/secret' % h, {'GET', 'HEAD'}),
+                ('GET', '/webhooks/%s/secret/rotate' % h, {'POST'}),
+                ('HEAD', '/webhooks/%s/secret/rotate' % h, {'POST'}),
+                ('PATCH', '/webhooks', {'GET', 'HEAD', 'POST'})):
+            with self.subTest(method=method, path=path):
+                r = self.gw.request(method, path)
+                self.assertEqual(r.status, 405, r)
+                self.assertEqual(allow_set(r), allowed, r)
+                if method != 'HEAD':
+                    self.assertError(r, 405, 'method_not_allowed')
+
+    def test_malformed_id_is_no_such_webhook_or_event(self):
+        cases = [('GET', '/webhooks/not-a-uuid', 'webhook'),
+                 ('PUT', '/webhooks/not-a-uuid', 'webhook'),
+                 ('DELETE', '/webhooks/not-a-uuid', 'webhook'),
+                 ('GET', '/webhooks/%s/secret' % self.hid.upper(), 'webhook'),
+                 ('POST', '/webhooks/%s0/secret/rotate' % self.hid, 'webhook'),
+                 ('GET', '/events/xyz', 'event'), ('GET', '/events/xyz/deliveries', 'event'),
+                 ('GET', '/events/%s/deliveries' % self.eid[:-1], 'event'),
+                 ('GET', '/events/xyz/deliveries?limit=5', 'event')]
+        for method, path, what in cases:
+            with self.subTest(method=method, path=path):
+                body = {'newTargetUrl': 'http://127.0.0.1:9/x'} if method == 'PUT' else None
+                r = self.gw.request(method, path, body)
+                self.assertError(r, 404, 'not_found')
+                msg = r.json['error']['message']
+                self.assertIn('no %s with' % what, msg, r)
+                self.assertNotIn('route', msg, r)
+                head = self.gw.request('HEAD', path) if method == 'GET' else None
+                if head is not None:
+                    self.assertEqual((head.status, head.raw), (404, b''), head)
+        # The same answer as for an unknown well-formed id, apart from the message's detail.
+        for path in ('/webhooks/%s', '/events/%s', '/events/%s/deliveries'):
+            a = self.gw.request('GET', path % UNKNOWN_ID)
+            b = self.gw.request('GET', path % 'xyz')
+            self.assertEqual((a.status, a.json['error']['code']),
+                             (b.status, b.json['error']['code']), (a, b))
+        # The method rules and the token come first; an unknown sub-path is still no route.
+        for method, path, allowed in (('POST', '/webhooks/xyz', {'GET', 'HEAD', 'PUT', 'DELETE'}),
+                                      ('DELETE', '/events/xyz', {'GET', 'HEAD'}),
+                                      ('POST', '/events/xyz/deliveries', {'GET', 'HEAD'}),
+                                      ('GET', '/webhooks/xyz/secret/rotate', {'POST'})):
+            with self.subTest(method=method, path=path):
+                r = self.gw.request(method, path)
+                self.assertError(r, 405, 'method_not_allowed')
+                self.assertEqual(allow_set(r), allowed, r)
+        self.assertError(self.gw.request('GET', '/events/xyz', auth=False), 401, 'unauthorized')
+        for path in ('/events/xyz/nothing', '/webhooks/xyz/secret/x', '/webhooks/'):
+            r = self.gw.request('GET', path)
+            self.assertError(r, 404, 'not_found')
+            self.assertIn('no such route', r.json['error']['message'], r)
 
 
 class TrustProxyTest(IntegrationCase):

@@ -600,6 +600,32 @@ static void test_required_option(void **state)
 	assert_string_equal(t_token, "flag-token");
 }
 
+/* A flag's value that reads like another flag is a value: the other option is still taken
+ * from its variable, or missing (found by fuzz_config). */
+static void test_value_that_looks_like_a_flag(void **state)
+{
+	char err[ERRLEN];
+	const struct cfg_option two[] = {req_opts[0], opts[1]};
+	assert_int_equal(cfg_parse(two, 2, 3, (char *[]){"prog", "--store-url", "--admin-token"},
+	                           "", err, ERRLEN),
+	                 -EINVAL);
+	assert_error_names(err, "UT_ADMIN_TOKEN", "--admin-token");
+	assert_null(t_token);
+
+	assert_int_equal(setenv("UT_ADMIN_TOKEN", "from-env", 1), 0);
+	assert_int_equal(cfg_parse(two, 2, 3, (char *[]){"prog", "--store-url", "--admin-token"},
+	                           "", err, ERRLEN),
+	                 CFG_OK);
+	assert_string_equal(t_token, "from-env");
+	assert_string_equal(t_store, "--admin-token");
+
+	/* A bad variable is still refused when only a value names its flag. */
+	assert_int_equal(setenv("UT_PORT", "x", 1), 0);
+	char *a2[] = {"prog", "--store-url", "--port"};
+	assert_int_equal(parse(ARGC(a2), a2, err), -EINVAL);
+	assert_error_names(err, "UT_PORT", "an integer");
+}
+
 static void test_empty_string_rejected(void **state)
 {
 	char err[ERRLEN];
@@ -652,6 +678,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_duration_list_rejections, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_log_levels, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_required_option, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_value_that_looks_like_a_flag, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_empty_string_rejected, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_check_callback, setup, teardown),
 	};

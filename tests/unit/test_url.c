@@ -308,6 +308,10 @@ static void test_redaction(void **state)
 	assert_redacted("https://token@example.com", "https://***@example.com");
 	assert_redacted("http://u:p@ss@example.com/", "http://u:***@example.com/");
 	assert_redacted("http://:pw@example.com/", "http://:***@example.com/");
+	/* An empty password is none: the user name alone is the secret (found by fuzzing). */
+	assert_redacted("https://sk_live_abc:@api.example.com/v1",
+	                "https://***@api.example.com/v1");
+	assert_redacted("http://u:@h/", "http://***@h/");
 	assert_redacted("http://example.com/a@b", "http://example.com/a@b");
 	assert_redacted("http://example.com/?x=a@b#c@d", "http://example.com/?x=a@b#c@d");
 	assert_redacted("http://example.com", "http://example.com");

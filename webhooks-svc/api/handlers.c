@@ -6,7 +6,6 @@
  * thread once durable. */
 #include "handlers.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -16,12 +15,10 @@
 
 #include "envelope.h"
 #include "ids.h"
+#include "requests.h"
 #include "timeutil.h"
 #include "signature.h"
 #include "url.h"
-
-#define LIST_DEFAULT_LIMIT 100
-#define LIST_MAX_LIMIT     1000
 
 /* The process's one service: the subscriptions' closure slot carries their route instead. */
 static struct svc *the_svc;
@@ -111,63 +108,39 @@ static json_t *webhook_json(const struct store_webhook *h, bool full)
 /* Parse a request body that must be a JSON object; on failure reply and return NULL. */
 static json_t *parse_request(struct svc *svc, natsMsg *msg)
 {
-	const char *reply = natsMsg_GetReply(msg);
-	json_error_t jerr;
-	json_t *req = json_loadb(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg),
-	                         JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
-	if (req == NULL) {
-		char m[256];
-		snprintf(m, sizeof(m), "the request is not valid JSON: %s", jerr.text);
-		reply_error(svc, reply, ERR_INVALID_JSON, m);
-		return NULL;
-	}
-	if (!json_is_object(req)) {
-		reply_error(svc, reply, ERR_INVALID_ARGUMENT, "the request must be a JSON object");
-		json_decref(req);
-		return NULL;
-	}
+	struct req_error e;
+	json_t *req = req_parse(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), &e);
+	if (req == NULL)
+		reply_error(svc, natsMsg_GetReply(msg), e.code, e.message);
 	return req;
 }
 
 /* Read a required string member; on failure reply and return NULL. */
 static const char *want_string(struct svc *svc, const char *reply, json_t *req, const char *key)
 {
-	json_t *v = json_object_get(req, key);
-	char m[128];
-	if (v == NULL || json_is_null(v)) {
-		snprintf(m, sizeof(m), "%s is required", key);
-		reply_error(svc, reply, ERR_INVALID_ARGUMENT, m);
-		return NULL;
-	}
-	if (!json_is_string(v)) {
-		snprintf(m, sizeof(m), "%s must be a string", key);
-		reply_error(svc, reply, ERR_INVALID_ARGUMENT, m);
-		return NULL;
-	}
-	return json_string_value(v);
+	struct req_error e;
+	const char *v = req_string(req, key, &e);
+	if (v == NULL)
+		reply_error(svc, reply, e.code, e.message);
+	return v;
 }
 
 /* Read the id of an existing webhook; a string that is no UUID names no webhook (404). */
 static const char *want_id(struct svc *svc, const char *reply, json_t *req)
 {
-	const char *id = want_string(svc, reply, req, "id");
+	struct req_error e;
+	const char *id = req_id(req, "webhook", &e);
 	if (id == NULL)
-		return NULL;
-	if (!id_valid(id)) {
-		char m[128];
-		snprintf(m, sizeof(m), "no webhook with id '%.40s'", id);
-		reply_error(svc, reply, ERR_NOT_FOUND, m);
-		return NULL;
-	}
+		reply_error(svc, reply, e.code, e.message);
 	return id;
 }
 
 /* Normalise url into out (URL_MAX_LEN + 1 bytes): what is stored and sent. */
 static bool want_url(struct svc *svc, const char *reply, const char *url, char *out)
 {
-	char err[256];
-	if (url_normalize(url, &svc->targets, out, URL_MAX_LEN + 1, err, sizeof(err)) != 0) {
-		reply_error(svc, reply, ERR_INVALID_ARGUMENT, err);
+	struct req_error e;
+	if (!req_target_url(url, &svc->targets, out, &e)) {
+		reply_error(svc, reply, e.code, e.message);
 		return false;
 	}
 	return true;
@@ -268,25 +241,17 @@ static bool want_meta(struct svc *svc, const char *reply, struct store_meta *met
  * On failure reply and return false. */
 static bool want_secret(struct svc *svc, const char *reply, json_t *req, char *out)
 {
-	json_t *js = json_object_get(req, "secret");
-	if (js == NULL || json_is_null(js)) {
+	struct req_error e;
+	const char *given;
+	if (!req_secret(req, &given, &e)) {
+		reply_error(svc, reply, e.code, e.message);
+		return false;
+	}
+	if (given == NULL) {
 		if (secret_generate(out) == 0)
 			return true;
 		reply_error(svc, reply, ERR_INTERNAL, "no random bytes for a secret; see the log");
 		log_error("getrandom failed: no secret can be made");
-		return false;
-	}
-	char err[160];
-	const char *given = json_string_value(js);
-	if (given == NULL) {
-		reply_error(svc, reply, ERR_INVALID_ARGUMENT, "secret must be a string");
-		return false;
-	}
-	if (strlen(given) > SECRET_MAX_LEN || secret_check(given, err, sizeof(err)) != 0) {
-		if (strlen(given) > SECRET_MAX_LEN)
-			snprintf(err, sizeof(err), "secret is longer than %d characters",
-			         SECRET_MAX_LEN);
-		reply_error(svc, reply, ERR_INVALID_ARGUMENT, err);
 		return false;
 	}
 	memcpy(out, given, strlen(given) + 1);
@@ -316,10 +281,7 @@ static void on_update(struct svc *svc, const char *reply, json_t *req)
 	const char *id = want_id(svc, reply, req);
 	if (id == NULL)
 		return;
-	/* The seed calls it newTargetUrl; targetUrl is accepted too. */
-	const char *key =
-	    json_object_get(req, "newTargetUrl") != NULL ? "newTargetUrl" : "targetUrl";
-	const char *url = want_string(svc, reply, req, key);
+	const char *url = want_string(svc, reply, req, req_update_key(req));
 	struct store_op op = {.kind = STORE_OP_UPDATE};
 	if (url == NULL || !want_url(svc, reply, url, op.hook.target_url))
 		return;
@@ -405,26 +367,10 @@ static void on_rotate(struct svc *svc, const char *reply, json_t *req)
 static bool want_page(struct svc *svc, const char *reply, json_t *req, json_int_t *limit,
                       const char **after)
 {
-	*limit = LIST_DEFAULT_LIMIT;
-	*after = NULL;
-	json_t *jl = json_object_get(req, "limit");
-	if (jl != NULL && !json_is_null(jl)) {
-		if (!json_is_integer(jl) || json_integer_value(jl) < 1 ||
-		    json_integer_value(jl) > LIST_MAX_LIMIT) {
-			reply_error(svc, reply, ERR_INVALID_ARGUMENT,
-			            "limit must be an integer from 1 to 1000");
-			return false;
-		}
-		*limit = json_integer_value(jl);
-	}
-	json_t *ja = json_object_get(req, "after");
-	if (ja != NULL && !json_is_null(ja)) {
-		if (!json_is_string(ja) || !id_valid(json_string_value(ja))) {
-			reply_error(svc, reply, ERR_INVALID_ARGUMENT,
-			            "after must be the id of the last item of the previous page");
-			return false;
-		}
-		*after = json_string_value(ja);
+	struct req_error e;
+	if (!req_page(req, limit, after, &e)) {
+		reply_error(svc, reply, e.code, e.message);
+		return false;
 	}
 	return true;
 }
@@ -510,15 +456,10 @@ static void on_list(struct svc *svc, const char *reply, json_t *req)
 
 static void on_trigger(struct svc *svc, const char *reply, json_t *req)
 {
-	const char *ip = want_string(svc, reply, req, "ipAddress");
-	if (ip == NULL)
-		return;
-	/* The address goes into every delivery's body: accept only a real IP address. */
-	unsigned char bin[sizeof(struct in6_addr)];
-	if (strlen(ip) >= STORE_IP_LEN ||
-	    (inet_pton(AF_INET, ip, bin) != 1 && inet_pton(AF_INET6, ip, bin) != 1)) {
-		reply_error(svc, reply, ERR_INVALID_ARGUMENT,
-		            "ipAddress must be an IPv4 or IPv6 address");
+	struct req_error bad;
+	const char *ip = req_ip(req, STORE_IP_LEN, &bad);
+	if (ip == NULL) {
+		reply_error(svc, reply, bad.code, bad.message);
 		return;
 	}
 	/* Back-pressure: while the fleet holds more deliveries than it may, a trigger is
@@ -574,11 +515,14 @@ static json_t *event_json(const struct store_event *ev)
  * On failure reply and return false. */
 static bool want_event(struct svc *svc, const char *reply, json_t *req, struct store_event *ev)
 {
-	const char *id = want_string(svc, reply, req, "id");
-	if (id == NULL)
+	struct req_error e;
+	const char *id = req_id(req, "event", &e);
+	if (id == NULL) {
+		reply_error(svc, reply, e.code, e.message);
 		return false;
+	}
 	char err[STORE_ERR_LEN];
-	int rc = id_valid(id) ? store_get_event(svc->store, id, ev, err, sizeof(err)) : -ENOENT;
+	int rc = store_get_event(svc->store, id, ev, err, sizeof(err));
 	if (rc == -ENOENT) {
 		snprintf(err, sizeof(err), "no event with id '%.40s'", id);
 		reply_error(svc, reply, ERR_NOT_FOUND, err);
