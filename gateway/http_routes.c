@@ -75,19 +75,23 @@ static enum MHD_Result send_body(struct request *req, int status, char *body, co
 		free(body);
 		return MHD_NO;
 	}
-	if (len > 0)
-		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-	if (allow != NULL)
-		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
-	if (status == MHD_HTTP_UNAUTHORIZED)
-		MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-	if (req->retry_after > 0) {
-		char secs[24];
-		snprintf(secs, sizeof(secs), "%lld", (long long)req->retry_after);
-		MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, secs);
+	/* A header that cannot be added (out of memory) would change what the answer means:
+	 * then no answer, and libmicrohttpd closes the connection. */
+	char secs[24];
+	snprintf(secs, sizeof(secs), "%lld", (long long)req->retry_after);
+	if ((len > 0 && MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+	                                        "application/json") != MHD_YES) ||
+	    (allow != NULL &&
+	     MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow) != MHD_YES) ||
+	    (status == MHD_HTTP_UNAUTHORIZED &&
+	     MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer") != MHD_YES) ||
+	    (req->retry_after > 0 &&
+	     MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, secs) != MHD_YES) ||
+	    (atomic_load(&req->gw->draining) &&
+	     MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close") != MHD_YES)) {
+		MHD_destroy_response(r);
+		return MHD_NO;
 	}
-	if (atomic_load(&req->gw->draining))
-		MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 	enum MHD_Result ret = MHD_queue_response(req->conn, (unsigned int)status, r);
 	MHD_destroy_response(r);
 	return ret;
@@ -206,8 +210,10 @@ static json_t *build_request(struct request *req, enum MHD_Result *sent)
 	} else {
 		msg = json_object();
 	}
+	/* Each member set below fails only for want of memory: ok keeps the answer honest. */
+	bool ok = true;
 	if (req->id[0] != '\0')
-		json_object_set_new(msg, "id", json_string(req->id));
+		ok = json_object_set_new(msg, "id", json_string(req->id)) == 0;
 
 	if (req->route == R_LIST || req->route == R_DELIVERIES || req->route == R_HEALTH) {
 		const char *limit =
@@ -216,14 +222,14 @@ static json_t *build_request(struct request *req, enum MHD_Result *sent)
 		    MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "after");
 		long lim = 0;
 		if (req->route == R_HEALTH) {
-			json_object_set_new(msg, "limit", json_integer(1));
+			ok = ok && json_object_set_new(msg, "limit", json_integer(1)) == 0;
 		} else if (limit != NULL && !route_parse_limit(limit, &lim)) {
 			json_decref(msg);
 			*sent = send_error(req, ERR_INVALID_ARGUMENT, NULL,
 			                   "limit must be an integer from 1 to 1000");
 			return NULL;
 		} else if (limit != NULL) {
-			json_object_set_new(msg, "limit", json_integer(lim));
+			ok = ok && json_object_set_new(msg, "limit", json_integer(lim)) == 0;
 		}
 		if (after != NULL && after[0] != '\0') {
 			if (!route_valid_after(after)) {
@@ -233,11 +239,16 @@ static json_t *build_request(struct request *req, enum MHD_Result *sent)
 				                   "previous page");
 				return NULL;
 			}
-			json_object_set_new(msg, "after", json_string(after));
+			ok = ok && json_object_set_new(msg, "after", json_string(after)) == 0;
 		}
 	}
 	if (req->route == R_TRIGGER)
-		json_object_set_new(msg, "ipAddress", json_string(req->ip));
+		ok = ok && json_object_set_new(msg, "ipAddress", json_string(req->ip)) == 0;
+	if (!ok) {
+		json_decref(msg);
+		*sent = send_error(req, ERR_INTERNAL, NULL, "out of memory");
+		return NULL;
+	}
 	return msg;
 }
 
@@ -299,12 +310,15 @@ static enum MHD_Result respond(struct request *req)
 		json_int_t after = json_integer_value(json_object_get(what, "retryAfter"));
 		if (status == 429 && after > 0)
 			req->retry_after = after < 3600 ? (int64_t)after : 3600;
-		json_object_del(what, "retryAfter");
-		json_object_del(what, "status");
+		(void)json_object_del(what, "retryAfter"); /* -1 when absent: nothing to remove */
+		(void)json_object_del(what, "status");
 	} else {
 		status = routes[req->route].ok_status;
-		if (req->route == R_TRIGGER)
-			json_object_set_new(reply, "ipAddress", json_string(req->ip));
+		if (req->route == R_TRIGGER &&
+		    json_object_set_new(reply, "ipAddress", json_string(req->ip)) != 0) {
+			json_decref(reply);
+			return send_error(req, ERR_INTERNAL, NULL, "out of memory");
+		}
 	}
 	if (status != 204)
 		body = json_dumps(reply, JSON_COMPACT);
@@ -320,7 +334,8 @@ static enum MHD_Result first_call(struct gw *gw, struct MHD_Connection *conn, co
 		return MHD_NO;
 	req->gw = gw;
 	req->conn = conn;
-	pthread_mutex_init(&req->lock, NULL);
+	/* glibc's init of a default mutex only stores its attributes: it cannot fail. */
+	(void)pthread_mutex_init(&req->lock, NULL);
 	*req_cls = req;
 	pthread_mutex_lock(&gw->active_lock);
 	gw->active++;

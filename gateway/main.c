@@ -319,8 +319,10 @@ int main(int argc, char **argv)
 
 	sigset_t stop;
 	cfg_block_stop_signals(&stop);
-	pthread_mutex_init(&gw.active_lock, NULL);
-	pthread_cond_init(&gw.idle, NULL);
+	/* glibc's init of a default mutex or condition only stores its attributes: it cannot
+	 * fail. */
+	(void)pthread_mutex_init(&gw.active_lock, NULL);
+	(void)pthread_cond_init(&gw.idle, NULL);
 
 	int exit_code = 1;
 	gw.bus = bus_create(c->nats_url, c->nats_timeout_ms, err, sizeof(err));
