@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "url.h"
@@ -35,7 +36,9 @@ static bool is_auth(natsStatus s, const char *why)
 
 /* The server refused us for good (nats.c closes the connection after repeated authorization
  * errors): say so once, and stop the process (SIGTERM to itself, so it shuts down as usual;
- * the mains then exit 1 because natsconn_refused() says so). */
+ * the mains then exit 1 because natsconn_refused() says so). kill(), not raise(): this runs
+ * on nats.c's threads too, and raise() there would leave the signal pending on a thread
+ * that blocks it, never seen by the main thread's sigwait(). */
 static void refuse(const char *why)
 {
 	if (atomic_exchange(&refused, true))
@@ -43,7 +46,7 @@ static void refuse(const char *why)
 	log_error("NATS refused our credentials (%s): check the user and password in NATS_URL, "
 	          "or NATS_CREDS; stopping",
 	          why);
-	raise(SIGTERM);
+	kill(getpid(), SIGTERM);
 }
 
 static char probe_url[4096];
