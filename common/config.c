@@ -47,7 +47,11 @@ bool cfg_parse_duration(const char *text, int64_t *ms)
 		unit = 60 * 1000;
 	else if (strcmp(p, "h") == 0)
 		unit = 3600 * 1000;
+	else if (strcmp(p, "d") == 0)
+		unit = 24 * 3600 * 1000;
 	else
+		return false;
+	if (v > INT64_MAX / unit)
 		return false;
 	*ms = v * unit;
 	return true;

@@ -18,7 +18,7 @@ enum cfg_type {
 	CFG_STRING,    /* const char **: points into argv, environ or the default */
 	CFG_INT,       /* long *: a decimal integer within [min, max] */
 	CFG_BOOL,      /* bool *: 0/1, true/false, yes/no */
-	CFG_DURATIONS, /* struct cfg_durations *: comma-separated, each with ms, s, m or h */
+	CFG_DURATIONS, /* struct cfg_durations *: comma-separated, each with ms, s, m, h or d */
 	CFG_LOG_LEVEL, /* enum log_level *: error, warn, info or debug */
 };
 

@@ -8,7 +8,7 @@
  * Invariants, each against a model written here from config.h's description:
  * - cfg_parse_long accepts exactly an optional '-' and decimal digits whose value fits a
  *   long, and gives that value; cfg_parse_duration accepts exactly digits and one of ms, s,
- *   m, h, gives the value times the unit, and a duration printed in ms reads back the same;
+ *   m, h, d, gives the value times the unit, and a duration printed in ms reads back the same;
  * - cfg_parse answers CFG_HELP when any argument is --help or -h; else it succeeds exactly
  *   when every flag is known and has a valid value, every variable that no flag overrides is
  *   valid, and every required option is set; it then holds, for each option, the last flag's
@@ -85,8 +85,9 @@ static bool model_duration(const char *t, int64_t *ms)
 	                 : strcmp(p, "s") == 0 ? 1000
 	                 : strcmp(p, "m") == 0 ? 60000
 	                 : strcmp(p, "h") == 0 ? 3600000
+	                 : strcmp(p, "d") == 0 ? 86400000
 	                                       : 0;
-	if (unit == 0)
+	if (unit == 0 || v > LLONG_MAX / unit)
 		return false;
 	*ms = v * unit;
 	return true;

@@ -470,12 +470,26 @@ static void test_parse_duration_units(void **state)
 	assert_int_equal(ms, 120000);
 	assert_true(cfg_parse_duration("1h", &ms));
 	assert_int_equal(ms, 3600000);
+	assert_true(cfg_parse_duration("30d", &ms));
+	assert_int_equal(ms, 30LL * 86400000);
 	assert_true(cfg_parse_duration("0s", &ms));
 	assert_int_equal(ms, 0);
-	static const char *const bad[] = {
-	    "1",   "5x",  "",    "-1s", "s",    "ms",  "1.5s",
-	    "1 s", " 1s", "1s ", "1S",  "1sec", "+1s", "99999999999999999999h",
-	    NULL};
+	static const char *const bad[] = {"1",
+	                                  "5x",
+	                                  "",
+	                                  "-1s",
+	                                  "s",
+	                                  "ms",
+	                                  "1.5s",
+	                                  "1 s",
+	                                  " 1s",
+	                                  "1s ",
+	                                  "1S",
+	                                  "1sec",
+	                                  "+1s",
+	                                  "99999999999999999999h",
+	                                  "200000000000d",
+	                                  NULL};
 	for (size_t i = 0; bad[i] != NULL; i++) {
 		ms = -7;
 		if (cfg_parse_duration(bad[i], &ms))
