@@ -1,73 +1,57 @@
 /* pressure.c -- back-pressure for /ip (see pressure.h).
  *
- * The thread waits on a condition variable with a deadline (no sleep-polling: stopping wakes
- * it at once), reads store_pending, and publishes the count and the rate at which the backlog
- * has been going down. Triggers read both without a lock. */
+ * A ticker (common/ticker.c) reads store_pending every refresh_ms and publishes the count and
+ * the rate at which the backlog has been going down. Triggers read both without a lock. */
 #include "pressure.h"
 
-#include <errno.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "log.h"
+#include "ticker.h"
 #include "timeutil.h"
 
 struct pressure {
 	struct store *store;
-	int64_t refresh_ms;
-	pthread_t thread;
-	pthread_mutex_t lock;
-	pthread_cond_t wake;
-	bool stop;
+	struct ticker *ticker;
+	int64_t last, last_ms; /* the ticker's: the last count and when it was read */
+	bool failing;
 	_Atomic int64_t pending;  /* as last read, plus what was accepted since */
 	_Atomic int64_t accepted; /* accepted since the last read */
 	_Atomic int64_t drain;    /* deliveries ended per second, as last measured */
 };
 
-static void *run(void *arg)
+static void refresh(struct ticker *t, void *ctx)
 {
-	struct pressure *p = arg;
-	int64_t last = -1, last_ms = 0;
-	bool failing = false;
-	pthread_mutex_lock(&p->lock);
-	while (!p->stop) {
-		pthread_mutex_unlock(&p->lock);
-		char err[STORE_ERR_LEN];
-		int64_t n = 0;
-		int64_t accepted = atomic_exchange(&p->accepted, 0);
-		int rc = store_pending(p->store, &n, err, sizeof(err));
-		int64_t now = time_mono_ms();
-		if (rc == 0) {
-			if (last >= 0 && now > last_ms) {
-				/* Ended = what was there + what came - what is left. */
-				int64_t ended = last + accepted - n;
-				int64_t per_s = ended > 0 ? ended * 1000 / (now - last_ms) : 0;
-				atomic_store(&p->drain, per_s);
-			}
-			atomic_store(&p->pending, n);
-			last = n;
-			last_ms = now;
-			if (failing)
-				log_info("back-pressure: the store answers again");
-			failing = false;
-		} else {
-			/* Keep the last count (plus what was accepted since): better than none. */
-			atomic_fetch_add(&p->accepted, accepted);
-			if (!failing)
-				log_warn("back-pressure: counting pending deliveries failed (%s); "
-				         "using the last count",
-				         err);
-			failing = true;
+	(void)t;
+	struct pressure *p = ctx;
+	char err[STORE_ERR_LEN];
+	int64_t n = 0;
+	int64_t accepted = atomic_exchange(&p->accepted, 0);
+	int rc = store_pending(p->store, &n, err, sizeof(err));
+	int64_t now = time_mono_ms();
+	if (rc == 0) {
+		if (p->last >= 0 && now > p->last_ms) {
+			/* Ended = what was there + what came - what is left. */
+			int64_t ended = p->last + accepted - n;
+			int64_t per_s = ended > 0 ? ended * 1000 / (now - p->last_ms) : 0;
+			atomic_store(&p->drain, per_s);
 		}
-		pthread_mutex_lock(&p->lock);
-		struct timespec until = time_deadline(CLOCK_REALTIME, p->refresh_ms);
-		while (!p->stop && pthread_cond_timedwait(&p->wake, &p->lock, &until) != ETIMEDOUT)
-			;
+		atomic_store(&p->pending, n);
+		p->last = n;
+		p->last_ms = now;
+		if (p->failing)
+			log_info("back-pressure: the store answers again");
+		p->failing = false;
+	} else {
+		/* Keep the last count (plus what was accepted since): better than none. */
+		atomic_fetch_add(&p->accepted, accepted);
+		if (!p->failing)
+			log_warn("back-pressure: counting pending deliveries failed (%s); "
+			         "using the last count",
+			         err);
+		p->failing = true;
 	}
-	pthread_mutex_unlock(&p->lock);
-	return NULL;
 }
 
 struct pressure *pressure_create(struct store *store, int64_t refresh_ms)
@@ -76,19 +60,9 @@ struct pressure *pressure_create(struct store *store, int64_t refresh_ms)
 	if (p == NULL)
 		return NULL;
 	p->store = store;
-	p->refresh_ms = refresh_ms;
-	if (pthread_mutex_init(&p->lock, NULL) != 0) {
-		free(p);
-		return NULL;
-	}
-	if (pthread_cond_init(&p->wake, NULL) != 0) {
-		pthread_mutex_destroy(&p->lock);
-		free(p);
-		return NULL;
-	}
-	if (pthread_create(&p->thread, NULL, run, p) != 0) {
-		pthread_cond_destroy(&p->wake);
-		pthread_mutex_destroy(&p->lock);
+	p->last = -1;
+	p->ticker = ticker_start(refresh, p, refresh_ms);
+	if (p->ticker == NULL) {
 		free(p);
 		return NULL;
 	}
@@ -99,13 +73,7 @@ void pressure_destroy(struct pressure *p)
 {
 	if (p == NULL)
 		return;
-	pthread_mutex_lock(&p->lock);
-	p->stop = true;
-	pthread_cond_signal(&p->wake);
-	pthread_mutex_unlock(&p->lock);
-	(void)pthread_join(p->thread, NULL); /* the thread exists: nothing else can fail here */
-	pthread_cond_destroy(&p->wake);
-	pthread_mutex_destroy(&p->lock);
+	ticker_stop(p->ticker);
 	free(p);
 }
 
