@@ -46,6 +46,10 @@
 //     as a server does (so libmongoc's pool takes as long to stop as with MongoDB: up to the
 //     monitor's 500 ms poll tick).
 //  8. insert: a falsy _id ("" or 0) was replaced by a new ObjectId -> only a missing one is.
+//  9. createIndexes: building an index over documents with string _ids (kept by patch 1)
+//     threw "doc._id.toHexString is not a function", and an index once made broke every later
+//     insert the same way -> createIndexes is checked and acknowledged as MongoDB answers it,
+//     and no index is built (queries never used them: patch 4 scans or looks up _id).
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -99,7 +103,8 @@ const handlers = await load('server/handlers/index.js');
 const { bson, mingo } = congo.plugins;
 const { CongoServer, WireProtocol, CommandRouter, QueryEngine, UpdateEngine,
   AggregationEngine, MemoryStorageAdapter } = congo;
-const { HelloHandler, InsertHandler, FindHandler, UpdateHandler, DeleteHandler } = handlers;
+const { HelloHandler, InsertHandler, FindHandler, UpdateHandler, DeleteHandler,
+  IndexHandler } = handlers;
 
 const log = (msg) => process.stderr.write(`congodb: ${msg}\n`);
 
@@ -971,6 +976,25 @@ function patch() {
       }
     }
     return writeErrors.length ? { ok: 1, n, writeErrors } : { ok: 1, n };
+  };
+
+  // -- createIndexes: acknowledged, not built --------------------------------------------------
+  const known = new Map(); // "db.coll" -> the index names asked for, for numIndexes*
+  IndexHandler.prototype.handleCreateIndexes = async function (context) {
+    const { storage, database, command } = context;
+    const indexes = command.indexes;
+    if (!Array.isArray(indexes) || indexes.some((ix) => !isPlain(ix) || !isPlain(ix.key) ||
+        typeof ix.name !== 'string')) {
+      return { ok: 0, code: 2, codeName: 'BadValue',
+        errmsg: 'indexes must be an array of {key, name}' };
+    }
+    await storage.createCollection(database, command.createIndexes);
+    const names = known.get(`${database}.${command.createIndexes}`) ?? new Set(['_id_']);
+    known.set(`${database}.${command.createIndexes}`, names);
+    const before = names.size;
+    for (const ix of indexes) names.add(ix.name);
+    return { ok: 1, numIndexesBefore: before, numIndexesAfter: names.size,
+      createdCollectionAutomatically: false };
   };
 
   // -- hello: one processId; awaitable hello waits as a server does ------------------------------

@@ -347,6 +347,21 @@ class PatchedTest(CongoCase):
         th.join(5)
         self.assertTrue(done.is_set())
 
+    # -- 9. createIndexes -----------------------------------------------------------------
+
+    def test_indexes_over_string_ids(self):
+        c = self.db.events
+        c.insert_many([{'_id': UUID_ID, 'createdAt': BIG, 'open': True},
+                       {'_id': HEX_ID, 'createdAt': SMALL}])
+        self.assertEqual(c.create_index([('open', 1)], name='open_1', sparse=True), 'open_1')
+        self.assertEqual(c.create_index([('createdAt', 1)], name='createdAt_1'), 'createdAt_1')
+        # Inserts and queries go on as before.
+        c.insert_one({'_id': 'later', 'createdAt': Int64(7)})
+        self.assertEqual([d['_id'] for d in c.find({'createdAt': {'$lt': BIG}})
+                          .sort('createdAt', 1)], [HEX_ID, 'later'])
+        with self.assertRaises(pymongo.errors.OperationFailure):
+            self.db.command({'createIndexes': 'events', 'indexes': 'nope'})
+
     def test_unsupported_operator_is_an_error(self):
         c = self.db.c
         c.insert_one({'x': 1})
