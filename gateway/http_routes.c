@@ -40,6 +40,7 @@ static const struct route_info {
     [R_HEALTH] = {"webhooks.list", 200, false, false},
     [R_SECRET] = {"webhooks.secret", 200, true, false},
     [R_ROTATE] = {"webhooks.rotate", 200, true, true},
+    [R_RETRY] = {"webhooks.retry", 202, true, false},
 };
 
 struct request {

@@ -68,6 +68,10 @@ enum route_id route_match(const char *path, const char *method, struct route_mat
 			m->allow = "GET, HEAD";
 			return m->route = get ? R_DELIVERIES : R_NONE;
 		}
+		if (events && strcmp(slash, "/retry") == 0) {
+			m->allow = "POST";
+			return m->route = strcmp(method, "POST") == 0 ? R_RETRY : R_NONE;
+		}
 		if (!events && strcmp(slash, "/secret") == 0) {
 			m->allow = "GET, HEAD";
 			return m->route = get ? R_SECRET : R_NONE;

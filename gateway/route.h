@@ -23,9 +23,10 @@ enum route_id {
 	R_HEALTH,
 	R_SECRET,
 	R_ROTATE,
+	R_RETRY,
 };
 
-#define ROUTE_COUNT (R_ROTATE + 1)
+#define ROUTE_COUNT (R_RETRY + 1)
 
 struct route_match {
 	enum route_id route; /* R_NONE for an unknown path or a wrong method */

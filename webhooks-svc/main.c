@@ -104,6 +104,16 @@ int main(int argc, char **argv)
 	    {"TARGET_ALLOW_CIDRS", "--target-allow-cidrs", CFG_STRING, "",
 	     "comma-separated CIDRs that deliveries may reach although not public", 0, 0,
 	     check_cidrs, &c->target_allow_cidrs},
+	    {"RETENTION", "--retention", CFG_DURATIONS, "30d",
+	     "events and their delivery records older than this are pruned (0s: kept for ever)", 0,
+	     0, NULL, &c->retention},
+	    {"PROGRESS_INTERVAL", "--progress-interval", CFG_DURATIONS, "5s",
+	     "how often progress is logged while an event of 1000 or more deliveries is "
+	     "delivered (0s: never)",
+	     0, 0, NULL, &c->progress_interval},
+	    {"DISABLE_AFTER", "--disable-after", CFG_DURATIONS, "5d",
+	     "a webhook whose deliveries have all failed for this long is disabled (0s: never)", 0,
+	     0, NULL, &c->disable_after},
 	};
 	int rc = cfg_load(options, sizeof(options) / sizeof(options[0]), argc, argv, "webhooks-svc",
 	                  "webhooks-svc: stores webhooks and delivers events, answering the "
@@ -121,6 +131,16 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	c->rotation_grace_ms = c->rotation_grace.ms[0];
+	if (c->retention.n != 1 || c->disable_after.n != 1 || c->progress_interval.n != 1) {
+		fprintf(stderr, "webhooks-svc: %s: expected one duration such as 5d\n",
+		        c->retention.n != 1       ? "RETENTION"
+		        : c->disable_after.n != 1 ? "DISABLE_AFTER"
+		                                  : "PROGRESS_INTERVAL");
+		return 2;
+	}
+	c->progress_interval_ms = c->progress_interval.ms[0];
+	c->retention_ms = c->retention.ms[0];
+	c->disable_after_ms = c->disable_after.ms[0];
 	if (addr_policy_init(&svc.targets, c->allow_private_targets, c->target_allow_cidrs, err,
 	                     sizeof(err)) != 0) {
 		fprintf(stderr, "webhooks-svc: %s\n",
@@ -164,6 +184,17 @@ int main(int argc, char **argv)
 		log_error("cannot start the back-pressure thread");
 		goto out;
 	}
+	bool failed;
+	svc.retention = retention_start(svc.store, c->retention_ms, &failed);
+	if (failed) {
+		log_error("cannot start the retention thread");
+		goto out;
+	}
+	if (c->progress_interval_ms > 0 &&
+	    (svc.progress = progress_start(svc.store, c->progress_interval_ms)) == NULL) {
+		log_error("cannot start the progress thread");
+		goto out;
+	}
 	svc.writer = writer_create(svc.store, handlers_write_done, WRITER_CAPACITY, WRITER_BATCH,
 	                           false, err, sizeof(err));
 	if (svc.writer == NULL) {
@@ -181,6 +212,8 @@ int main(int argc, char **argv)
 	    .schedule = &c->retry_schedule,
 	    .max_in_flight = (size_t)c->max_in_flight,
 	    .no_record = no_record,
+	    .disable_after_ms = c->disable_after_ms,
+	    .progress = svc.progress,
 	};
 	svc.queue = jsq_create(svc.nc, svc.store, &qcfg, err, sizeof(err));
 	if (svc.queue == NULL) {
@@ -242,6 +275,8 @@ out:
 		natsConnection_Destroy(svc.nc);
 	}
 	pressure_destroy(svc.pressure);
+	retention_stop(svc.retention);
+	progress_stop(svc.progress);
 	store_destroy(svc.store);
 	nats_CloseAndWait(2000);
 	curl_global_cleanup();

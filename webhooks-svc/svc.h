@@ -11,6 +11,7 @@
 #include "jsqueue.h"
 #include "log.h"
 #include "pressure.h"
+#include "retention.h"
 #include "store.h"
 #include "writer.h"
 
@@ -33,6 +34,12 @@ struct svc_config {
 	long max_in_flight_per_host;         /* -1: half of max_in_flight; 0: no limit */
 	struct cfg_durations rotation_grace; /* one duration */
 	int64_t rotation_grace_ms;
+	struct cfg_durations retention;         /* one duration */
+	int64_t retention_ms;                   /* 0: events are kept for ever */
+	struct cfg_durations disable_after;     /* one duration */
+	int64_t disable_after_ms;               /* 0: failures never disable a webhook */
+	struct cfg_durations progress_interval; /* one duration */
+	int64_t progress_interval_ms;           /* 0: no progress lines */
 };
 
 struct svc {
@@ -43,7 +50,9 @@ struct svc {
 	struct writer *writer; /* API writes: webhooks and events, replied when durable */
 	struct jsq *queue;     /* fan-out and retries on JetStream, with its own recorder */
 	struct dispatch *dispatch;
-	struct pressure *pressure; /* NULL when MAX_PENDING_DELIVERIES=0 */
+	struct pressure *pressure;   /* NULL when MAX_PENDING_DELIVERIES=0 */
+	struct retention *retention; /* NULL when RETENTION=0s */
+	struct progress *progress;   /* NULL when PROGRESS_INTERVAL=0s */
 	natsSubscription *subs[32];
 	int nsubs;
 };

@@ -69,6 +69,9 @@ static void spell(enum route_id r, const char *id, char *out, size_t outlen)
 	case R_DELIVERIES:
 		snprintf(out, outlen, "/events/%s/deliveries", id);
 		break;
+	case R_RETRY:
+		snprintf(out, outlen, "/events/%s/retry", id);
+		break;
 	case R_NONE:
 		out[0] = '\0';
 		break;
@@ -78,7 +81,7 @@ static void spell(enum route_id r, const char *id, char *out, size_t outlen)
 static bool has_id(enum route_id r)
 {
 	return r == R_GET || r == R_UPDATE || r == R_DELETE || r == R_SECRET || r == R_ROTATE ||
-	       r == R_EVENT || r == R_DELIVERIES;
+	       r == R_EVENT || r == R_DELIVERIES || r == R_RETRY;
 }
 
 /* Which methods may name route r. */
@@ -88,7 +91,7 @@ static bool method_fits(enum route_id r, const char *method)
 		return r == R_LIST || r == R_TRIGGER || r == R_HEALTH || r == R_GET ||
 		       r == R_EVENT || r == R_DELIVERIES || r == R_SECRET;
 	if (strcmp(method, "POST") == 0)
-		return r == R_REGISTER || r == R_ROTATE;
+		return r == R_REGISTER || r == R_ROTATE || r == R_RETRY;
 	if (strcmp(method, "PUT") == 0)
 		return r == R_UPDATE;
 	if (strcmp(method, "DELETE") == 0)

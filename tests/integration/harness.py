@@ -890,12 +890,16 @@ class IntegrationCase(unittest.TestCase):
         self.assertTrue(err['message'].strip(), r)
 
     def assertWebhook(self, obj, full=True):
-        keys = {'id', 'targetUrl', 'createdAt'} | ({'updatedAt'} if full else set())
+        keys = {'id', 'targetUrl', 'createdAt'}
+        if full:
+            keys |= {'updatedAt', 'disabled', 'disabledReason'}
         self.assertEqual(set(obj.keys()), keys, obj)
         self.assertRegex(obj['id'], UUID_RE)
         self.assertRegex(obj['createdAt'], RFC3339_UTC_RE)
         if full:
             self.assertRegex(obj['updatedAt'], RFC3339_UTC_RE)
+            self.assertIsInstance(obj['disabled'], bool, obj)
+            self.assertEqual(obj['disabledReason'] is None, not obj['disabled'], obj)
 
 
 def _on_signal(signum, frame):

@@ -13,11 +13,15 @@
  *   deliveries EVENT AFTER|- LIMIT
  *                           -> deliveries rc=R n=N ms=T, then N lines
  *                              "delivery ID WEBHOOK STATUS URL ATTEMPTS-JSON"
+ *   failed EVENT AFTER|- LIMIT
+ *                           -> failed rc=R n=N list=ID/WEBHOOK/ATTEMPTS,.. ms=T
+ *   prune CUTOFF MAX-ROWS   -> prune rc=R events=N deliveries=M ms=T
  *   apply N                 -> apply rc=R results=r1,.. created=c1,.. ms=T
  *     followed by N lines, one op each:
  *       insert ID CREATED UPDATED URL | update ID UPDATED URL | delete ID
  *       event_insert ID IP CREATED TARGETS | event_item EVENT ITEM DELIVERIES LAST(0|1)
  *       attempt EVENT DELIVERY WEBHOOK NUMBER AT HTTP-STATUS STATUS DURATION URL|- [ERROR...]
+ *       (URL "-": not sent, as jsqueue.c records a delivery whose webhook is gone)
  *   quit (or end of input)  -> exits 0 after store_destroy
  *
  * A failed call ends its line with " err=<message>". ms is the call's duration, so the test can
@@ -98,6 +102,7 @@ static int parse_attempt(char **save, struct store_attempt *a)
 	if (url == NULL ||
 	    copy_field(a->target_url, sizeof(a->target_url), strcmp(url, "-") == 0 ? "" : url))
 		return -EINVAL;
+	a->not_sent = strcmp(url, "-") == 0; /* as jsqueue.c records one: without a URL */
 	error = strtok_r(NULL, "\n", save);
 	return copy_field(a->error, sizeof(a->error), error != NULL ? error : "");
 }
@@ -279,6 +284,47 @@ static void run_deliveries(struct store *s, const char *event_id, const char *af
 	store_deliveries_free(rows, n);
 }
 
+static void run_failed(struct store *s, const char *event_id, const char *after,
+                       const char *limit_text)
+{
+	static struct store_failed rows[MAX_BATCH];
+	char err[STORE_ERR_LEN] = "";
+	int64_t limit = 0;
+	size_t n = 0;
+
+	if (event_id == NULL || after == NULL || parse_i64(limit_text, &limit) != 0 || limit < 0 ||
+	    limit > MAX_BATCH) {
+		printf("failed rc=%d err=usage: failed EVENT AFTER|- LIMIT\n", -EINVAL);
+		fflush(stdout);
+		return;
+	}
+	int64_t start = time_mono_ms();
+	int rc = store_failed_deliveries(s, event_id, strcmp(after, "-") == 0 ? NULL : after,
+	                                 (size_t)limit, rows, &n, err, sizeof(err));
+	printf("failed rc=%d n=%zu list=", rc, n);
+	for (size_t i = 0; i < n; i++)
+		printf("%s%s/%s/%d", i > 0 ? "," : "", rows[i].id, rows[i].webhook_id,
+		       rows[i].attempts);
+	finish(rc, start, err);
+}
+
+static void run_prune(struct store *s, const char *cutoff_text, const char *max_text)
+{
+	char err[STORE_ERR_LEN] = "";
+	int64_t cutoff = 0, max = 0;
+	if (parse_i64(cutoff_text, &cutoff) != 0 || parse_i64(max_text, &max) != 0 || max < 1) {
+		printf("prune rc=%d err=usage: prune CUTOFF MAX-ROWS\n", -EINVAL);
+		fflush(stdout);
+		return;
+	}
+	struct store_pruned p = {-1, -1};
+	int64_t start = time_mono_ms();
+	int rc = store_prune(s, cutoff, (size_t)max, &p, err, sizeof(err));
+	printf("prune rc=%d events=%lld deliveries=%lld", rc, (long long)p.events,
+	       (long long)p.deliveries);
+	finish(rc, start, err);
+}
+
 static void run_meta(struct store *s)
 {
 	struct store_meta meta = {.webhooks = -1};
@@ -367,6 +413,10 @@ int main(int argc, char **argv)
 			run_event(s, a1, strcmp(cmd, "event_head") == 0);
 		else if (strcmp(cmd, "deliveries") == 0)
 			run_deliveries(s, a1, a2, a3);
+		else if (strcmp(cmd, "failed") == 0)
+			run_failed(s, a1, a2, a3);
+		else if (strcmp(cmd, "prune") == 0)
+			run_prune(s, a1, a2);
 		else if (strcmp(cmd, "apply") == 0)
 			run_apply(s, stdin, a1);
 		else {

@@ -74,6 +74,12 @@ def outcomes(*counts):
                        'firstBatch': [{'_id': status, 'n': n} for status, n in counts]}}
 
 
+def hook_doc(hook_id, created):
+    """A webhook document as findAndModify returns it (new: true)."""
+    return {'_id': hook_id, 'targetUrl': 'https://x/', 'createdAt': Int64(created),
+            'updatedAt': Int64(created)}
+
+
 def attempt(number, http_status, error, duration):
     """An attempt as recorded: the document form of store_attempt_json's object."""
     return {'attempt': number, 'at': AT, 'httpStatus': http_status, 'error': error,
@@ -190,10 +196,14 @@ class MongoWireTest(unittest.TestCase):
                              'documents': docs}, db)
 
     def expect_find_and_modify(self, hook_id, url, updated):
+        """An update: the new URL, and the webhook enabled again with its failures forgotten;
+        the whole webhook comes back (new: true)."""
         return self.receive({'findAndModify': 'webhooks', 'query': {'_id': hook_id},
                              'update': {'$set': {'targetUrl': url,
-                                                 'updatedAt': Int64(updated)}},
-                             'fields': {'createdAt': 1}, 'new': True, 'writeConcern': WC})
+                                                 'updatedAt': Int64(updated),
+                                                 'disabledReason': '',
+                                                 'failingSince': Int64(0)}},
+                             'new': True, 'writeConcern': WC})
 
     def expect_delete(self, hook_id):
         return self.receive({'delete': 'webhooks', 'ordered': True, 'writeConcern': WC,
@@ -256,7 +266,7 @@ class MongoWireTest(unittest.TestCase):
 
     def expect_index(self):
         """The once-per-store creation of the index that counts an event's outcomes; when
-        answered ok, the open-events index follows (returned for the test to answer)."""
+        answered ok, the open-events and events-by-age indexes follow."""
         first = self.receive({'createIndexes': 'deliveries', 'writeConcern': WC, 'indexes': [
             {'key': {'eventId': 1, 'status': 1}, 'name': 'eventId_1_status_1'}]})
         test = self
@@ -264,13 +274,33 @@ class MongoWireTest(unittest.TestCase):
         class Both:
             def ok(self, **kw):
                 first.ok(**kw)
+                test.receive({'createIndexes': 'events', 'writeConcern': WC,
+                              'indexes': [{'key': {'open': 1}, 'name': 'open_1',
+                                           'sparse': True}]}).ok(**kw)
                 return test.receive({'createIndexes': 'events', 'writeConcern': WC,
-                                     'indexes': [{'key': {'open': 1}, 'name': 'open_1',
-                                                  'sparse': True}]}).ok(**kw)
+                                     'indexes': [{'key': {'createdAt': 1},
+                                                  'name': 'createdAt_1'}]}).ok(**kw)
 
             def command_err(self, **kw):
                 return first.command_err(**kw)
         return Both()
+
+    def expect_health(self, *statements):
+        """The webhooks' health after deliveries ended: statements are (webhook id, 'ok') or
+        (webhook id, 'failed', at_ms)."""
+        updates = []
+        for st in statements:
+            if st[1] == 'ok':
+                updates.append({'q': {'_id': st[0], 'failingSince': {'$gt': Int64(0)}},
+                                'u': {'$set': {'failingSince': Int64(0)}}, 'multi': False,
+                                'upsert': False})
+            else:
+                updates.append({'q': {'_id': st[0],
+                                      'failingSince': {'$not': {'$gt': Int64(0)}}},
+                                'u': {'$set': {'failingSince': Int64(st[2])}},
+                                'multi': False, 'upsert': False})
+        return self.receive({'update': 'webhooks', 'ordered': True, 'writeConcern': WC,
+                             'updates': updates})
 
     def expect_outcome_count(self, event_id):
         return self.receive({'aggregate': 'deliveries', 'cursor': {}, 'pipeline': [
@@ -357,7 +387,7 @@ class MongoWireTest(unittest.TestCase):
         request = self.expect_find_and_modify(A, 'https://example.com/new', 1700000009999)
         self.assertNotIn('upsert', request.doc)
         request.ok(lastErrorObject={'n': 1, 'updatedExisting': True},
-                   value={'_id': A, 'createdAt': Int64(1700000000123)})
+                   value=hook_doc(A, 1700000000123))
         got = probe.result()
         self.assertEqual((got['rc'], got['results'], got['created']),
                          ('0', '0', '1700000000123'))
@@ -393,7 +423,7 @@ class MongoWireTest(unittest.TestCase):
         self.expect_insert([webhook(A, 'https://a/', 1, 1)]).ok(
             n=0, writeErrors=[{'index': 0, 'code': 11000, 'errmsg': 'E11000'}])
         self.expect_find_and_modify(B, 'https://b2/', 2).ok(
-            lastErrorObject={'n': 1}, value={'_id': B, 'createdAt': Int64(77)})
+            lastErrorObject={'n': 1}, value=hook_doc(B, 77))
         self.expect_delete(C).ok(n=1)
         self.expect_insert([webhook(C, 'https://c/', 3, 3)]).ok(n=1)
         got = probe.result()
@@ -433,7 +463,7 @@ class MongoWireTest(unittest.TestCase):
         self.assertEqual(got['rc'], str(EAGAIN))
         self.apply(probe, 'update %s 2 https://b/' % A)
         self.expect_find_and_modify(A, 'https://b/', 2).ok(
-            lastErrorObject={'n': 1}, value={'_id': A, 'createdAt': Int64(1)},
+            lastErrorObject={'n': 1}, value=hook_doc(A, 1),
             writeConcernError={'code': 64, 'errmsg': 'waiting for replication timed out'})
         self.assertEqual(probe.result()['rc'], str(EAGAIN))
 
@@ -704,7 +734,7 @@ class MongoWireTest(unittest.TestCase):
         self.expect_delete(B).ok(n=1)
         self.expect_delete(A).ok(n=1)
         self.expect_find_and_modify(C, 'https://c2/', 4).ok(
-            lastErrorObject={'n': 1}, value={'_id': C, 'createdAt': Int64(3)})
+            lastErrorObject={'n': 1}, value=hook_doc(C, 3))
         self.expect_insert([webhook(B, 'https://b/', 2, 2)]).ok(n=1)
         self.receive({'insert': 'events', 'ordered': True, 'writeConcern': WC,
                       'documents': [event(E, '::1', 5, 2)]}).ok(n=1)
@@ -718,7 +748,7 @@ class MongoWireTest(unittest.TestCase):
         self.apply(probe, 'update %s 2 https://b/' % A, 'event_insert %s ::1 5 2' % E,
                    'event_item %s 0 2 1' % E)
         self.expect_find_and_modify(A, 'https://b/', 2).ok(
-            lastErrorObject={'n': 1}, value={'_id': A, 'createdAt': Int64(1)})
+            lastErrorObject={'n': 1}, value=hook_doc(A, 1))
         self.receive({'insert': 'events', 'ordered': True, 'writeConcern': WC,
                       'documents': [event(E, '::1', 5, 2)]}).ok(n=1)
         self.expect_item(E, 0, 2, True).ok(n=1, nModified=1)
@@ -807,9 +837,12 @@ class MongoWireTest(unittest.TestCase):
         ]}).ok(n=4, nModified=2, upserted=[{'index': 0, '_id': E + ':' + D1},
                                            {'index': 2, '_id': E + ':' + D2},
                                            {'index': 3, '_id': F + ':' + D1}])
+        # Then the webhooks' health by the deliveries that ended (not the one not sent): A
+        # succeeded, C failed. No write to the events: their outcomes are counted from their
+        # deliveries.
+        self.expect_health((A, 'ok'), (C, 'failed', AT_MS)).ok(n=2)
         got = probe.result()
         self.assertEqual((got['rc'], got['results']), ('0', '0,0,0,0'))
-        # No second write: the events' outcomes are counted from their deliveries.
         self.assert_no_more_commands()
 
     def test_index_failing_fails_nothing_and_is_not_asked_again_at_once(self):
@@ -821,11 +854,13 @@ class MongoWireTest(unittest.TestCase):
                 '$set': {'status': 1, 'targetUrl': 'https://t/'},
                 '$setOnInsert': {'eventId': E, 'deliveryId': D1, 'webhookId': A},
                 '$addToSet': {'attempts': attempt(1, 200, None, 5)}}}]}).ok(n=1)
+        self.expect_health((A, 'ok')).ok(n=1)
         self.assertEqual(probe.result()['results'], '0')
         self.apply(probe, 'attempt %s %s %s 1 %d 200 1 5 https://t/' % (E, D2, A, AT_MS))
         request = self.server.receives()
         self.assertEqual(request.command_name, 'update')  # within the minute: no createIndexes
         request.ok(n=1)
+        self.expect_health((A, 'ok')).ok(n=1)
         self.assertEqual(probe.result()['results'], '0')
 
     def test_a_failed_attempt_bulk_is_eagain(self):
@@ -946,6 +981,76 @@ class MongoWireTest(unittest.TestCase):
             cursor([], 'deliveries'))
         got = probe.result()
         self.assertEqual((got['rc'], got['n']), ('0', '0'))
+
+    def test_failed_deliveries_are_the_failed_part_of_the_events_range(self):
+        probe, _ = self.start()
+        probe.send('failed %s %s 3' % (E, D1))
+        self.receive({'find': 'deliveries',
+                      'filter': {'_id': {'$gt': E + ':' + D1, '$lt': E + ';'}, 'status': 2},
+                      'sort': {'_id': 1}, 'limit': Int64(3), 'batchSize': 3,
+                      'projection': {'webhookId': 1, 'attempts': {
+                          '$size': {'$ifNull': ['$attempts', []]}}}}).replies(cursor([
+                              {'_id': E + ':' + D2, 'webhookId': B, 'attempts': 6}],
+                              'deliveries'))
+        got = probe.result()
+        self.assertEqual((got['rc'], got['n'], got['list']), ('0', '1', '%s/%s/6' % (D2, B)))
+        probe.send('failed %s - 3' % E)
+        self.server.receives().replies(cursor([{'_id': E + ':' + D1, 'attempts': 1}],
+                                              'deliveries'))
+        self.assertEqual(probe.result()['rc'], str(EIO))  # no webhookId: not ours
+
+    def test_prune_marks_the_event_then_deletes_a_slice_then_the_event(self):
+        probe, _ = self.start()
+        probe.send('prune 5000 2')
+        old_events = {'find': 'events', 'filter': {'createdAt': {'$lt': Int64(5000)}},
+                      'sort': {'createdAt': 1}, 'limit': Int64(16)}
+        self.receive(old_events).replies(cursor([event(E, '::1', 1000, 3, fanned=3, items=1,
+                                                       done=True)], 'events'))
+        self.expect_index().ok()
+        # Ended? Counted from its deliveries, before any of them is deleted.
+        self.expect_outcome_count(E).replies(outcomes((1, 2), (2, 1)))
+        self.expect_update('events', {'_id': E}, {'$set': {'pruning': True},
+                                                  '$unset': {'open': ''}}).ok(n=1, nModified=1)
+        slice_of = {'find': 'deliveries', 'filter': {'_id': {'$gt': E + ':', '$lt': E + ';'}},
+                    'sort': {'_id': 1}, 'limit': Int64(2), 'batchSize': 2,
+                    'projection': {'_id': 1}}
+        self.receive(slice_of).replies(cursor([{'_id': E + ':' + D1}, {'_id': E + ':' + D2}],
+                                              'deliveries'))
+        self.receive({'delete': 'deliveries', 'ordered': True, 'writeConcern': WC,
+                      'deletes': [{'q': {'_id': {'$in': [E + ':' + D1, E + ':' + D2]}},
+                                   'limit': 0}]}).ok(n=2)
+        got = probe.result()
+        self.assertEqual((got['rc'], got['events'], got['deliveries']), ('0', '0', '2'))
+        # The next call finds it marked: no count (its deliveries are partly gone), the rest of
+        # them, then the event itself.
+        probe.send('prune 5000 2')
+        doc = event(E, '::1', 1000, 3, fanned=3, items=1, done=True)
+        doc['pruning'] = True
+        self.receive(old_events).replies(cursor([doc], 'events'))
+        self.receive(slice_of).replies(cursor([{'_id': E + ':dddddddd-0000-4000-8000-0000000000d3'}],
+                                              'deliveries'))
+        self.receive({'delete': 'deliveries', 'ordered': True, 'writeConcern': WC,
+                      'deletes': [{'q': {'_id': {'$in': [
+                          E + ':dddddddd-0000-4000-8000-0000000000d3']}}, 'limit': 0}]}).ok(n=1)
+        self.receive({'delete': 'events', 'ordered': True, 'writeConcern': WC,
+                      'deletes': [{'q': {'_id': E}, 'limit': 1}]}).ok(n=1)
+        got = probe.result()
+        self.assertEqual((got['rc'], got['events'], got['deliveries']), ('0', '1', '1'))
+        self.assert_no_more_commands()
+
+    def test_prune_keeps_an_open_event_and_fails_on_a_server_error(self):
+        probe, _ = self.start()
+        probe.send('prune 5000 10')
+        self.server.receives().replies(cursor([event(E, '::1', 1000, 3, fanned=3, items=1,
+                                                     done=True)], 'events'))
+        self.expect_index().ok()
+        self.expect_outcome_count(E).replies(outcomes((1, 2)))  # one still pending
+        got = probe.result()
+        self.assertEqual((got['rc'], got['events'], got['deliveries']), ('0', '0', '0'))
+        self.assert_no_more_commands()
+        probe.send('prune 5000 10')
+        self.server.receives().command_err(code=8000, errmsg='boom from the mock')
+        self.assertEqual(probe.result()['rc'], str(EIO))
 
     def test_deliveries_with_a_malformed_document_is_eio(self):
         probe, _ = self.start()

@@ -964,6 +964,270 @@ static void test_pending_deliveries(void **state)
 	assert_int_equal(pending(c) - base, 7);
 }
 
+static struct store_webhook get_ok(struct ctx *c, const char *id)
+{
+	struct store_webhook got;
+	memset(&got, 0x5a, sizeof(got));
+	int rc = store_get(c->store, id, &got, c->err, sizeof(c->err));
+	if (rc != 0)
+		print_error("store_get(%s): %d %s\n", id, rc, c->err);
+	assert_int_equal(rc, 0);
+	return got;
+}
+
+/* One ended (or pending) delivery of webhook w at at_ms, for its health. */
+static void ended(struct ctx *c, const char *w, enum store_delivery_status status, int64_t at_ms,
+                  int64_t disable_after_ms, bool gone, bool not_sent)
+{
+	char e[ID_LEN + 1], d[ID_LEN + 1];
+	id_generate(e);
+	id_generate(d);
+	struct store_op op = op_attempt(e, d, w, "https://example.com/h", 1, 500, "", status);
+	op.attempt.at_ms = at_ms;
+	op.attempt.disable_after_ms = disable_after_ms;
+	op.attempt.gone = gone;
+	op.attempt.not_sent = not_sent;
+	apply_all_ok(c, &op, 1, NULL);
+}
+
+/* A webhook's health: failing_since is set by the first failed delivery after a success and
+ * cleared by a success; a failure that finds the run DISABLE_AFTER long disables it, a 410
+ * (gone) at once; pending attempts and deliveries not sent change nothing; an update enables it
+ * again (keeping the URL when given none) or disables it with the reason it gives. */
+static void test_webhook_health(void **state)
+{
+	struct ctx *c = *state;
+	struct store_webhook h = hook("https://example.com/health", 1, 1);
+	insert_ok(c, &h);
+	struct store_webhook got = get_ok(c, h.id);
+	assert_string_equal(got.disabled_reason, "");
+	assert_int_equal(got.failing_since_ms, 0);
+
+	ended(c, h.id, STORE_DELIVERY_PENDING, 500, 500, false, false);
+	assert_int_equal(get_ok(c, h.id).failing_since_ms, 0);
+	ended(c, h.id, STORE_DELIVERY_FAILED, 1000, 500, false, false);
+	assert_int_equal(get_ok(c, h.id).failing_since_ms, 1000);
+	ended(c, h.id, STORE_DELIVERY_FAILED, 1400, 500, false, false);
+	got = get_ok(c, h.id);
+	assert_int_equal(got.failing_since_ms, 1000);
+	assert_string_equal(got.disabled_reason, "");
+	ended(c, h.id, STORE_DELIVERY_FAILED, 1600, 500, false, true); /* not sent: no change */
+	assert_string_equal(get_ok(c, h.id).disabled_reason, "");
+	ended(c, h.id, STORE_DELIVERY_SUCCEEDED, 1450, 500, false, false);
+	assert_int_equal(get_ok(c, h.id).failing_since_ms, 0);
+	ended(c, h.id, STORE_DELIVERY_FAILED, 2000, 500, false, false);
+	ended(c, h.id, STORE_DELIVERY_FAILED, 2400, 0, false, false); /* DISABLE_AFTER=0s: never */
+	assert_string_equal(get_ok(c, h.id).disabled_reason, "");
+	ended(c, h.id, STORE_DELIVERY_FAILED, 2500, 500, false, false);
+	got = get_ok(c, h.id);
+	assert_int_equal(got.failing_since_ms, 2000);
+	assert_string_equal(got.disabled_reason, "every delivery failed for 500ms (DISABLE_AFTER)");
+	ended(c, h.id, STORE_DELIVERY_FAILED, 2600, 0, true, false); /* the first reason stays */
+	assert_string_equal(get_ok(c, h.id).disabled_reason,
+	                    "every delivery failed for 500ms (DISABLE_AFTER)");
+
+	/* Enabled again by an update without a URL: the URL stays, the failures are forgotten. */
+	struct store_op up = op_update(h.id, "", 3000);
+	assert_int_equal(apply1(c, &up), 0);
+	assert_string_equal(up.hook.target_url, h.target_url);
+	assert_int_equal(up.hook.created_ms, 1);
+	assert_string_equal(up.hook.disabled_reason, "");
+	got = get_ok(c, h.id);
+	assert_string_equal(got.target_url, h.target_url);
+	assert_int_equal(got.updated_ms, 3000);
+	assert_string_equal(got.disabled_reason, "");
+	assert_int_equal(got.failing_since_ms, 0);
+
+	/* A 410 disables at once, whatever DISABLE_AFTER says. */
+	ended(c, h.id, STORE_DELIVERY_FAILED, 3100, 0, true, false);
+	got = get_ok(c, h.id);
+	assert_string_equal(got.disabled_reason, STORE_REASON_GONE);
+	assert_int_equal(got.failing_since_ms, 3100);
+
+	/* An update that disables: its reason, and the new URL. */
+	up = op_update(h.id, "https://example.com/health2", 3200);
+	snprintf(up.hook.disabled_reason, sizeof(up.hook.disabled_reason), "by hand");
+	assert_int_equal(apply1(c, &up), 0);
+	got = get_ok(c, h.id);
+	assert_string_equal(got.target_url, "https://example.com/health2");
+	assert_string_equal(got.disabled_reason, "by hand");
+	assert_int_equal(got.failing_since_ms, 0);
+	/* A success neither enables it nor breaks anything; an unknown webhook is no error. */
+	ended(c, h.id, STORE_DELIVERY_SUCCEEDED, 3300, 500, false, false);
+	assert_string_equal(get_ok(c, h.id).disabled_reason, "by hand");
+	char nobody[ID_LEN + 1];
+	id_generate(nobody);
+	ended(c, nobody, STORE_DELIVERY_FAILED, 3400, 1, true, false);
+	assert_absent(c, nobody);
+}
+
+static void failed_of(struct ctx *c, const char *event_id, const char *after, size_t limit,
+                      struct store_failed *out, size_t *n)
+{
+	int rc = store_failed_deliveries(c->store, event_id, after, limit, out, n, c->err,
+	                                 sizeof(c->err));
+	if (rc != 0)
+		print_error("store_failed_deliveries: %d %s\n", rc, c->err);
+	assert_int_equal(rc, 0);
+}
+
+static int cmp_failed(const void *a, const void *b)
+{
+	return strcmp(((const struct store_failed *)a)->id, ((const struct store_failed *)b)->id);
+}
+
+/* A replay: the failed deliveries are listed in id order with their webhook and attempts; the
+ * first attempt of a replay (reopens) uncounts the failure once, and the delivery then ends
+ * like any other. */
+static void test_failed_deliveries_and_replay(void **state)
+{
+	struct ctx *c = *state;
+	struct store_op ev = op_event("192.0.2.9", 9, 3);
+	apply_all_ok(c, &ev, 1, NULL);
+	struct store_op item = op_item(ev.event.id, 0, 3, true);
+	apply_all_ok(c, &item, 1, NULL);
+	struct store_failed want[2];
+	char ok_id[ID_LEN + 1];
+	id_generate(ok_id);
+	for (int i = 0; i < 2; i++) {
+		id_generate(want[i].id);
+		id_generate(want[i].webhook_id);
+		want[i].attempts = 2;
+	}
+	qsort(want, 2, sizeof(want[0]), cmp_failed);
+	struct store_op ops[] = {
+	    op_attempt(ev.event.id, want[0].id, want[0].webhook_id, "https://a/", 1, 500, "",
+	               STORE_DELIVERY_PENDING),
+	    op_attempt(ev.event.id, want[0].id, want[0].webhook_id, "https://a/", 2, 500, "",
+	               STORE_DELIVERY_FAILED),
+	    op_attempt(ev.event.id, want[1].id, want[1].webhook_id, "https://b/", 1, 0, "refused",
+	               STORE_DELIVERY_PENDING),
+	    op_attempt(ev.event.id, want[1].id, want[1].webhook_id, "https://b/", 2, 0, "refused",
+	               STORE_DELIVERY_FAILED),
+	    op_attempt(ev.event.id, ok_id, ok_id, "https://c/", 1, 200, "",
+	               STORE_DELIVERY_SUCCEEDED),
+	};
+	apply_all_ok(c, ops, 5, NULL);
+	struct store_event e = ev.event;
+	e.fanned = 3;
+	e.items = 1;
+	e.done = true;
+	e.succeeded = 1;
+	e.failed = 2;
+	assert_event(c, &e);
+
+	struct store_failed got[4];
+	size_t n = 0;
+	failed_of(c, ev.event.id, NULL, 4, got, &n);
+	assert_int_equal(n, 2);
+	for (size_t i = 0; i < 2; i++) {
+		assert_string_equal(got[i].id, want[i].id);
+		assert_string_equal(got[i].webhook_id, want[i].webhook_id);
+		assert_int_equal(got[i].attempts, 2);
+	}
+	failed_of(c, ev.event.id, want[0].id, 4, got, &n);
+	assert_int_equal(n, 1);
+	assert_string_equal(got[0].id, want[1].id);
+	failed_of(c, ev.event.id, "", 1, got, &n);
+	assert_int_equal(n, 1);
+	assert_string_equal(got[0].id, want[0].id);
+
+	/* The replay's first attempt: pending again, no longer failed. */
+	struct store_op re = op_attempt(ev.event.id, want[0].id, want[0].webhook_id, "https://a/",
+	                                3, 503, "", STORE_DELIVERY_PENDING);
+	re.attempt.reopens = true;
+	apply_all_ok(c, &re, 1, NULL);
+	e.failed = 1;
+	assert_event(c, &e);
+	failed_of(c, ev.event.id, NULL, 4, got, &n);
+	assert_int_equal(n, 1);
+	assert_string_equal(got[0].id, want[1].id);
+	/* A reopening attempt that ends at once: counted once, either way. */
+	struct store_op re2 = op_attempt(ev.event.id, want[1].id, want[1].webhook_id, "https://b/",
+	                                 3, 410, "", STORE_DELIVERY_FAILED);
+	re2.attempt.reopens = true;
+	apply_all_ok(c, &re2, 1, NULL);
+	assert_event(c, &e);
+	struct store_op fin = op_attempt(ev.event.id, want[0].id, want[0].webhook_id, "https://a/",
+	                                 4, 200, "", STORE_DELIVERY_SUCCEEDED);
+	apply_all_ok(c, &fin, 1, NULL);
+	e.succeeded = 2;
+	assert_event(c, &e);
+	failed_of(c, ev.event.id, NULL, 4, got, &n);
+	assert_int_equal(n, 1);
+	assert_int_equal(got[0].attempts, 3);
+}
+
+static struct store_pruned prune(struct ctx *c, int64_t cutoff, size_t max_rows)
+{
+	struct store_pruned p = {-1, -1};
+	int rc = store_prune(c->store, cutoff, max_rows, &p, c->err, sizeof(c->err));
+	if (rc != 0)
+		print_error("store_prune: %d %s\n", rc, c->err);
+	assert_int_equal(rc, 0);
+	return p;
+}
+
+static void assert_no_event(struct ctx *c, const char *id)
+{
+	struct store_event got;
+	assert_int_equal(store_get_event(c->store, id, &got, c->err, sizeof(c->err)), -ENOENT);
+}
+
+/* Retention: the ended events before the cutoff go, their deliveries a batch at a time and
+ * then the event; an open one stays until 30 days past the cutoff; younger ones stay. The
+ * times are far below every other test's, which share the store. */
+static void test_prune(void **state)
+{
+	struct ctx *c = *state;
+	const int64_t t0 = -3000000000000LL;
+	struct store_op old = op_event("192.0.2.10", t0, 3), open = op_event("192.0.2.11", t0, 1),
+	                young = op_event("192.0.2.12", t0 + 5000, 1);
+	struct store_op evs[] = {old, open, young, op_item(old.event.id, 0, 3, true),
+	                         op_item(young.event.id, 0, 1, true)};
+	apply_all_ok(c, evs, 5, NULL);
+	char w[ID_LEN + 1], ids[4][ID_LEN + 1];
+	id_generate(w);
+	for (int i = 0; i < 4; i++)
+		id_generate(ids[i]);
+	struct store_op ops[] = {
+	    op_attempt(old.event.id, ids[0], w, "https://a/", 1, 200, "", STORE_DELIVERY_SUCCEEDED),
+	    op_attempt(old.event.id, ids[1], w, "https://a/", 1, 200, "", STORE_DELIVERY_SUCCEEDED),
+	    op_attempt(old.event.id, ids[2], w, "https://a/", 1, 0, "x", STORE_DELIVERY_FAILED),
+	    op_attempt(young.event.id, ids[3], w, "https://a/", 1, 200, "",
+	               STORE_DELIVERY_SUCCEEDED),
+	};
+	apply_all_ok(c, ops, 4, NULL);
+
+	struct store_pruned p = prune(c, t0 + 1000, 2);
+	assert_int_equal(p.deliveries, 2);
+	assert_int_equal(p.events, 0);
+	p = prune(c, t0 + 1000, 2);
+	assert_int_equal(p.deliveries, 1);
+	assert_int_equal(p.events, 1);
+	assert_no_event(c, old.event.id);
+	p = prune(c, t0 + 1000, 100);
+	assert_int_equal(p.deliveries + p.events, 0); /* the open one stays */
+	struct store_event got;
+	assert_int_equal(store_get_event(c->store, open.event.id, &got, c->err, sizeof(c->err)), 0);
+	assert_int_equal(store_get_event(c->store, young.event.id, &got, c->err, sizeof(c->err)),
+	                 0);
+
+	/* 30 days past the cutoff, an event goes whatever its state; the young one, ended, goes
+	 * with a cutoff above it. */
+	p = prune(c, t0 + (30LL * 24 * 3600 * 1000) + 1, 100);
+	assert_int_equal(p.events, 2);
+	assert_int_equal(p.deliveries, 1);
+	assert_no_event(c, open.event.id);
+	assert_no_event(c, young.event.id);
+	size_t n = 0;
+	struct store_delivery rows[2];
+	assert_int_equal(store_list_deliveries(c->store, young.event.id, NULL, 2, rows, &n, c->err,
+	                                       sizeof(c->err)),
+	                 0);
+	assert_int_equal(n, 0);
+}
+
 /* MongoDB applies a batch statement by statement, so the writer sends a batch that failed midway
  * again in whole: attempts applied twice are recorded once and counted once. (SQLite applies a
  * batch as one transaction: a failed one left nothing to apply twice.) */
@@ -1208,6 +1472,9 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_delivery_states_many, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pending_deliveries, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_secrets, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_webhook_health, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_failed_deliveries_and_replay, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
 	};
 	const struct CMUnitTest mongodb_tests[] = {
 	    cmocka_unit_test_setup_teardown(test_attempts_applied_again, setup, teardown),

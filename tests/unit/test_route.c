@@ -55,6 +55,9 @@ static void test_routes(void **state)
 	assert_route("HEAD", "/webhooks/" ID "/secret", R_SECRET, g, ID, NULL);
 	assert_route("POST", "/webhooks/" ID "/secret/rotate", R_ROTATE, "POST", ID, NULL);
 	assert_route("HEAD", "/webhooks/" ID "/secret/rotate", R_NONE, "POST", ID, NULL);
+	assert_route("POST", "/events/" ID "/retry", R_RETRY, "POST", ID, NULL);
+	assert_route("GET", "/events/" ID "/retry", R_NONE, "POST", ID, NULL);
+	assert_route("POST", "/events/x/retry", R_RETRY, "POST", "", "event");
 	assert_route("HEAD", "/events/" ID, R_EVENT, g, ID, NULL);
 	assert_route("GET", "/events/" ID "/deliveries", R_DELIVERIES, g, ID, NULL);
 	assert_route("DELETE", "/events/" ID, R_NONE, g, ID, NULL);

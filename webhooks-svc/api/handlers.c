@@ -86,7 +86,8 @@ static void reply_store_error(struct svc *svc, const char *reply, int rc, const 
 	}
 }
 
-/* A webhook as JSON; full adds updatedAt (register replies leave it out, per the contract). */
+/* A webhook as JSON; full adds updatedAt and its health (register replies leave them out, per
+ * the contract). */
 static json_t *webhook_json(const struct store_webhook *h, bool full)
 {
 	char created[TIME_RFC3339_LEN + 1], updated[TIME_RFC3339_LEN + 1];
@@ -97,7 +98,12 @@ static json_t *webhook_json(const struct store_webhook *h, bool full)
 	    json_pack("{s:s, s:s, s:s}", "id", h->id, "targetUrl", shown, "createdAt", created);
 	if (o != NULL && full) {
 		time_rfc3339(h->updated_ms, updated);
-		if (json_object_set_new(o, "updatedAt", json_string(updated)) != 0) {
+		bool disabled = h->disabled_reason[0] != '\0';
+		if (json_object_set_new(o, "updatedAt", json_string(updated)) != 0 ||
+		    json_object_set_new(o, "disabled", json_boolean(disabled)) != 0 ||
+		    json_object_set_new(o, "disabledReason",
+		                        disabled ? json_string(h->disabled_reason) : json_null()) !=
+		        0) {
 			json_decref(o); /* out of memory: the caller answers "cannot encode" */
 			o = NULL;
 		}
@@ -276,15 +282,29 @@ static void on_register(struct svc *svc, const char *reply, json_t *req)
 	submit_write(svc, reply, &op, NULL);
 }
 
+/* webhooks.update: a new URL and/or "enabled". Any update enables the webhook again (a new
+ * URL is a fix of the endpoint) unless it says "enabled": false. */
 static void on_update(struct svc *svc, const char *reply, json_t *req)
 {
 	const char *id = want_id(svc, reply, req);
 	if (id == NULL)
 		return;
-	const char *url = want_string(svc, reply, req, req_update_key(req));
-	struct store_op op = {.kind = STORE_OP_UPDATE};
-	if (url == NULL || !want_url(svc, reply, url, op.hook.target_url))
+	struct req_error e;
+	int enabled;
+	if (!req_enabled(req, &enabled, &e)) {
+		reply_error(svc, reply, e.code, e.message);
 		return;
+	}
+	struct store_op op = {.kind = STORE_OP_UPDATE};
+	const char *key = req_update_key(req);
+	if (enabled < 0 || json_object_get(req, key) != NULL) {
+		const char *url = want_string(svc, reply, req, key);
+		if (url == NULL || !want_url(svc, reply, url, op.hook.target_url))
+			return;
+	}
+	if (enabled == 0)
+		snprintf(op.hook.disabled_reason, sizeof(op.hook.disabled_reason),
+		         "disabled through the API");
 	snprintf(op.hook.id, sizeof(op.hook.id), "%s", id);
 	op.hook.updated_ms = time_now_ms();
 	submit_write(svc, reply, &op, NULL);
@@ -591,6 +611,54 @@ static void on_deliveries(struct svc *svc, const char *reply, json_t *req)
 	free(rows);
 }
 
+/* webhooks.retry: every failed delivery of the event is sent again, as a new series of
+ * attempts under its delivery id, by whichever instance takes it (jsq_replay). Answered once
+ * JetStream holds every one of them. */
+#define REPLAY_PAGE 1000
+static void on_retry(struct svc *svc, const char *reply, json_t *req)
+{
+	struct store_event ev;
+	if (!want_event(svc, reply, req, &ev))
+		return;
+	struct store_failed *page = malloc(REPLAY_PAGE * sizeof(*page));
+	if (page == NULL) {
+		reply_error(svc, reply, ERR_INTERNAL, "out of memory");
+		return;
+	}
+	char after[ID_LEN + 1] = "", err[STORE_ERR_LEN];
+	long retried = 0;
+	for (;;) {
+		size_t n = 0;
+		int rc = store_failed_deliveries(svc->store, ev.id, after, REPLAY_PAGE, page, &n,
+		                                 err, sizeof(err));
+		if (rc != 0) {
+			reply_store_error(svc, reply, rc, err);
+			goto out;
+		}
+		long sent = n > 0 ? jsq_replay(svc->queue, &ev, page, n, err, sizeof(err)) : 0;
+		if (sent < 0) {
+			log_warn("event %s: replay stopped after %ld deliveries: %s", ev.id,
+			         retried, err);
+			reply_error(
+			    svc, reply, ERR_UNAVAILABLE,
+			    "the delivery queue is unavailable; try again (deliveries already "
+			    "queued are not queued twice)");
+			goto out;
+		}
+		retried += sent;
+		if (n < REPLAY_PAGE)
+			break;
+		memcpy(after, page[n - 1].id, sizeof(after));
+	}
+	if (retried > 0)
+		log_info("event %s: %ld failed deliveries queued again", ev.id, retried);
+	json_t *o = json_pack("{s:s, s:I}", "eventId", ev.id, "retried", (json_int_t)retried);
+	reply_json(svc, reply, o);
+	json_decref(o);
+out:
+	free(page);
+}
+
 typedef void (*handler_fn)(struct svc *svc, const char *reply, json_t *req);
 
 static const struct route {
@@ -602,6 +670,7 @@ static const struct route {
     {"webhooks.delete", on_delete},     {"webhooks.trigger", on_trigger},
     {"webhooks.event", on_event},       {"webhooks.deliveries", on_deliveries},
     {"webhooks.secret", on_secret},     {"webhooks.rotate", on_rotate},
+    {"webhooks.retry", on_retry},
 };
 
 /* Runs on the subscription's delivery thread; owns msg. */

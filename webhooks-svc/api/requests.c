@@ -71,6 +71,21 @@ const char *req_update_key(json_t *req)
 	return json_object_get(req, "newTargetUrl") != NULL ? "newTargetUrl" : "targetUrl";
 }
 
+bool req_enabled(json_t *req, int *enabled, struct req_error *e)
+{
+	json_t *v = json_object_get(req, "enabled");
+	*enabled = -1;
+	if (v == NULL || json_is_null(v))
+		return true;
+	if (!json_is_boolean(v)) {
+		e->code = ERR_INVALID_ARGUMENT;
+		snprintf(e->message, sizeof(e->message), "enabled must be true or false");
+		return false;
+	}
+	*enabled = json_is_true(v) ? 1 : 0;
+	return true;
+}
+
 bool req_target_url(const char *url, const struct addr_policy *policy, char *out,
                     struct req_error *e)
 {

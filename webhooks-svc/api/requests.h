@@ -40,6 +40,10 @@ const char *req_id(json_t *req, const char *what, struct req_error *e);
  * "targetUrl". */
 const char *req_update_key(json_t *req);
 
+/* The optional member "enabled" of a webhooks.update: *enabled is 1 (true), 0 (false) or -1
+ * (missing or null). False with e filled when it is not a boolean. */
+bool req_enabled(json_t *req, int *enabled, struct req_error *e);
+
 /* url normalised into out (URL_MAX_LEN + 1 bytes), refused when policy refuses its literal
  * address; false with e filled when it is not a target URL. */
 bool req_target_url(const char *url, const struct addr_policy *policy, char *out,

@@ -400,6 +400,35 @@ static void run_retry_handoff(struct jsq *q, struct job *j)
 	release(d->work);
 }
 
+long jsq_replay(struct jsq *q, const struct store_event *ev, const struct store_failed *failed,
+                size_t n, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&q->lock);
+	bool ready = q->ready;
+	pthread_mutex_unlock(&q->lock);
+	if (!ready) {
+		snprintf(err, errlen, "JetStream is not available");
+		return -EAGAIN;
+	}
+	int64_t now = time_now_ms();
+	for (size_t i = 0; i < n; i++) {
+		const struct store_failed *f = &failed[i];
+		json_t *body = json_pack("{s:s, s:s, s:s, s:s, s:I, s:i}", "delivery", f->id,
+		                         "event", ev->id, "webhook", f->webhook_id, "ip", ev->ip,
+		                         "due", (json_int_t)now, "replay", f->attempts);
+		char msg_id[ID_LEN + 32];
+		snprintf(msg_id, sizeof(msg_id), "x.%s.%d", f->id, f->attempts);
+		int rc =
+		    body != NULL ? publish(q, SUBJECT_RETRY, body, msg_id, err, errlen) : -ENOMEM;
+		json_decref(body);
+		if (rc == -ENOMEM)
+			snprintf(err, errlen, "out of memory");
+		if (rc != 0)
+			return rc;
+	}
+	return (long)n;
+}
+
 static void *handoff_main(void *arg)
 {
 	struct jsq *q = arg;
@@ -502,6 +531,9 @@ static void on_recorded(void *ctx, const struct store_op *op, int batch_rc, cons
 	struct delivery *d = ctx;
 	struct work *w = d->work;
 	struct jsq *q = w->q;
+	if (batch_rc == 0 && op->attempt.status != STORE_DELIVERY_PENDING)
+		progress_note(q->cfg.progress, d->event_id,
+		              op->attempt.status == STORE_DELIVERY_SUCCEEDED);
 	if (batch_rc != 0) {
 		/* Not durable (only when stopping: the recorder retries until then): hand the
 		 * message back, and this attempt will be made again. */
@@ -582,6 +614,7 @@ static void fill_attempt(struct store_attempt *a, const struct delivery *d,
 	a->http_status = o->http_status;
 	memcpy(a->error, o->error, sizeof(a->error));
 	a->duration_ms = o->duration_ms;
+	a->reopens = d->reopens;
 }
 
 /* Record op for the delivery orig (inside its work); on_recorded carries on from there. */
@@ -597,8 +630,9 @@ static void record(struct jsq *q, struct delivery *orig, const struct store_op *
 	}
 }
 
-/* End the delivery d (inside its work) without sending it: its webhook is gone. */
-static void record_not_sent(struct jsq *q, struct delivery *d)
+/* End the delivery d (inside its work) without sending it: its webhook was deleted (reason
+ * NULL) or is disabled for reason. */
+static void record_not_sent(struct jsq *q, struct delivery *d, const char *reason)
 {
 	struct store_op op = {.kind = STORE_OP_ATTEMPT};
 	struct store_attempt *a = &op.attempt;
@@ -607,8 +641,14 @@ static void record_not_sent(struct jsq *q, struct delivery *d)
 	memcpy(a->webhook_id, d->webhook_id, sizeof(a->webhook_id));
 	a->number = d->attempt;
 	a->at_ms = time_now_ms();
-	snprintf(a->error, sizeof(a->error), "not sent: the webhook was deleted");
+	if (reason == NULL)
+		snprintf(a->error, sizeof(a->error), "not sent: the webhook was deleted");
+	else
+		snprintf(a->error, sizeof(a->error), "not sent: the webhook is disabled (%s)",
+		         reason);
 	a->status = STORE_DELIVERY_FAILED;
+	a->not_sent = true;
+	a->reopens = d->reopens;
 	record(q, d, &op);
 }
 
@@ -619,12 +659,20 @@ void jsq_report(struct jsq *q, const struct delivery *d, const struct delivery_o
 	q->outstanding--;
 	struct store_op op = {.kind = STORE_OP_ATTEMPT};
 	fill_attempt(&op.attempt, d, o);
+	op.attempt.disable_after_ms = q->cfg.disable_after_ms;
+	/* Retries count from the start of the series (a replay starts a new one). */
+	int nth = d->attempt - d->base;
 	if (o->http_status >= 200 && o->http_status <= 299) {
 		op.attempt.status = STORE_DELIVERY_SUCCEEDED;
-	} else if (retry_policy_again(&q->policy, d->attempt)) {
+	} else if (o->http_status == 410) {
+		/* Gone: the receiver asks us to stop (Standard Webhooks). No retry, and the
+		 * webhook is disabled with the record. */
+		op.attempt.status = STORE_DELIVERY_FAILED;
+		op.attempt.gone = true;
+	} else if (retry_policy_again(&q->policy, nth)) {
 		op.attempt.status = STORE_DELIVERY_PENDING;
 		w->side[d->index].retry_delay_ms =
-		    retry_policy_delay(&q->policy, d->attempt, o->http_status, o->retry_after_ms);
+		    retry_policy_delay(&q->policy, nth, o->http_status, o->retry_after_ms);
 	} else {
 		op.attempt.status = STORE_DELIVERY_FAILED;
 	}
@@ -984,11 +1032,15 @@ static void take_item(struct fetcher *f, natsMsg *m)
 		goto later;
 	}
 	/* Deliveries to send fill the array from the front, retries to hand on from the back. */
-	size_t back = n;
+	size_t back = n, disabled = 0;
 	for (size_t i = 0; i < n; i++) {
 		const struct store_delivery_state *st = &f->states[i];
 		if (st->found && st->status != STORE_DELIVERY_PENDING)
 			continue; /* ended before a crash */
+		if (!st->found && f->page[i].disabled_reason[0] != '\0') {
+			disabled++; /* no delivery for a disabled webhook */
+			continue;
+		}
 		bool hand_on = st->found && st->attempts > 0;
 		size_t at = hand_on ? --back : w->n++;
 		struct delivery *d = &w->d[at];
@@ -1032,7 +1084,7 @@ static void take_item(struct fetcher *f, natsMsg *m)
 		snprintf(c->after, sizeof(c->after), "%s", more ? f->page[n - 1].id : "");
 		memcpy(c->last, last, sizeof(c->last));
 		struct store_op op;
-		item_op(&op, event_id, k, (int64_t)n, !more);
+		item_op(&op, event_id, k, (int64_t)(n - disabled), !more);
 		if (writer_submit(q->recorder, &op, c) != 0) {
 			atomic_store(&w->abandoned, true);
 			release(w);
@@ -1061,7 +1113,7 @@ static void take_retry(struct fetcher *f, natsMsg *m)
 		return;
 	const char *id = str_member(o, "delivery", true), *event_id = str_member(o, "event", true);
 	const char *webhook_id = str_member(o, "webhook", true), *ip = str_member(o, "ip", false);
-	json_t *jdue = json_object_get(o, "due");
+	json_t *jdue = json_object_get(o, "due"), *jreplay = json_object_get(o, "replay");
 	char derived[ID_LEN + 1] = "";
 	unsigned char bin[sizeof(struct in6_addr)];
 	if (event_id != NULL && webhook_id != NULL)
@@ -1070,7 +1122,9 @@ static void take_retry(struct fetcher *f, natsMsg *m)
 	 * one (it goes into the body): a forged message cannot name anything else. */
 	if (id == NULL || strcmp(id, derived) != 0 || ip == NULL || strlen(ip) >= STORE_IP_LEN ||
 	    (inet_pton(AF_INET, ip, bin) != 1 && inet_pton(AF_INET6, ip, bin) != 1) ||
-	    !json_is_integer(jdue)) {
+	    !json_is_integer(jdue) ||
+	    (jreplay != NULL && (!json_is_integer(jreplay) || json_integer_value(jreplay) < 0 ||
+	                         json_integer_value(jreplay) > INT32_MAX))) {
 		log_error("dropping a malformed retry message");
 		drop(m, o);
 		return;
@@ -1089,7 +1143,13 @@ static void take_retry(struct fetcher *f, natsMsg *m)
 		log_warn("retry of delivery %s postponed: %s", id, err);
 		goto later;
 	}
-	if (st.found && st.status != STORE_DELIVERY_PENDING) {
+	/* A replay (of a delivery that had failed after `replay` attempts) starts a new series
+	 * of attempts while the delivery is still as it was; once started, it goes on like any
+	 * retry. */
+	int base = jreplay != NULL ? (int)json_integer_value(jreplay) : 0;
+	bool reopens = jreplay != NULL && st.found && st.status == STORE_DELIVERY_FAILED &&
+	               st.attempts == base;
+	if (st.found && st.status != STORE_DELIVERY_PENDING && !reopens) {
 		(void)natsMsg_Ack(m, NULL); /* it ended before a crash */
 		natsMsg_Destroy(m);
 		json_decref(o);
@@ -1117,11 +1177,13 @@ static void take_retry(struct fetcher *f, natsMsg *m)
 	memcpy(d->target_url, f->page[0].target_url, sizeof(d->target_url));
 	copy_secrets(d, &f->page[0]);
 	d->attempt = st.found ? st.attempts + 1 : 1;
+	d->base = base;
+	d->reopens = reopens;
 	d->work = w;
 	json_decref(o);
-	if (rc == -ENOENT) {
+	if (rc == -ENOENT || f->page[0].disabled_reason[0] != '\0') {
 		atomic_fetch_add(&w->pending, 1);
-		record_not_sent(q, d);
+		record_not_sent(q, d, rc == -ENOENT ? NULL : f->page[0].disabled_reason);
 	} else {
 		w->n = 1;
 	}
@@ -1172,12 +1234,13 @@ static void feed_more(struct fetcher *f)
 				j++;
 			if (j == got && got == JSQ_ITEM_SIZE)
 				break; /* the page ended before this one: read on */
-			if (j < got && strcmp(f->page[j].id, d->webhook_id) == 0) {
+			bool found = j < got && strcmp(f->page[j].id, d->webhook_id) == 0;
+			if (found && f->page[j].disabled_reason[0] == '\0') {
 				memcpy(d->target_url, f->page[j].target_url, sizeof(d->target_url));
 				copy_secrets(d, &f->page[j]);
 			} else {
 				w->side[i].skip = true;
-				record_not_sent(q, d);
+				record_not_sent(q, d, found ? f->page[j].disabled_reason : NULL);
 			}
 		}
 		if (got == 0 || strcmp(f->page[got - 1].id, end) >= 0)

@@ -34,6 +34,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "progress.h"
 #include "store.h"
 
 #define JSQ_STREAM      "WEBHOOKS_WORK"
@@ -53,8 +54,10 @@ struct delivery {
 	char secret[SECRET_MAX_LEN + 1];     /* signs the attempt */
 	char old_secret[SECRET_MAX_LEN + 1]; /* signs it too, while a rotation's grace lasts */
 	int attempt;                         /* 1 for the first attempt */
-	struct work *work;                   /* the message it belongs to */
-	size_t index;                        /* its place among the message's deliveries */
+	int base;          /* attempts before this series (a replay's): retries count from it */
+	bool reopens;      /* the first attempt of a replay of this failed delivery */
+	struct work *work; /* the message it belongs to */
+	size_t index;      /* its place among the message's deliveries */
 };
 
 /* How one attempt went. */
@@ -69,8 +72,10 @@ struct delivery_outcome {
 struct jsq_config {
 	long max_retries;
 	const struct cfg_durations *schedule;
-	size_t max_in_flight; /* the dispatcher's slots: the inbox holds about an item beyond */
-	bool no_record;       /* make bench only: attempts are not recorded */
+	size_t max_in_flight;     /* the dispatcher's slots: the inbox holds about an item beyond */
+	bool no_record;           /* make bench only: attempts are not recorded */
+	int64_t disable_after_ms; /* DISABLE_AFTER: a webhook failing this long is disabled */
+	struct progress *progress; /* told of every ended delivery (NULL: none) */
 };
 
 /* Answers the trigger that published an event: rc is 0 once JetStream has the event's first
@@ -98,6 +103,15 @@ __attribute__((warn_unused_result)) int jsq_start(struct jsq *q, void (*wake)(vo
  * Thread-safe. */
 void jsq_publish_event(struct jsq *q, const struct store_event *ev, const char *last_id,
                        jsq_published_fn done, void *ctx);
+
+/* Send again, as a new series of attempts under the same delivery ids, the failed deliveries
+ * failed[0..n) of event ev: one replay message each on the retry subject, due now, published
+ * and acknowledged by JetStream before this returns (its message id names the delivery and its
+ * attempts so far, so that asking twice before the first new attempt adds nothing). Returns
+ * how many were published, or a negative code with err filled (then a part may have been).
+ * Thread-safe. */
+long jsq_replay(struct jsq *q, const struct store_event *ev, const struct store_failed *failed,
+                size_t n, char *err, size_t errlen);
 
 /* Fill out[0..n) with up to max deliveries from the inbox and return n. Never blocks and
  * returns 0 when the recorder has no room for their outcomes. Dispatcher thread only. */

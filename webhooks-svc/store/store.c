@@ -83,6 +83,33 @@ int store_list_deliveries(struct store *s, const char *event_id, const char *aft
 	return s->vt->list_deliveries(s, event_id, after, limit, out, n, err, errlen);
 }
 
+int store_failed_deliveries(struct store *s, const char *event_id, const char *after, size_t limit,
+                            struct store_failed *out, size_t *n, char *err, size_t errlen)
+{
+	*n = 0;
+	return s->vt->failed_deliveries(s, event_id, after, limit, out, n, err, errlen);
+}
+
+int store_prune(struct store *s, int64_t cutoff_ms, size_t max_rows, struct store_pruned *out,
+                char *err, size_t errlen)
+{
+	*out = (struct store_pruned){0};
+	return s->vt->prune(s, cutoff_ms, max_rows, out, err, errlen);
+}
+
+void store_streak_reason(int64_t after_ms, char *out)
+{
+	static const struct {
+		int64_t ms;
+		const char *unit;
+	} units[] = {{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}, {1, "ms"}};
+	size_t i = 0;
+	while (i + 1 < sizeof(units) / sizeof(units[0]) && after_ms % units[i].ms != 0)
+		i++;
+	snprintf(out, STORE_REASON_LEN, "every delivery failed for %lld%s (DISABLE_AFTER)",
+	         (long long)(after_ms / units[i].ms), units[i].unit);
+}
+
 void store_deliveries_free(struct store_delivery *out, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {

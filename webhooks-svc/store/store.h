@@ -20,14 +20,20 @@
 
 #define STORE_ERR_LEN 256
 
+/* Why a webhook is disabled ("" while it is enabled). */
+#define STORE_REASON_LEN 128
+
 struct store_webhook {
 	char id[ID_LEN + 1];
 	char target_url[URL_MAX_LEN + 1];
 	int64_t created_ms; /* wall-clock milliseconds since the epoch */
 	int64_t updated_ms;
-	char secret[SECRET_MAX_LEN + 1];     /* signs every delivery ("whsec_...") */
-	char old_secret[SECRET_MAX_LEN + 1]; /* the one rotated out, or "" */
-	int64_t old_until_ms;                /* it signs beside secret until then */
+	char secret[SECRET_MAX_LEN + 1];        /* signs every delivery ("whsec_...") */
+	char old_secret[SECRET_MAX_LEN + 1];    /* the one rotated out, or "" */
+	int64_t old_until_ms;                   /* it signs beside secret until then */
+	char disabled_reason[STORE_REASON_LEN]; /* "" while enabled: a disabled one gets nothing */
+	int64_t failing_since_ms; /* when the first of its latest run of failed deliveries
+	                           * ended, 0 when the latest delivery succeeded */
 };
 
 /* The address of the visitor whose /ip call started an event (IPv6 text is at most 45). */
@@ -92,6 +98,13 @@ struct store_attempt {
 	char error[128]; /* empty on an HTTP answer, else what went wrong */
 	int64_t duration_ms;
 	enum store_delivery_status status; /* the delivery's status after this attempt */
+	bool reopens;             /* the first attempt of a replay of a failed delivery: it is
+	                           * no longer counted as failed */
+	bool gone;                /* the target answered 410: the webhook is disabled at once */
+	bool not_sent;            /* ended unsent (its webhook deleted or disabled): its
+	                           * health is left as it is */
+	int64_t disable_after_ms; /* a final failure disables the webhook when every delivery
+	                           * has failed for this long (0: never) */
 };
 
 /* A delivery as listed: attempts is a JSON array text owned by the struct. */
@@ -104,21 +117,25 @@ struct store_delivery {
 };
 
 enum store_op_kind {
-	STORE_OP_INSERT,      /* hook: id, target_url, times, secret; counts the webhook and raises
-	                       * last_id (store_meta) */
-	STORE_OP_ROTATE,      /* hook: id, secret (the new one), old_until_ms: the current secret
-	                       * becomes old_secret until then; -ENOENT when there is no such webhook */
-	STORE_OP_GIVE_SECRET, /* hook: id, secret: set only when the webhook has none (stored by
-	                       * an older version); 0 either way, -ENOENT for no such webhook */
-	STORE_OP_UPDATE, /* hook: id, target_url, updated_ms; created_ms is filled on success */
-	STORE_OP_DELETE, /* hook: id; uncounts the webhook */
+	STORE_OP_INSERT,       /* hook: id, target_url, times, secret; counts the webhook and raises
+	                        * last_id (store_meta) */
+	STORE_OP_ROTATE,       /* hook: id, secret (the new one), old_until_ms: the current secret
+	                        * becomes old_secret until then; -ENOENT when there is no such webhook */
+	STORE_OP_GIVE_SECRET,  /* hook: id, secret: set only when the webhook has none (stored by
+	                        * an older version); 0 either way, -ENOENT for no such webhook */
+	STORE_OP_UPDATE,       /* hook: id, target_url ("": kept), updated_ms, disabled_reason (""
+	                        * enables it and forgets its failures); on success hook is filled
+	                        * with the webhook as stored */
+	STORE_OP_DELETE,       /* hook: id; uncounts the webhook */
 	STORE_OP_EVENT_INSERT, /* event: id, ip, created_ms, targets (fanned, items 0; not done) */
 	STORE_OP_EVENT_ITEM,   /* item: adds deliveries to fanned and sets items = item + 1 and
 	                        * done = last, only when the event's items equals item, so that an
 	                        * item taken twice is counted once (result 0 either way; -ENOENT
 	                        * when there is no such event) */
 	STORE_OP_ATTEMPT,      /* attempt: creates the delivery on its first attempt, appends the
-	                        * attempt, sets the status, and counts a final status in the event */
+	                        * attempt, sets the status, and counts a final status in the event;
+	                        * a final status also updates the webhook's health (see
+	                        * store_attempt: failing_since_ms, gone, disable_after_ms) */
 };
 
 /* One write of a batch. result is set by store_apply: 0, -ENOENT or -EEXIST. */
@@ -203,5 +220,40 @@ __attribute__((warn_unused_result)) int store_list_deliveries(struct store *s, c
 
 /* Free what store_list_deliveries allocated in out[0..n). */
 void store_deliveries_free(struct store_delivery *out, size_t n);
+
+/* A failed delivery, for a replay. */
+struct store_failed {
+	char id[ID_LEN + 1];
+	char webhook_id[ID_LEN + 1];
+	int attempts; /* recorded so far */
+};
+
+/* Read up to limit failed deliveries of event_id with id greater than after (NULL or "" for
+ * the first), in ascending id order, into out[0..*n). Returns 0 or -EAGAIN, -EIO. */
+__attribute__((warn_unused_result)) int
+store_failed_deliveries(struct store *s, const char *event_id, const char *after, size_t limit,
+                        struct store_failed *out, size_t *n, char *err, size_t errlen);
+
+/* What one store_prune call removed. */
+struct store_pruned {
+	int64_t events;
+	int64_t deliveries;
+};
+
+/* Remove up to about max_rows records of the events created before cutoff_ms whose
+ * deliveries have all ended (and of any created before cutoff_ms less 30 days), oldest first:
+ * their delivery records, then each event once it has none left. Small enough a step to run
+ * beside the API and the fan-out; call it again while it removes something. Returns 0 or
+ * -EAGAIN, -EIO. */
+__attribute__((warn_unused_result)) int store_prune(struct store *s, int64_t cutoff_ms,
+                                                    size_t max_rows, struct store_pruned *out,
+                                                    char *err, size_t errlen);
+
+/* The reason a webhook is disabled for after every delivery failed for after_ms, into out
+ * (STORE_REASON_LEN bytes). */
+void store_streak_reason(int64_t after_ms, char *out);
+
+/* The reason a webhook is disabled for when its target answered 410. */
+#define STORE_REASON_GONE "the target answered 410 Gone"
 
 #endif

@@ -23,6 +23,11 @@ struct store_vtable {
 	int (*list_deliveries)(struct store *s, const char *event_id, const char *after,
 	                       size_t limit, struct store_delivery *out, size_t *n, char *err,
 	                       size_t errlen);
+	int (*failed_deliveries)(struct store *s, const char *event_id, const char *after,
+	                         size_t limit, struct store_failed *out, size_t *n, char *err,
+	                         size_t errlen);
+	int (*prune)(struct store *s, int64_t cutoff_ms, size_t max_rows, struct store_pruned *out,
+	             char *err, size_t errlen);
 };
 
 /* Every backend's state begins with this header. */
@@ -34,6 +39,10 @@ struct store {
  * {"attempt", "at", "httpStatus" (null without an answer), "error" (null on an answer),
  * "durationMs"}. Both backends record exactly this. */
 void store_attempt_json(const struct store_attempt *a, char *out, size_t outlen);
+
+/* Events older than the retention cutoff by this much are pruned even if some of their
+ * deliveries never ended (no retry waits longer). */
+#define STORE_PRUNE_OPEN_AFTER_MS (30LL * 24 * 3600 * 1000)
 
 /* Backend constructors: path is what follows "sqlite:"; url is the whole MongoDB URI. */
 struct store *store_sqlite_open(const char *path, char *err, size_t errlen);

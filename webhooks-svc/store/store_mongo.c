@@ -4,9 +4,11 @@
  *
  *   webhooks    { _id: "<webhook uuid>", targetUrl: "<url>",
  *                 createdAt: <int64 ms since the epoch>, updatedAt: <int64 ms>,
- *                 secret: "whsec_...", oldSecret: "whsec_..." | "", oldUntil: <int64 ms> }
+ *                 secret: "whsec_...", oldSecret: "whsec_..." | "", oldUntil: <int64 ms>,
+ *                 disabledReason: "" | "<why>", failingSince: <int64 ms> | 0 }
  *               (secret is missing on a webhook stored before secrets existed, until
- *               STORE_OP_GIVE_SECRET gives it one; oldSecret and oldUntil until a rotation)
+ *               STORE_OP_GIVE_SECRET gives it one; oldSecret and oldUntil until a rotation;
+ *               disabledReason and failingSince until a delivery ends or an update)
  *   events      { _id: "<event uuid>", ip: "<address>", createdAt: <int64 ms>,
  *                 targets: <int64>, fanned: <int64>, items: <int64>, done: <bool>,
  *                 open: true (removed once every delivery has ended: see store_pending) }
@@ -88,6 +90,8 @@
 /* The index that counts an event's outcomes. */
 #define STATUS_INDEX "eventId_1_status_1"
 #define OPEN_INDEX   "open_1"
+#define AGE_INDEX    "createdAt_1"
+#define PRUNE_EVENTS 16 /* events a store_prune call looks at */
 /* Open events store_pending looks at, oldest first. */
 #define PENDING_EVENTS 1000
 #define INDEX_RETRY_MS 60000
@@ -236,6 +240,8 @@ static int doc_to_hook(const bson_t *doc, void *rows, size_t i, char *err, size_
 	/* Optional: a webhook stored before secrets existed has none (STORE_OP_GIVE_SECRET). */
 	out->secret[0] = out->old_secret[0] = '\0';
 	out->old_until_ms = 0;
+	out->disabled_reason[0] = '\0';
+	out->failing_since_ms = 0;
 	if (!bson_iter_init(&it, doc))
 		return malformed("webhooks", err, errlen);
 	while (bson_iter_next(&it)) {
@@ -255,6 +261,10 @@ static int doc_to_hook(const bson_t *doc, void *rows, size_t i, char *err, size_
 			ok = copy_utf8(&it, out->old_secret, SECRET_MAX_LEN);
 		else if (strcmp(key, "oldUntil") == 0)
 			ok = copy_int(&it, &out->old_until_ms);
+		else if (strcmp(key, "disabledReason") == 0)
+			ok = copy_utf8(&it, out->disabled_reason, STORE_REASON_LEN - 1);
+		else if (strcmp(key, "failingSince") == 0)
+			ok = copy_int(&it, &out->failing_since_ms);
 		if (!ok)
 			return malformed("webhooks", err, errlen);
 	}
@@ -534,26 +544,30 @@ cleanup:
 }
 
 /* Update with findAndModify rather than update + find: one atomic round trip that both says
- * whether the id exists and returns the unchanged createdAt, with no window in which a concurrent
- * delete could make a successful update look like -ENOENT. No upsert: an unknown id stays
- * unknown. */
+ * whether the id exists and returns the webhook as updated, with no window in which a
+ * concurrent delete could make a successful update look like -ENOENT. No upsert: an unknown id
+ * stays unknown. */
 static int update_hook(struct lease *l, struct store_op *op, char *err, size_t errlen)
 {
 	mongoc_find_and_modify_opts_t *fam = mongoc_find_and_modify_opts_new();
-	bson_t query = BSON_INITIALIZER, update = BSON_INITIALIZER, set, fields = BSON_INITIALIZER;
-	bson_t reply;
+	bson_t query = BSON_INITIALIZER, update = BSON_INITIALIZER, set;
+	bson_t reply, doc;
 	bson_error_t error;
-	bson_iter_t it, value;
+	bson_iter_t it;
+	uint32_t len;
+	const uint8_t *data;
 	int rc = 0;
 
 	BSON_APPEND_UTF8(&query, "_id", op->hook.id);
 	BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
-	BSON_APPEND_UTF8(&set, "targetUrl", op->hook.target_url);
+	if (op->hook.target_url[0] != '\0')
+		BSON_APPEND_UTF8(&set, "targetUrl", op->hook.target_url);
 	BSON_APPEND_INT64(&set, "updatedAt", op->hook.updated_ms);
+	/* Any update enables the webhook again unless it disables it, and forgets its failures. */
+	BSON_APPEND_UTF8(&set, "disabledReason", op->hook.disabled_reason);
+	BSON_APPEND_INT64(&set, "failingSince", 0);
 	bson_append_document_end(&update, &set);
-	BSON_APPEND_INT32(&fields, "createdAt", 1);
 	mongoc_find_and_modify_opts_set_update(fam, &update);
-	mongoc_find_and_modify_opts_set_fields(fam, &fields);
 	mongoc_find_and_modify_opts_set_flags(fam, MONGOC_FIND_AND_MODIFY_RETURN_NEW);
 
 	if (!mongoc_collection_find_and_modify_with_opts(l->coll[COLL_WEBHOOKS], &query, fam,
@@ -565,15 +579,20 @@ static int update_hook(struct lease *l, struct store_op *op, char *err, size_t e
 		op->result = -ENOENT;
 		goto cleanup;
 	}
-	if (!BSON_ITER_HOLDS_DOCUMENT(&it) || !bson_iter_recurse(&it, &value) ||
-	    !bson_iter_find(&value, "createdAt") || !copy_int(&value, &op->hook.created_ms)) {
+	if (!BSON_ITER_HOLDS_DOCUMENT(&it)) {
 		rc = malformed("webhooks", err, errlen);
 		goto cleanup;
 	}
-	op->result = 0;
+	bson_iter_document(&it, &len, &data);
+	if (!bson_init_static(&doc, data, len)) {
+		rc = malformed("webhooks", err, errlen);
+		goto cleanup;
+	}
+	rc = doc_to_hook(&doc, &op->hook, 0, err, errlen);
+	if (rc == 0)
+		op->result = 0;
 cleanup:
 	bson_destroy(&reply);
-	bson_destroy(&fields);
 	bson_destroy(&update);
 	bson_destroy(&query);
 	mongoc_find_and_modify_opts_destroy(fam);
@@ -863,7 +882,8 @@ static void ensure_index(struct store_mongo *s, struct lease *l)
 	s->index_tried_ms = now;
 	if (create_index(l->coll[COLL_DELIVERIES], "eventId", "status", STATUS_INDEX, false,
 	                 &error) &&
-	    create_index(l->coll[COLL_EVENTS], "open", NULL, OPEN_INDEX, true, &error))
+	    create_index(l->coll[COLL_EVENTS], "open", NULL, OPEN_INDEX, true, &error) &&
+	    create_index(l->coll[COLL_EVENTS], "createdAt", NULL, AGE_INDEX, false, &error))
 		s->index_ready = true;
 	else
 		log_warn("mongodb: making the indexes failed (%s); tried again in %d s",
@@ -962,6 +982,19 @@ static void delivery_key(const char *event_id, const char *delivery_id,
 	snprintf(out, DELIVERY_KEY_LEN + 1, "%s:%s", event_id, delivery_id);
 }
 
+/* The event's deliveries: the _ids between "E:" (or "E:after") and "E;". */
+static void append_event_range(bson_t *filter, const char *event_id, const char *after)
+{
+	char low[DELIVERY_KEY_LEN + 1], high[ID_LEN + 2];
+	bson_t range;
+	delivery_key(event_id, after != NULL ? after : "", low);
+	snprintf(high, sizeof(high), "%s;", event_id);
+	BSON_APPEND_DOCUMENT_BEGIN(filter, "_id", &range);
+	BSON_APPEND_UTF8(&range, "$gt", low);
+	BSON_APPEND_UTF8(&range, "$lt", high);
+	bson_append_document_end(filter, &range);
+}
+
 /* The update that records one attempt: the first creates the delivery (with upsert), every one
  * adds itself and sets the status. $addToSet, not $push: the same attempt recorded again (its
  * batch sent again after a failure midway) is the same document and is not added twice. An
@@ -1014,10 +1047,87 @@ static int run_bulk(mongoc_bulk_operation_t *bulk, const char *what, char *err, 
 	return rc;
 }
 
+/* Append {field: {$not: {$gt: value}}} to doc: the field is missing, or not above value (0 or
+ * ""), in MongoDB's order: what an older document without the field also matches. */
+static void append_not_above(bson_t *doc, const char *field, const bson_value_t *value)
+{
+	bson_t cond, not ;
+	BSON_APPEND_DOCUMENT_BEGIN(doc, field, &cond);
+	BSON_APPEND_DOCUMENT_BEGIN(&cond, "$not", &not );
+	BSON_APPEND_VALUE(&not, "$gt", value);
+	bson_append_document_end(&cond, &not );
+	bson_append_document_end(doc, &cond);
+}
+
+/* Queue on bulk the update {_id: id, <filter>} -> {$set: {field: value}}. */
+static bool health_update(mongoc_bulk_operation_t *bulk, const char *id, const bson_t *filter,
+                          const char *field, const bson_value_t *value, bson_error_t *error)
+{
+	bson_t selector = BSON_INITIALIZER, update = BSON_INITIALIZER, set;
+	BSON_APPEND_UTF8(&selector, "_id", id);
+	bson_concat(&selector, filter);
+	BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
+	BSON_APPEND_VALUE(&set, field, value);
+	bson_append_document_end(&update, &set);
+	bool ok = mongoc_bulk_operation_update_one_with_opts(bulk, &selector, &update, NULL, error);
+	bson_destroy(&update);
+	bson_destroy(&selector);
+	return ok;
+}
+
+/* The webhook's health after a delivery of it ended (see ST_HOOK_* in store_sqlite.c): a
+ * success clears failingSince; a failure sets it when clear, disables the webhook once every
+ * delivery has failed for disable_after_ms, and at once on a 410. Each statement matches only
+ * when it changes something. */
+static bool health_updates(mongoc_bulk_operation_t *bulk, const struct store_attempt *a,
+                           bson_error_t *error)
+{
+	bson_value_t zero = {.value_type = BSON_TYPE_INT64, .value.v_int64 = 0};
+	bson_value_t empty = {.value_type = BSON_TYPE_UTF8, .value.v_utf8 = {.str = "", .len = 0}};
+	bson_value_t at = {.value_type = BSON_TYPE_INT64, .value.v_int64 = a->at_ms};
+	bson_t filter = BSON_INITIALIZER, range;
+	bool ok;
+	if (a->status == STORE_DELIVERY_SUCCEEDED) {
+		BSON_APPEND_DOCUMENT_BEGIN(&filter, "failingSince", &range);
+		BSON_APPEND_INT64(&range, "$gt", 0);
+		bson_append_document_end(&filter, &range);
+		ok = health_update(bulk, a->webhook_id, &filter, "failingSince", &zero, error);
+		bson_destroy(&filter);
+		return ok;
+	}
+	append_not_above(&filter, "failingSince", &zero);
+	ok = health_update(bulk, a->webhook_id, &filter, "failingSince", &at, error);
+	bson_reinit(&filter);
+	if (ok && a->disable_after_ms > 0) {
+		char reason[STORE_REASON_LEN];
+		store_streak_reason(a->disable_after_ms, reason);
+		bson_value_t why = {
+		    .value_type = BSON_TYPE_UTF8,
+		    .value.v_utf8 = {.str = reason, .len = (uint32_t)strlen(reason)}};
+		append_not_above(&filter, "disabledReason", &empty);
+		BSON_APPEND_DOCUMENT_BEGIN(&filter, "failingSince", &range);
+		BSON_APPEND_INT64(&range, "$gt", 0);
+		BSON_APPEND_INT64(&range, "$lte", a->at_ms - a->disable_after_ms);
+		bson_append_document_end(&filter, &range);
+		ok = health_update(bulk, a->webhook_id, &filter, "disabledReason", &why, error);
+		bson_reinit(&filter);
+	}
+	if (ok && a->gone) {
+		bson_value_t why = {.value_type = BSON_TYPE_UTF8,
+		                    .value.v_utf8 = {.str = STORE_REASON_GONE,
+		                                     .len = (uint32_t)strlen(STORE_REASON_GONE)}};
+		append_not_above(&filter, "disabledReason", &empty);
+		ok = health_update(bulk, a->webhook_id, &filter, "disabledReason", &why, error);
+	}
+	bson_destroy(&filter);
+	return ok;
+}
+
 /* Record ops[0..n), a run of consecutive attempts, in one ordered bulk update: one statement
  * per attempt on its delivery, so that a fan-out's records cost one majority write per batch
- * rather than one per attempt. Nothing else is written: outcomes are counted from the
- * deliveries (see the top). */
+ * rather than one per attempt. Outcomes are counted from the deliveries (see the top); after
+ * them, the webhooks' health is updated by the final outcomes, and a replayed delivery's event
+ * is marked open again. */
 static int attempt_run(struct lease *l, struct store_op *ops, size_t n, char *err, size_t errlen)
 {
 	mongoc_bulk_operation_t *deliveries;
@@ -1041,10 +1151,47 @@ static int attempt_run(struct lease *l, struct store_op *ops, size_t n, char *er
 	}
 	if (rc == 0)
 		rc = run_bulk(deliveries, "recording attempts", err, errlen);
-	for (size_t i = 0; i < n && rc == 0; i++)
-		ops[i].result = 0;
 	mongoc_bulk_operation_destroy(deliveries);
 	bson_destroy(&upsert);
+
+	mongoc_bulk_operation_t *hooks = NULL, *events = NULL;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		const struct store_attempt *a = &ops[i].attempt;
+		if (a->status != STORE_DELIVERY_PENDING && !a->not_sent) {
+			if (hooks == NULL)
+				hooks = mongoc_collection_create_bulk_operation_with_opts(
+				    l->coll[COLL_WEBHOOKS], NULL);
+			if (!health_updates(hooks, a, &error))
+				rc = -EIO;
+		}
+		if (rc == 0 && a->reopens) {
+			bson_t selector = BSON_INITIALIZER, update = BSON_INITIALIZER, set;
+			if (events == NULL)
+				events = mongoc_collection_create_bulk_operation_with_opts(
+				    l->coll[COLL_EVENTS], NULL);
+			BSON_APPEND_UTF8(&selector, "_id", a->event_id);
+			BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
+			BSON_APPEND_BOOL(&set, "open", true);
+			bson_append_document_end(&update, &set);
+			if (!mongoc_bulk_operation_update_one_with_opts(events, &selector, &update,
+			                                                NULL, &error))
+				rc = -EIO;
+			bson_destroy(&update);
+			bson_destroy(&selector);
+		}
+		if (rc != 0)
+			snprintf(err, errlen, "mongodb: recording an outcome: %s", error.message);
+	}
+	if (rc == 0 && hooks != NULL)
+		rc = run_bulk(hooks, "recording webhooks' health", err, errlen);
+	if (rc == 0 && events != NULL)
+		rc = run_bulk(events, "reopening events", err, errlen);
+	if (hooks != NULL)
+		mongoc_bulk_operation_destroy(hooks);
+	if (events != NULL)
+		mongoc_bulk_operation_destroy(events);
+	for (size_t i = 0; i < n && rc == 0; i++)
+		ops[i].result = 0;
 	return rc;
 }
 
@@ -1342,6 +1489,22 @@ static int take_state(const bson_t *doc, const char *event_id, const struct want
 	return 0;
 }
 
+/* Project a delivery's attempts to their number. A delivery always has its attempts array;
+ * $ifNull only keeps $size from failing the whole find on a document that does not. */
+static void append_attempts_size(bson_t *fields)
+{
+	bson_t size, if_null, args, empty;
+	BSON_APPEND_DOCUMENT_BEGIN(fields, "attempts", &size);
+	BSON_APPEND_DOCUMENT_BEGIN(&size, "$size", &if_null);
+	BSON_APPEND_ARRAY_BEGIN(&if_null, "$ifNull", &args);
+	BSON_APPEND_UTF8(&args, "0", "$attempts");
+	BSON_APPEND_ARRAY_BEGIN(&args, "1", &empty);
+	bson_append_array_end(&args, &empty);
+	bson_append_array_end(&if_null, &args);
+	bson_append_document_end(&size, &if_null);
+	bson_append_document_end(fields, &size);
+}
+
 /* One find by _id per STATES_PER_FIND ids, projecting each delivery to its status and the
  * size of its attempts array, so that no attempt crosses the wire. */
 static int mongo_delivery_states(struct store *base, const char *event_id,
@@ -1363,7 +1526,7 @@ static int mongo_delivery_states(struct store *base, const char *event_id,
 	for (size_t off = 0; off < n && rc == 0; off += STATES_PER_FIND) {
 		size_t k = n - off < STATES_PER_FIND ? n - off : STATES_PER_FIND;
 		bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER;
-		bson_t range, list, fields, size, if_null, args, empty;
+		bson_t range, list, fields;
 		mongoc_cursor_t *cursor;
 		const bson_t *doc;
 		bson_error_t error;
@@ -1382,17 +1545,7 @@ static int mongo_delivery_states(struct store *base, const char *event_id,
 		bson_append_document_end(&filter, &range);
 		BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &fields);
 		BSON_APPEND_INT32(&fields, "status", 1);
-		/* A delivery always has its attempts array; $ifNull only keeps $size from failing
-		 * the whole find on a document that does not. */
-		BSON_APPEND_DOCUMENT_BEGIN(&fields, "attempts", &size);
-		BSON_APPEND_DOCUMENT_BEGIN(&size, "$size", &if_null);
-		BSON_APPEND_ARRAY_BEGIN(&if_null, "$ifNull", &args);
-		BSON_APPEND_UTF8(&args, "0", "$attempts");
-		BSON_APPEND_ARRAY_BEGIN(&args, "1", &empty);
-		bson_append_array_end(&args, &empty);
-		bson_append_array_end(&if_null, &args);
-		bson_append_document_end(&size, &if_null);
-		bson_append_document_end(&fields, &size);
+		append_attempts_size(&fields);
 		bson_append_document_end(&opts, &fields);
 		BSON_APPEND_INT32(&opts, "batchSize", (int32_t)k);
 		qsort(wanted, k, sizeof(*wanted), cmp_wanted);
@@ -1638,8 +1791,7 @@ static int mongo_list_deliveries(struct store *base, const char *event_id, const
                                  size_t limit, struct store_delivery *out, size_t *n, char *err,
                                  size_t errlen)
 {
-	bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, range;
-	char low[DELIVERY_KEY_LEN + 1], high[ID_LEN + 2];
+	bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER;
 	int rc;
 
 	*n = 0;
@@ -1647,13 +1799,7 @@ static int mongo_list_deliveries(struct store *base, const char *event_id, const
 		return 0;
 	if (limit > INT32_MAX)
 		limit = INT32_MAX;
-	/* The event's deliveries are the _ids between "E:" (or "E:after") and "E;". */
-	delivery_key(event_id, after != NULL ? after : "", low);
-	snprintf(high, sizeof(high), "%s;", event_id);
-	BSON_APPEND_DOCUMENT_BEGIN(&filter, "_id", &range);
-	BSON_APPEND_UTF8(&range, "$gt", low);
-	BSON_APPEND_UTF8(&range, "$lt", high);
-	bson_append_document_end(&filter, &range);
+	append_event_range(&filter, event_id, after);
 	page_opts(&opts, limit);
 	rc = find_rows((struct store_mongo *)base, COLL_DELIVERIES, &filter, &opts, doc_to_delivery,
 	               out, limit, n, err, errlen);
@@ -1663,6 +1809,219 @@ static int mongo_list_deliveries(struct store *base, const char *event_id, const
 	}
 	bson_destroy(&opts);
 	bson_destroy(&filter);
+	return rc;
+}
+
+/* A failed delivery projected to webhookId and the number of its attempts. */
+static int doc_to_failed(const bson_t *doc, void *rows, size_t i, char *err, size_t errlen)
+{
+	struct store_failed *out = (struct store_failed *)rows + i;
+	char key[DELIVERY_KEY_LEN + 1] = "";
+	int64_t attempts = -1;
+	bson_iter_t it;
+	out->webhook_id[0] = '\0';
+	if (!bson_iter_init(&it, doc))
+		return malformed("deliveries", err, errlen);
+	while (bson_iter_next(&it)) {
+		const char *name = bson_iter_key(&it);
+		bool ok = true;
+		if (strcmp(name, "_id") == 0)
+			ok = copy_utf8(&it, key, DELIVERY_KEY_LEN);
+		else if (strcmp(name, "webhookId") == 0)
+			ok = copy_utf8(&it, out->webhook_id, ID_LEN);
+		else if (strcmp(name, "attempts") == 0)
+			ok = copy_int(&it, &attempts);
+		if (!ok)
+			return malformed("deliveries", err, errlen);
+	}
+	const char *colon = strchr(key, ':');
+	if (colon == NULL || strlen(colon + 1) != ID_LEN || out->webhook_id[0] == '\0' ||
+	    attempts < 0 || attempts > INT32_MAX)
+		return malformed("deliveries", err, errlen);
+	memcpy(out->id, colon + 1, ID_LEN + 1);
+	out->attempts = (int)attempts;
+	return 0;
+}
+
+static int mongo_failed_deliveries(struct store *base, const char *event_id, const char *after,
+                                   size_t limit, struct store_failed *out, size_t *n, char *err,
+                                   size_t errlen)
+{
+	bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, fields;
+	int rc;
+	if (limit == 0)
+		return 0;
+	if (limit > INT32_MAX)
+		limit = INT32_MAX;
+	append_event_range(&filter, event_id, after);
+	BSON_APPEND_INT32(&filter, "status", STORE_DELIVERY_FAILED);
+	page_opts(&opts, limit);
+	BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &fields);
+	BSON_APPEND_INT32(&fields, "webhookId", 1);
+	append_attempts_size(&fields);
+	bson_append_document_end(&opts, &fields);
+	rc = find_rows((struct store_mongo *)base, COLL_DELIVERIES, &filter, &opts, doc_to_failed,
+	               out, limit, n, err, errlen);
+	if (rc != 0)
+		*n = 0;
+	bson_destroy(&opts);
+	bson_destroy(&filter);
+	return rc;
+}
+
+/* The _ids of up to max deliveries of event_id, into a {_id: {$in: [...]}} filter; *n says how
+ * many. */
+static int deliveries_to_delete(struct lease *l, const char *event_id, size_t max,
+                                bson_t *in_filter, size_t *n, char *err, size_t errlen)
+{
+	bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, fields, in, list;
+	bson_error_t error;
+	const bson_t *doc;
+	int rc = 0;
+	*n = 0;
+	append_event_range(&filter, event_id, "");
+	page_opts(&opts, max);
+	BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &fields);
+	BSON_APPEND_INT32(&fields, "_id", 1);
+	bson_append_document_end(&opts, &fields);
+	BSON_APPEND_DOCUMENT_BEGIN(in_filter, "_id", &in);
+	BSON_APPEND_ARRAY_BEGIN(&in, "$in", &list);
+	mongoc_cursor_t *cursor =
+	    mongoc_collection_find_with_opts(l->coll[COLL_DELIVERIES], &filter, &opts, NULL);
+	bson_iter_t it;
+	while (*n < max && mongoc_cursor_next(cursor, &doc)) {
+		char index[16];
+		const char *index_key;
+		if (!bson_iter_init_find(&it, doc, "_id")) {
+			rc = malformed("deliveries", err, errlen);
+			break;
+		}
+		bson_uint32_to_string((uint32_t)*n, &index_key, index, sizeof(index));
+		bson_append_iter(&list, index_key, -1, &it);
+		(*n)++;
+	}
+	if (rc == 0 && mongoc_cursor_error(cursor, &error))
+		rc = fail(&error, "find", err, errlen);
+	mongoc_cursor_destroy(cursor);
+	bson_append_array_end(&in, &list);
+	bson_append_document_end(in_filter, &in);
+	bson_destroy(&opts);
+	bson_destroy(&filter);
+	return rc;
+}
+
+static int delete_many(mongoc_collection_t *coll, const bson_t *filter, bool one, int64_t *deleted,
+                       char *err, size_t errlen)
+{
+	bson_t reply;
+	bson_error_t error;
+	bson_iter_t it;
+	bool ok = one ? mongoc_collection_delete_one(coll, filter, NULL, &reply, &error)
+	              : mongoc_collection_delete_many(coll, filter, NULL, &reply, &error);
+	int rc = ok ? 0 : fail(&error, "delete", err, errlen);
+	if (ok && bson_iter_init_find(&it, &reply, "deletedCount") && BSON_ITER_HOLDS_INT(&it))
+		*deleted = bson_iter_as_int64(&it);
+	bson_destroy(&reply);
+	return rc;
+}
+
+/* An event that retention may prune, and whether it is being pruned already: its outcomes,
+ * counted from deliveries partly deleted, no longer say whether it had ended. */
+struct prune_candidate {
+	struct store_event ev;
+	bool pruning;
+};
+
+static int doc_to_candidate(const bson_t *doc, void *rows, size_t i, char *err, size_t errlen)
+{
+	struct prune_candidate *c = (struct prune_candidate *)rows + i;
+	bson_iter_t it;
+	c->pruning = bson_iter_init_find(&it, doc, "pruning") && BSON_ITER_HOLDS_BOOL(&it) &&
+	             bson_iter_bool(&it);
+	return doc_to_event(doc, &c->ev, 0, err, errlen);
+}
+
+/* Mark the event as being pruned (and no longer open, so that store_pending skips it) before
+ * its first delivery is deleted. */
+static int mark_pruning(struct lease *l, const char *event_id, char *err, size_t errlen)
+{
+	bson_t selector = BSON_INITIALIZER, update = BSON_INITIALIZER, set, unset;
+	int64_t matched = 0;
+	BSON_APPEND_UTF8(&selector, "_id", event_id);
+	BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
+	BSON_APPEND_BOOL(&set, "pruning", true);
+	bson_append_document_end(&update, &set);
+	BSON_APPEND_DOCUMENT_BEGIN(&update, "$unset", &unset);
+	BSON_APPEND_UTF8(&unset, "open", "");
+	bson_append_document_end(&update, &unset);
+	int rc = update_doc(l->coll[COLL_EVENTS], &selector, &update, false, &matched, err, errlen);
+	bson_destroy(&update);
+	bson_destroy(&selector);
+	return rc;
+}
+
+static int mongo_prune(struct store *base, int64_t cutoff_ms, size_t max_rows,
+                       struct store_pruned *out, char *err, size_t errlen)
+{
+	struct store_mongo *s = (struct store_mongo *)base;
+	struct prune_candidate evs[PRUNE_EVENTS];
+	bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, range, sort;
+	struct lease l = {0};
+	size_t n = 0, budget = max_rows;
+	int rc;
+
+	/* The oldest events before the cutoff, through the createdAt index. */
+	BSON_APPEND_DOCUMENT_BEGIN(&filter, "createdAt", &range);
+	BSON_APPEND_INT64(&range, "$lt", cutoff_ms);
+	bson_append_document_end(&filter, &range);
+	BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
+	BSON_APPEND_INT32(&sort, "createdAt", 1);
+	bson_append_document_end(&opts, &sort);
+	BSON_APPEND_INT64(&opts, "limit", PRUNE_EVENTS);
+	rc = find_rows(s, COLL_EVENTS, &filter, &opts, doc_to_candidate, evs, PRUNE_EVENTS, &n, err,
+	               errlen);
+	bson_destroy(&opts);
+	bson_destroy(&filter);
+	if (rc == 0)
+		rc = lease_take(s, &l, err, errlen);
+	if (rc != 0)
+		return rc;
+	ensure_index(s, &l);
+	for (size_t i = 0; i < n && budget > 0 && rc == 0; i++) {
+		struct store_event *ev = &evs[i].ev;
+		if (!evs[i].pruning && ev->created_ms >= cutoff_ms - STORE_PRUNE_OPEN_AFTER_MS) {
+			/* Kept while some of its deliveries have not ended. */
+			rc = count_outcomes(s, ev, err, errlen);
+			if (rc != 0)
+				break;
+			if (!ev->done || ev->succeeded + ev->failed < ev->fanned)
+				continue;
+		}
+		if (!evs[i].pruning && (rc = mark_pruning(&l, ev->id, err, errlen)) != 0)
+			break;
+		bson_t in = BSON_INITIALIZER;
+		size_t found = 0;
+		int64_t deleted = 0;
+		rc = deliveries_to_delete(&l, ev->id, budget, &in, &found, err, errlen);
+		if (rc == 0 && found > 0)
+			rc =
+			    delete_many(l.coll[COLL_DELIVERIES], &in, false, &deleted, err, errlen);
+		bson_destroy(&in);
+		if (rc != 0)
+			break;
+		out->deliveries += deleted;
+		budget -= found < budget ? found : budget;
+		if (budget == 0 && found > 0)
+			break; /* it may have more: the next call goes on */
+		bson_t id = BSON_INITIALIZER;
+		BSON_APPEND_UTF8(&id, "_id", ev->id);
+		deleted = 0;
+		rc = delete_many(l.coll[COLL_EVENTS], &id, true, &deleted, err, errlen);
+		bson_destroy(&id);
+		out->events += deleted;
+		budget--;
+	}
+	lease_give(s, &l);
 	return rc;
 }
 
@@ -1688,6 +2047,8 @@ static const struct store_vtable mongo_vt = {
     .get_event = mongo_get_event,
     .pending = mongo_pending,
     .list_deliveries = mongo_list_deliveries,
+    .failed_deliveries = mongo_failed_deliveries,
+    .prune = mongo_prune,
 };
 
 /* libmongoc's own messages go to the service log instead of its default handler, which prints

@@ -39,17 +39,30 @@ enum stmt_id {
 	ST_ATTEMPT,
 	ST_DELIVERIES_FIRST,
 	ST_DELIVERIES_AFTER,
+	ST_HOOK_OK,
+	ST_HOOK_FAILED,
+	ST_HOOK_GONE,
+	ST_REOPEN,
+	ST_FAILED,
+	ST_PRUNE_PICK,
+	ST_PRUNE_DELIVERIES,
+	ST_PRUNE_EVENT,
 	ST_BEGIN,
 	ST_COMMIT,
 	ST_ROLLBACK,
 	ST__COUNT,
 };
 
+/* The statements below spell STORE_DELIVERY_FAILED as 2. */
+_Static_assert(STORE_DELIVERY_FAILED == 2, "deliveries.status 2 is failed");
+
 #define STR_(x) #x
 #define STR(x)  STR_(x)
 
 /* What read_row reads, in its order. */
-#define HOOK_COLUMNS "id, target_url, created_ms, updated_ms, secret, old_secret, old_until_ms"
+#define HOOK_COLUMNS                                                                               \
+	"id, target_url, created_ms, updated_ms, secret, old_secret, old_until_ms, "               \
+	"disabled_reason, failing_since_ms"
 
 static const char *const stmt_sql[ST__COUNT] = {
     [ST_INSERT] = "INSERT INTO webhooks (id, target_url, created_ms, updated_ms, secret) "
@@ -57,8 +70,10 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_ROTATE] = "UPDATE webhooks SET old_secret = secret, old_until_ms = ?3, secret = ?2 "
                   "WHERE id = ?1",
     [ST_GIVE_SECRET] = "UPDATE webhooks SET secret = ?2 WHERE id = ?1 AND secret = ''",
-    [ST_UPDATE] = "UPDATE webhooks SET target_url = ?2, updated_ms = ?3 WHERE id = ?1 "
-                  "RETURNING created_ms",
+    /* Any update enables the webhook again unless it disables it, and forgets its failures. */
+    [ST_UPDATE] = "UPDATE webhooks SET target_url = CASE ?2 WHEN '' THEN target_url ELSE ?2 END, "
+                  "updated_ms = ?3, disabled_reason = ?4, failing_since_ms = 0 WHERE id = ?1 "
+                  "RETURNING " HOOK_COLUMNS,
     [ST_DELETE] = "DELETE FROM webhooks WHERE id = ?1",
     [ST_GET] = "SELECT " HOOK_COLUMNS " FROM webhooks WHERE id = ?1",
     [ST_LIST_FIRST] = "SELECT " HOOK_COLUMNS " FROM webhooks ORDER BY id LIMIT ?1",
@@ -98,6 +113,30 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_DELIVERIES_AFTER] = "SELECT id, webhook_id, target_url, status, attempts "
                             "FROM deliveries WHERE event_id = ?1 AND id > ?3 "
                             "ORDER BY id LIMIT ?2",
+    /* A webhook's health, kept by its deliveries' final outcomes; each writes only when
+     * something changes, so that a healthy webhook costs one lookup per delivery. */
+    [ST_HOOK_OK] =
+        "UPDATE webhooks SET failing_since_ms = 0 WHERE id = ?1 AND failing_since_ms <> 0",
+    [ST_HOOK_FAILED] =
+        "UPDATE webhooks SET failing_since_ms = CASE failing_since_ms WHEN 0 THEN ?2 "
+        "ELSE failing_since_ms END, disabled_reason = CASE WHEN disabled_reason = '' "
+        "AND ?3 > 0 AND failing_since_ms <> 0 AND ?2 - failing_since_ms >= ?3 THEN ?4 "
+        "ELSE disabled_reason END WHERE id = ?1 AND (failing_since_ms = 0 OR "
+        "(disabled_reason = '' AND ?3 > 0 AND ?2 - failing_since_ms >= ?3))",
+    [ST_HOOK_GONE] =
+        "UPDATE webhooks SET disabled_reason = ?2 WHERE id = ?1 AND disabled_reason = ''",
+    /* A replayed delivery is no longer failed: uncount it (once: its status then changes). */
+    [ST_REOPEN] = "UPDATE events SET failed = failed - 1 WHERE id = ?1 AND EXISTS (SELECT 1 FROM "
+                  "deliveries WHERE event_id = ?1 AND id = ?2 AND status = 2)",
+    [ST_FAILED] = "SELECT id, webhook_id, json_array_length(attempts) FROM deliveries "
+                  "WHERE event_id = ?1 AND id > ?3 AND status = 2 ORDER BY id LIMIT ?2",
+    /* Retention: the oldest event to prune (through events_created), its deliveries a slice
+     * at a time, then the event. */
+    [ST_PRUNE_PICK] = "SELECT id FROM events WHERE created_ms < ?1 AND ((done = 1 AND succeeded + "
+                      "failed >= fanned) OR created_ms < ?2) ORDER BY created_ms LIMIT 1",
+    [ST_PRUNE_DELIVERIES] = "DELETE FROM deliveries WHERE event_id = ?1 AND id IN (SELECT id FROM "
+                            "deliveries WHERE event_id = ?1 ORDER BY id LIMIT ?2)",
+    [ST_PRUNE_EVENT] = "DELETE FROM events WHERE id = ?1",
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
@@ -110,7 +149,9 @@ static const char schema_sql[] = "CREATE TABLE IF NOT EXISTS webhooks ("
                                  " updated_ms INTEGER NOT NULL,"
                                  " secret TEXT NOT NULL DEFAULT '',"
                                  " old_secret TEXT NOT NULL DEFAULT '',"
-                                 " old_until_ms INTEGER NOT NULL DEFAULT 0"
+                                 " old_until_ms INTEGER NOT NULL DEFAULT 0,"
+                                 " disabled_reason TEXT NOT NULL DEFAULT '',"
+                                 " failing_since_ms INTEGER NOT NULL DEFAULT 0"
                                  ") WITHOUT ROWID;"
                                  "CREATE TABLE IF NOT EXISTS events ("
                                  " id TEXT PRIMARY KEY NOT NULL,"
@@ -145,7 +186,10 @@ static const char schema_sql[] = "CREATE TABLE IF NOT EXISTS webhooks ("
 /* The events whose deliveries have not all ended, for store_pending: few at any time, however
  * many are stored. Made after the migration below, which adds the columns it names. */
 static const char open_index_sql[] = "CREATE INDEX IF NOT EXISTS events_open ON events (id) "
-                                     "WHERE done = 0 OR succeeded + failed < fanned;";
+                                     "WHERE done = 0 OR succeeded + failed < fanned;"
+                                     /* Retention takes the oldest events first. */
+                                     "CREATE INDEX IF NOT EXISTS events_created ON events "
+                                     "(created_ms);";
 
 /* What a store made by an older version lacks, added once at open. Counting the webhooks
  * here is the only count(*) the store ever runs. */
@@ -157,6 +201,9 @@ static const char migrate_secrets_sql[] =
     "ALTER TABLE webhooks ADD COLUMN secret TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE webhooks ADD COLUMN old_secret TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE webhooks ADD COLUMN old_until_ms INTEGER NOT NULL DEFAULT 0;";
+static const char migrate_health_sql[] =
+    "ALTER TABLE webhooks ADD COLUMN disabled_reason TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE webhooks ADD COLUMN failing_since_ms INTEGER NOT NULL DEFAULT 0;";
 static const char migrate_meta_sql[] =
     "INSERT OR IGNORE INTO meta (k, n, last_id) "
     "SELECT 'webhooks', count(*), coalesce(max(id), '') FROM webhooks;";
@@ -267,6 +314,8 @@ static int migrate(sqlite3 *db, char *err, size_t errlen)
 		rc = sqlite3_exec(db, migrate_events_sql, NULL, NULL, &msg);
 	if (rc == SQLITE_OK && !has_column(db, "webhooks", "secret"))
 		rc = sqlite3_exec(db, migrate_secrets_sql, NULL, NULL, &msg);
+	if (rc == SQLITE_OK && !has_column(db, "webhooks", "disabled_reason"))
+		rc = sqlite3_exec(db, migrate_health_sql, NULL, NULL, &msg);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(db, migrate_meta_sql, NULL, NULL, &msg);
 	if (rc == SQLITE_OK)
@@ -358,6 +407,10 @@ static void read_row(sqlite3_stmt *st, struct store_webhook *out)
 	snprintf(out->old_secret, sizeof(out->old_secret), "%s",
 	         old != NULL ? (const char *)old : "");
 	out->old_until_ms = sqlite3_column_int64(st, 6);
+	const unsigned char *reason = sqlite3_column_text(st, 7);
+	snprintf(out->disabled_reason, sizeof(out->disabled_reason), "%s",
+	         reason != NULL ? (const char *)reason : "");
+	out->failing_since_ms = sqlite3_column_int64(st, 8);
 }
 
 static int step_once(sqlite3_stmt *st)
@@ -373,7 +426,17 @@ static int apply_attempt(struct conn *c, const struct store_attempt *a, bool *fa
 {
 	char json[512];
 	store_attempt_json(a, json, sizeof(json));
-	sqlite3_stmt *st = c->st[ST_ATTEMPT];
+	sqlite3_stmt *st;
+	if (a->reopens) {
+		st = c->st[ST_REOPEN];
+		sqlite3_bind_text(st, 1, a->event_id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, a->delivery_id, -1, SQLITE_STATIC);
+		if (step_once(st) != SQLITE_DONE) {
+			*fatal = true;
+			return fail(c->db, "reopening a delivery", err, errlen);
+		}
+	}
+	st = c->st[ST_ATTEMPT];
 	sqlite3_bind_text(st, 1, a->event_id, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, a->delivery_id, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 3, a->webhook_id, -1, SQLITE_STATIC);
@@ -383,6 +446,33 @@ static int apply_attempt(struct conn *c, const struct store_attempt *a, bool *fa
 	if (step_once(st) != SQLITE_DONE) {
 		*fatal = true;
 		return fail(c->db, "recording an attempt", err, errlen);
+	}
+	if (a->status == STORE_DELIVERY_PENDING || a->not_sent)
+		return 0;
+	int rc;
+	if (a->status == STORE_DELIVERY_SUCCEEDED) {
+		st = c->st[ST_HOOK_OK];
+		sqlite3_bind_text(st, 1, a->webhook_id, -1, SQLITE_STATIC);
+		rc = step_once(st);
+	} else {
+		char reason[STORE_REASON_LEN];
+		store_streak_reason(a->disable_after_ms, reason);
+		st = c->st[ST_HOOK_FAILED];
+		sqlite3_bind_text(st, 1, a->webhook_id, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, a->at_ms);
+		sqlite3_bind_int64(st, 3, a->disable_after_ms);
+		sqlite3_bind_text(st, 4, reason, -1, SQLITE_TRANSIENT);
+		rc = step_once(st);
+		if (rc == SQLITE_DONE && a->gone) {
+			st = c->st[ST_HOOK_GONE];
+			sqlite3_bind_text(st, 1, a->webhook_id, -1, SQLITE_STATIC);
+			sqlite3_bind_text(st, 2, STORE_REASON_GONE, -1, SQLITE_STATIC);
+			rc = step_once(st);
+		}
+	}
+	if (rc != SQLITE_DONE) {
+		*fatal = true;
+		return fail(c->db, "recording a webhook's health", err, errlen);
 	}
 	return 0;
 }
@@ -484,9 +574,10 @@ static int apply_op(struct conn *c, struct store_op *op, bool *fatal, char *err,
 		sqlite3_bind_text(st, 1, op->hook.id, -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 2, op->hook.target_url, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(st, 3, op->hook.updated_ms);
+		sqlite3_bind_text(st, 4, op->hook.disabled_reason, -1, SQLITE_STATIC);
 		rc = sqlite3_step(st);
 		if (rc == SQLITE_ROW) {
-			op->hook.created_ms = sqlite3_column_int64(st, 0);
+			read_row(st, &op->hook);
 			rc = sqlite3_step(st);
 		}
 		sqlite3_reset(st);
@@ -778,6 +869,95 @@ static int sq_list_deliveries(struct store *base, const char *event_id, const ch
 	return result;
 }
 
+static int sq_failed_deliveries(struct store *base, const char *event_id, const char *after,
+                                size_t limit, struct store_failed *out, size_t *n, char *err,
+                                size_t errlen)
+{
+	struct store_sqlite *s = (struct store_sqlite *)base;
+	struct conn *c = reader_take(s, err, errlen);
+	if (c == NULL)
+		return -EIO;
+	sqlite3_stmt *st = c->st[ST_FAILED];
+	sqlite3_bind_text(st, 1, event_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)limit);
+	sqlite3_bind_text(st, 3, after != NULL ? after : "", -1, SQLITE_STATIC);
+	int rc = SQLITE_DONE, result = 0;
+	while (*n < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct store_failed *f = &out[(*n)++];
+		const unsigned char *id = sqlite3_column_text(st, 0);
+		const unsigned char *hook = sqlite3_column_text(st, 1);
+		snprintf(f->id, sizeof(f->id), "%s", id != NULL ? (const char *)id : "");
+		snprintf(f->webhook_id, sizeof(f->webhook_id), "%s",
+		         hook != NULL ? (const char *)hook : "");
+		f->attempts = sqlite3_column_int(st, 2);
+	}
+	if (*n < limit && rc != SQLITE_DONE)
+		result = fail(c->db, "listing failed deliveries", err, errlen);
+	sqlite3_reset(st);
+	reader_give(s, c);
+	return result;
+}
+
+static int sq_prune(struct store *base, int64_t cutoff_ms, size_t max_rows,
+                    struct store_pruned *out, char *err, size_t errlen)
+{
+	struct store_sqlite *s = (struct store_sqlite *)base;
+	struct conn *c = s->writer;
+	int rc = 0;
+	pthread_mutex_lock(&s->write_lock);
+	if (step_once(c->st[ST_BEGIN]) != SQLITE_DONE) {
+		rc = fail(c->db, "begin", err, errlen);
+		goto out;
+	}
+	size_t budget = max_rows;
+	while (budget > 0) {
+		sqlite3_stmt *st = c->st[ST_PRUNE_PICK];
+		sqlite3_bind_int64(st, 1, cutoff_ms);
+		sqlite3_bind_int64(st, 2, cutoff_ms - STORE_PRUNE_OPEN_AFTER_MS);
+		char id[ID_LEN + 1] = "";
+		int step = sqlite3_step(st);
+		if (step == SQLITE_ROW) {
+			const unsigned char *t = sqlite3_column_text(st, 0);
+			snprintf(id, sizeof(id), "%s", t != NULL ? (const char *)t : "");
+		}
+		sqlite3_reset(st);
+		if (step == SQLITE_DONE)
+			break; /* nothing older */
+		if (step != SQLITE_ROW || id[0] == '\0')
+			goto failed;
+		st = c->st[ST_PRUNE_DELIVERIES];
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)budget);
+		if (step_once(st) != SQLITE_DONE)
+			goto failed;
+		size_t gone = (size_t)sqlite3_changes(c->db);
+		out->deliveries += (int64_t)gone;
+		budget -= gone < budget ? gone : budget;
+		if (budget == 0 && gone > 0)
+			break; /* it may have more: the next call goes on */
+		st = c->st[ST_PRUNE_EVENT];
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+		if (step_once(st) != SQLITE_DONE)
+			goto failed;
+		out->events++;
+		budget--;
+	}
+	if (step_once(c->st[ST_COMMIT]) != SQLITE_DONE) {
+		rc = fail(c->db, "commit", err, errlen);
+		if (!sqlite3_get_autocommit(c->db))
+			step_once(c->st[ST_ROLLBACK]);
+		*out = (struct store_pruned){0};
+	}
+	goto out;
+failed:
+	rc = fail(c->db, "pruning old events", err, errlen);
+	step_once(c->st[ST_ROLLBACK]);
+	*out = (struct store_pruned){0};
+out:
+	pthread_mutex_unlock(&s->write_lock);
+	return rc;
+}
+
 static void sq_destroy(struct store *base)
 {
 	struct store_sqlite *s = (struct store_sqlite *)base;
@@ -804,6 +984,8 @@ static const struct store_vtable sqlite_vt = {
     .get_event = sq_get_event,
     .pending = sq_pending,
     .list_deliveries = sq_list_deliveries,
+    .failed_deliveries = sq_failed_deliveries,
+    .prune = sq_prune,
 };
 
 /* Create the directories leading to path, like mkdir -p on its dirname. */
