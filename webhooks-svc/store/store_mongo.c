@@ -1571,9 +1571,26 @@ static int mongo_delivery_states(struct store *base, const char *event_id,
 
 /* Count the event's deliveries by status into out's succeeded and failed: one aggregation
  * that the {eventId, status} index covers. */
+/* Append to pipeline, as its stage "1", {$group: {_id: "$<by>", n: {$sum: 1}}}: how many
+ * documents there are of each value of by. */
+static void append_count_stage(bson_t *pipeline, const char *by)
+{
+	bson_t stage, group, sum;
+	char field[32];
+	snprintf(field, sizeof(field), "$%s", by);
+	BSON_APPEND_DOCUMENT_BEGIN(pipeline, "1", &stage);
+	BSON_APPEND_DOCUMENT_BEGIN(&stage, "$group", &group);
+	BSON_APPEND_UTF8(&group, "_id", field);
+	BSON_APPEND_DOCUMENT_BEGIN(&group, "n", &sum);
+	BSON_APPEND_INT32(&sum, "$sum", 1);
+	bson_append_document_end(&group, &sum);
+	bson_append_document_end(&stage, &group);
+	bson_append_document_end(pipeline, &stage);
+}
+
 static int count_outcomes(struct store_mongo *s, struct store_event *out, char *err, size_t errlen)
 {
-	bson_t pipeline = BSON_INITIALIZER, stage, match, group, sum, opts = BSON_INITIALIZER;
+	bson_t pipeline = BSON_INITIALIZER, stage, match, opts = BSON_INITIALIZER;
 	struct lease l = {0};
 	mongoc_cursor_t *cursor;
 	const bson_t *doc;
@@ -1589,14 +1606,7 @@ static int count_outcomes(struct store_mongo *s, struct store_event *out, char *
 	BSON_APPEND_UTF8(&match, "eventId", out->id);
 	bson_append_document_end(&stage, &match);
 	bson_append_document_end(&pipeline, &stage);
-	BSON_APPEND_DOCUMENT_BEGIN(&pipeline, "1", &stage);
-	BSON_APPEND_DOCUMENT_BEGIN(&stage, "$group", &group);
-	BSON_APPEND_UTF8(&group, "_id", "$status");
-	BSON_APPEND_DOCUMENT_BEGIN(&group, "n", &sum);
-	BSON_APPEND_INT32(&sum, "$sum", 1);
-	bson_append_document_end(&group, &sum);
-	bson_append_document_end(&stage, &group);
-	bson_append_document_end(&pipeline, &stage);
+	append_count_stage(&pipeline, "status");
 	cursor = mongoc_collection_aggregate(l.coll[COLL_DELIVERIES], MONGOC_QUERY_NONE, &pipeline,
 	                                     &opts, NULL);
 	while (rc == 0 && mongoc_cursor_next(cursor, &doc)) {
@@ -1642,7 +1652,7 @@ static int mongo_pending(struct store *base, int64_t *out, char *err, size_t err
 	struct store_mongo *s = (struct store_mongo *)base;
 	struct open_event *evs = calloc(PENDING_EVENTS, sizeof(*evs));
 	bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, sort, fields;
-	bson_t pipeline = BSON_INITIALIZER, stage, match, in, list, status, group, sum;
+	bson_t pipeline = BSON_INITIALIZER, stage, match, in, list, status;
 	mongoc_cursor_t *cursor = NULL;
 	mongoc_bulk_operation_t *close = NULL;
 	struct lease l = {0};
@@ -1714,14 +1724,7 @@ static int mongo_pending(struct store *base, int64_t *out, char *err, size_t err
 	bson_append_document_end(&match, &status);
 	bson_append_document_end(&stage, &match);
 	bson_append_document_end(&pipeline, &stage);
-	BSON_APPEND_DOCUMENT_BEGIN(&pipeline, "1", &stage);
-	BSON_APPEND_DOCUMENT_BEGIN(&stage, "$group", &group);
-	BSON_APPEND_UTF8(&group, "_id", "$eventId");
-	BSON_APPEND_DOCUMENT_BEGIN(&group, "n", &sum);
-	BSON_APPEND_INT32(&sum, "$sum", 1);
-	bson_append_document_end(&group, &sum);
-	bson_append_document_end(&stage, &group);
-	bson_append_document_end(&pipeline, &stage);
+	append_count_stage(&pipeline, "eventId");
 	cursor = mongoc_collection_aggregate(l.coll[COLL_DELIVERIES], MONGOC_QUERY_NONE, &pipeline,
 	                                     NULL, NULL);
 	while (rc == 0 && mongoc_cursor_next(cursor, &doc)) {
