@@ -320,20 +320,32 @@ static void on_delete(struct svc *svc, const char *reply, json_t *req)
 	submit_write(svc, reply, &op, NULL);
 }
 
-static void on_get(struct svc *svc, const char *reply, json_t *req)
+/* Read the webhook the request names into h (with secret: one stored by an older version is
+ * given its secret first); on failure reply (404 for no such webhook) and return false. */
+static bool want_webhook(struct svc *svc, const char *reply, json_t *req, bool secret,
+                         struct store_webhook *h)
 {
 	const char *id = want_id(svc, reply, req);
 	if (id == NULL)
-		return;
-	struct store_webhook h;
+		return false;
 	char err[STORE_ERR_LEN];
-	int rc = store_get(svc->store, id, &h, err, sizeof(err));
+	int rc = store_get(svc->store, id, h, err, sizeof(err));
+	if (rc == 0 && secret)
+		rc = store_give_secret(svc->store, h, err, sizeof(err));
 	if (rc != 0) {
 		if (rc == -ENOENT)
 			snprintf(err, sizeof(err), "no webhook with id '%s'", id);
 		reply_store_error(svc, reply, rc, err);
-		return;
+		return false;
 	}
+	return true;
+}
+
+static void on_get(struct svc *svc, const char *reply, json_t *req)
+{
+	struct store_webhook h;
+	if (!want_webhook(svc, reply, req, false, &h))
+		return;
 	json_t *o = webhook_json(&h, true);
 	reply_json(svc, reply, o);
 	json_decref(o);
@@ -343,28 +355,9 @@ static void on_get(struct svc *svc, const char *reply, json_t *req)
  * its secret now). */
 static void on_secret(struct svc *svc, const char *reply, json_t *req)
 {
-	const char *id = want_id(svc, reply, req);
-	if (id == NULL)
-		return;
 	struct store_webhook h;
-	char err[STORE_ERR_LEN];
-	int rc = store_get(svc->store, id, &h, err, sizeof(err));
-	if (rc == 0 && h.secret[0] == '\0') {
-		struct store_op op = {.kind = STORE_OP_GIVE_SECRET};
-		memcpy(op.hook.id, h.id, sizeof(op.hook.id));
-		rc = secret_generate(op.hook.secret) != 0
-		         ? -EIO
-		         : store_apply(svc->store, &op, 1, err, sizeof(err));
-		if (rc == 0)
-			rc = op.result != 0 ? op.result
-			                    : store_get(svc->store, id, &h, err, sizeof(err));
-	}
-	if (rc != 0) {
-		if (rc == -ENOENT)
-			snprintf(err, sizeof(err), "no webhook with id '%s'", id);
-		reply_store_error(svc, reply, rc, err);
+	if (!want_webhook(svc, reply, req, true, &h))
 		return;
-	}
 	json_t *o = json_pack("{s:s}", "secret", h.secret);
 	reply_json(svc, reply, o);
 	json_decref(o);

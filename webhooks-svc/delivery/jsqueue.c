@@ -941,18 +941,10 @@ static int give_secrets(struct jsq *q, struct store_webhook *hooks, size_t n, ch
 	for (size_t i = 0; i < n; i++) {
 		if (hooks[i].secret[0] != '\0')
 			continue;
-		struct store_op op = {.kind = STORE_OP_GIVE_SECRET};
-		memcpy(op.hook.id, hooks[i].id, sizeof(op.hook.id));
-		if (secret_generate(op.hook.secret) != 0) {
-			snprintf(err, errlen, "no random bytes for a secret");
-			return -EIO;
-		}
-		int rc = store_apply(q->store, &op, 1, err, errlen);
-		if (rc == 0 && op.result == 0)
-			rc = store_get(q->store, hooks[i].id, &hooks[i], err, errlen);
+		int rc = store_give_secret(q->store, &hooks[i], err, errlen);
 		if (rc != 0 && rc != -ENOENT)
 			return rc;
-		if (rc == 0 && op.result == 0)
+		if (rc == 0)
 			log_info(
 			    "webhook %s (stored by an older version) was given its signing secret",
 			    hooks[i].id);

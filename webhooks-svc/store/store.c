@@ -41,6 +41,24 @@ int store_get(struct store *s, const char *id, struct store_webhook *out, char *
 	return s->vt->get(s, id, out, err, errlen);
 }
 
+int store_give_secret(struct store *s, struct store_webhook *h, char *err, size_t errlen)
+{
+	if (h->secret[0] != '\0')
+		return 0;
+	struct store_op op = {.kind = STORE_OP_GIVE_SECRET};
+	memcpy(op.hook.id, h->id, sizeof(op.hook.id));
+	if (secret_generate(op.hook.secret) != 0) {
+		snprintf(err, errlen, "no random bytes for a secret");
+		return -EIO;
+	}
+	int rc = store_apply(s, &op, 1, err, errlen);
+	if (rc == 0 && op.result != 0) {
+		snprintf(err, errlen, "no webhook with id %s", h->id);
+		rc = op.result;
+	}
+	return rc == 0 ? store_get(s, op.hook.id, h, err, errlen) : rc;
+}
+
 int store_list(struct store *s, const char *after, size_t limit, struct store_webhook *out,
                size_t *n, char *err, size_t errlen)
 {

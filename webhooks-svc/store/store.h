@@ -174,6 +174,13 @@ __attribute__((warn_unused_result)) int store_apply(struct store *s, struct stor
 __attribute__((warn_unused_result)) int
 store_get(struct store *s, const char *id, struct store_webhook *out, char *err, size_t errlen);
 
+/* A webhook stored by an older version has no secret: give it one (only where it still has
+ * none, so that callers doing this at once agree) and read the webhook again into h, which
+ * holds it as read before. Returns 0 (h->secret then set), or -ENOENT, -EAGAIN, -EIO. Does
+ * nothing when h has a secret. */
+__attribute__((warn_unused_result)) int store_give_secret(struct store *s, struct store_webhook *h,
+                                                          char *err, size_t errlen);
+
 /* Read up to limit webhooks with id greater than after (NULL or "" for the first page), in
  * ascending id order, into out[0..*n). Returns 0 or -EAGAIN, -EIO. */
 __attribute__((warn_unused_result)) int store_list(struct store *s, const char *after, size_t limit,
