@@ -208,6 +208,10 @@ static const char migrate_meta_sql[] =
     "INSERT OR IGNORE INTO meta (k, n, last_id) "
     "SELECT 'webhooks', count(*), coalesce(max(id), '') FROM webhooks;";
 
+/* Read connections opened with the store: about as many as threads read at once (the API's
+ * subscriptions, the two fetchers, the back-pressure and retention tickers). */
+#define WARM_READERS 4
+
 /* A connection with its prepared statements. */
 struct conn {
 	sqlite3 *db;
@@ -1046,6 +1050,14 @@ struct store *store_sqlite_open(const char *path, char *err, size_t errlen)
 	s->writer = conn_open(path, true, err, errlen);
 	if (s->writer == NULL)
 		goto fail;
+	/* Readers opened now, not by the first reads: opening one and preparing its statements
+	 * takes milliseconds, which the first event's fan-out would otherwise wait for. */
+	for (int i = 0; i < WARM_READERS; i++) {
+		struct conn *c = conn_open(path, false, err, errlen);
+		if (c == NULL)
+			goto fail;
+		reader_give(s, c);
+	}
 	return &s->base;
 fail:
 	sq_destroy(&s->base);
