@@ -31,6 +31,10 @@ int secret_key(const char *secret, unsigned char key[SECRET_MAX_BYTES]);
 
 /* Sign: write "v1,<base64 HMAC-SHA256>" of "<id>.<timestamp>.<body>" under secret into out.
  * Returns 0, or -EINVAL for a secret that is not valid. */
+/* Fetch what signing needs from libcrypto (once; also done by the first signature_sign):
+ * call it at start so that the first delivery does not wait for it. 0, or -EIO. */
+int signature_init(void);
+
 __attribute__((warn_unused_result)) int signature_sign(const char *secret, const char *id,
                                                        int64_t timestamp, const char *body,
                                                        size_t body_len,

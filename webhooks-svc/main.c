@@ -31,6 +31,7 @@
 #include "handlers.h"
 #include "log.h"
 #include "natsconn.h"
+#include "signature.h"
 #include "svc.h"
 
 #define WRITER_CAPACITY   1024
@@ -168,6 +169,11 @@ int main(int argc, char **argv)
 	unlink(shm);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		fprintf(stderr, "webhooks-svc: libcurl failed to initialise\n");
+		return 1;
+	}
+	/* Now rather than at the first delivery, which it would hold up by milliseconds. */
+	if (signature_init() != 0) {
+		fprintf(stderr, "webhooks-svc: libcrypto has no SHA-256 for the signatures\n");
 		return 1;
 	}
 	sigset_t stop;

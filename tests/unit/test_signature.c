@@ -11,6 +11,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include "signature.h"
 
 /* The Standard Webhooks specification's example (and its reference libraries' tests). */
@@ -82,6 +85,41 @@ static void test_generated_secrets(void **state)
 	assert_int_equal(secret_key(s1, key), 24);
 }
 
+/* The HMAC built on the fetched digest agrees with OpenSSL's own one-shot HMAC() for keys of
+ * every allowed length (24 to 64 bytes) and bodies of several sizes, on the stack or not. */
+static void test_agrees_with_openssl_hmac(void **state)
+{
+	(void)state;
+	assert_int_equal(signature_init(), 0);
+	static char body[5000];
+	for (size_t i = 0; i < sizeof(body); i++)
+		body[i] = (char)('a' + i % 26);
+	for (int klen = SECRET_MIN_BYTES; klen <= SECRET_MAX_BYTES; klen += 8) {
+		unsigned char key[SECRET_MAX_BYTES];
+		for (int i = 0; i < klen; i++)
+			key[i] = (unsigned char)(i * 7 + klen);
+		char secret[SECRET_MAX_LEN + 1];
+		memcpy(secret, SECRET_PREFIX, strlen(SECRET_PREFIX));
+		EVP_EncodeBlock((unsigned char *)secret + strlen(SECRET_PREFIX), key, klen);
+		static const size_t sizes[] = {0, 1, 47, 600, sizeof(body)};
+		for (size_t j = 0; j < sizeof(sizes) / sizeof(sizes[0]); j++) {
+			char got[SIGNATURE_LEN + 1], msg[sizeof(body) + 128],
+			    want[SIGNATURE_LEN + 1];
+			assert_int_equal(
+			    signature_sign(secret, "msg_x", 1700000000, body, sizes[j], got), 0);
+			int hlen = snprintf(msg, sizeof(msg), "msg_x.1700000000.");
+			memcpy(msg + hlen, body, sizes[j]);
+			unsigned char mac[32];
+			unsigned int maclen = 0;
+			assert_non_null(HMAC(EVP_sha256(), key, klen, (unsigned char *)msg,
+			                     (size_t)hlen + sizes[j], mac, &maclen));
+			memcpy(want, "v1,", 3);
+			EVP_EncodeBlock((unsigned char *)want + 3, mac, (int)maclen);
+			assert_string_equal(got, want);
+		}
+	}
+}
+
 static void test_secret_check(void **state)
 {
 	(void)state;
@@ -127,6 +165,7 @@ int main(void)
 	    cmocka_unit_test(test_every_input_counts),
 	    cmocka_unit_test(test_generated_secrets),
 	    cmocka_unit_test(test_secret_check),
+	    cmocka_unit_test(test_agrees_with_openssl_hmac),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
