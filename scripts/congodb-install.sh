@@ -16,51 +16,13 @@
 # `npm install --package-lock-only` of those six (pinned in package.json) plus one entry, written
 # by hand, for @push.rocks/smartmongo 2.2.0 with its registry integrity hash and no
 # dependencies. `npm ci` installs a lock as it is, so its tree is exactly that; --ignore-scripts:
-# none of these packages has an install script, and none may run.
+# none of these packages has an install script, and none may run. The work is
+# scripts/npm-install.sh's (stamp, lock, npm cache, node version, the check that it loads).
 set -eu
 if [ "$#" -ne 1 ] || [ -z "$1" ]; then
 	echo "usage: scripts/congodb-install.sh DIR" >&2
 	exit 2
 fi
-src=$(cd "$(dirname "$0")/../tests/congodb" && pwd)
-mkdir -p "$1"
-dest=$(cd "$1" && pwd)
-
-for tool in node npm; do
-	if ! command -v "$tool" >/dev/null 2>&1; then
-		echo "congodb-install: $tool is not installed: run scripts/deps.sh (as root)" >&2
-		exit 1
-	fi
-done
-major=$(node -p 'process.versions.node.split(".")[0]')
-if [ "$major" -lt 18 ]; then
-	echo "congodb-install: node $(node --version) is too old (18 or later needed)" >&2
-	exit 1
-fi
-
-stamp=$(cat "$src/package.json" "$src/package-lock.json" | sha256sum | cut -d' ' -f1)
-installed() {
-	[ -f "$dest/.installed" ] && [ "$(cat "$dest/.installed")" = "$stamp" ] &&
-		[ -f "$dest/node_modules/@push.rocks/smartmongo/dist_ts/congodb/index.js" ]
-}
-installed && exit 0
-
-# One installer at a time per directory (two ctest runs on one build tree).
-exec 9>"$dest/.lock"
-flock 9
-installed && exit 0
-
-echo "congodb-install: installing @push.rocks/smartmongo 2.2.0 (CongoDB) into $dest/node_modules" >&2
-rm -f "$dest/.installed"
-cp "$src/package.json" "$src/package-lock.json" "$dest/"
-cd "$dest"
-# HOME may be unset in a bare CI environment: npm then needs a cache of its own.
-[ -n "${HOME:-}" ] && [ -w "${HOME:-/nonexistent}" ] || export npm_config_cache="$dest/.npm-cache"
-t0=$(date +%s)
-npm ci --ignore-scripts --no-audit --no-fund --loglevel=error </dev/null >&2
-node --input-type=module -e "
-  const m = await import('$dest/node_modules/@push.rocks/smartmongo/dist_ts/congodb/index.js');
-  if (typeof m.CongoServer !== 'function') throw new Error('no CongoServer');
-" </dev/null
-echo "$stamp" >"$dest/.installed"
-echo "congodb-install: done in $(($(date +%s) - t0)) s" >&2
+here=$(dirname "$0")
+exec sh "$here/npm-install.sh" "$here/../tests/congodb" "$1" \
+	@push.rocks/smartmongo/dist_ts/congodb/index.js CongoServer
