@@ -22,7 +22,8 @@ Only 127.0.0.1 is used. Every process started here is stopped at the end.
 Each API figure is the median of --runs wrk runs, and each fan-out size the median of
 --fanout-runs runs (this 2-core machine is noisy); the million-webhook RSS run is made once. The
 fan-out also runs with WEBHOOKS_BENCH_NO_RECORD=1 at the first size, to show what recording
-costs.
+costs, and with WEBHOOKS_BENCH_NO_METRICS=1 (the metrics' atomic updates skipped), its runs
+alternating with those of the normal build so that a drift of the machine weighs on both alike.
 
 Usage: run.py BUILD_DIR [--duration S] [--runs N] [--fanout 10000,100000] [--fanout-runs N]
               [--rss-webhooks 1000000] [--scale-webhooks 20000] [--trigger-webhooks 10000,1000000]
@@ -151,7 +152,7 @@ class System:
         wait_port(self.nats_port)
         self.db = os.path.join(work, "webhooks.db")
         self.svc_env = {"NATS_URL": f"nats://127.0.0.1:{self.nats_port}",
-                        "STORE_URL": "sqlite:" + self.db, "TARGET_ALLOW_CIDRS": "127.0.0.0/8", "MAX_PENDING_DELIVERIES": "0", "MAX_IN_FLIGHT_PER_HOST": "0", "LOG_LEVEL": os.environ.get("SVC_LOG_LEVEL", "warn"), **(svc_env or {})}
+                        "STORE_URL": "sqlite:" + self.db, "TARGET_ALLOW_CIDRS": "127.0.0.0/8", "MAX_PENDING_DELIVERIES": "0", "MAX_IN_FLIGHT_PER_HOST": "0", "METRICS_PORT": "0", "LOG_LEVEL": os.environ.get("SVC_LOG_LEVEL", "warn"), **(svc_env or {})}
         self.svc = None
         self.extra = []
         self.gw = start([os.path.join(bindir, "webhooks-gateway")],
@@ -189,6 +190,12 @@ class System:
         self.stop_svc()
         stop(self.gw)
         stop(self.nats)
+
+    def cpu_s(self):
+        """CPU time (user + system) webhooks-svc has used so far, in seconds."""
+        with open(f"/proc/{self.svc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def peak_rss_kib(self):
         with open(f"/proc/{self.svc.pid}/status") as f:
@@ -281,7 +288,7 @@ def wait_delivered(port, n, wait_s):
     return stats
 
 
-def bench_fanout(bindir, n, work, wait_s, record=True, sign=True):
+def bench_fanout(bindir, n, work, wait_s, record=True, sign=True, metrics=True):
     tgt = start([os.path.join(bindir, "webhook-target"), "--no-record", "--quiet"] +
                 sum([["--port", "0"] for _ in range(4)], []), stdout=subprocess.PIPE)
     ports = [int(tgt.stdout.readline().split()[1]) for _ in range(4)]
@@ -290,6 +297,10 @@ def bench_fanout(bindir, n, work, wait_s, record=True, sign=True):
         svc_env["WEBHOOKS_BENCH_NO_RECORD"] = "1"
     if not sign:
         svc_env["WEBHOOKS_BENCH_NO_SIGN"] = "1"
+    if not metrics:
+        svc_env["WEBHOOKS_BENCH_NO_METRICS"] = "1"
+    metrics_port = free_port()  # one instance here: a port of its own, scraped at the end
+    svc_env["METRICS_PORT"] = str(metrics_port)
     system = System(bindir, work, svc_env)
     system.start_svc()  # creates the schema
     system.stop_svc()
@@ -299,9 +310,11 @@ def bench_fanout(bindir, n, work, wait_s, record=True, sign=True):
     floor = curl_floor(bindir, min(n, 200000), ports)
     urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{ports[0]}/_control/reset", method="POST")).read()
 
+    cpu0 = system.cpu_s()
     status, body, replied_us = trigger(system.http_port)
     assert status == 202 and body["targets"] == n, (status, body)
     stats = wait_delivered(ports[0], n, wait_s)
+    cpu = system.cpu_s() - cpu0
     rss = system.peak_rss_kib()
     total = stats["total"]
     if not stats.get("lastArrivalUs"):
@@ -310,7 +323,21 @@ def bench_fanout(bindir, n, work, wait_s, record=True, sign=True):
     out = {"webhooks": n, "delivered": total, "deliveries_per_sec": total / span_s if span_s > 0 else 0,
            "first_delivery_ms": (stats["firstArrivalUs"] - replied_us) / 1000, "peak_rss_mib": rss / 1024,
            "ceiling_requests_per_sec": ceiling["requests_per_sec"],
-           "curl_floor_per_sec": floor["transfers_per_sec"]}
+           "curl_floor_per_sec": floor["transfers_per_sec"],
+           "svc_cpu_us_per_delivery": cpu * 1e6 / total if total else 0}
+    # The attempts the service counted: all of them, or none with the switch. (The last
+    # attempts are counted as they end, a moment after the target saw them.)
+    want, counted = (total if metrics else 0), None
+    for _ in range(100):
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as r:
+            m = re.search(r'^webhooks_delivery_attempts_total\{result="2xx"\} (\d+)$',
+                          r.read().decode(), re.M)
+        counted = int(m.group(1))
+        if counted == want:
+            break
+        time.sleep(0.05)
+    if counted != want:
+        raise RuntimeError(f"the service counted {counted} attempts, expected {want}")
     system.stop()
     stop(tgt)
     return out
@@ -368,6 +395,8 @@ def main():
                     help="skip the run without delivery records that measures their cost")
     ap.add_argument("--no-sign-overhead", dest="sign_overhead", action="store_false",
                     help="skip the run without signatures that measures their cost")
+    ap.add_argument("--no-metrics-overhead", dest="metrics_overhead", action="store_false",
+                    help="skip the runs without metrics updates that measure their cost")
     ap.add_argument("--scale-webhooks", type=int, default=20000)
     ap.add_argument("--trigger-webhooks", default="10000,1000000")
     ap.add_argument("--only", default="api,fanout,scale,trigger")
@@ -385,35 +414,66 @@ def main():
                 print(f"api {name:9s} {v['requests_per_sec']:9.0f} req/s  p99 {v['p99_ms']:6.2f} ms  "
                       f"non2xx {int(v['non2xx'])}  (median of {v['all']})")
         sizes = [int(x) for x in args.fanout.split(",") if x] if "fanout" in only else []
-        plan = [(n, True, True, args.fanout_runs) for n in sizes]
+        plan = [(n, True, True, True, args.fanout_runs) for n in sizes]
         if args.record_overhead and sizes:
-            plan.insert(1, (sizes[0], False, True, args.fanout_runs))
+            plan.insert(1, (sizes[0], False, True, True, args.fanout_runs))
         if args.sign_overhead and sizes:
-            plan.insert(1, (sizes[0], True, False, args.fanout_runs))
+            plan.insert(1, (sizes[0], True, False, True, args.fanout_runs))
+        if args.metrics_overhead and sizes:
+            plan.insert(1, (sizes[0], True, True, False, args.fanout_runs))
         if args.rss_webhooks and "fanout" in only:
-            plan.append((args.rss_webhooks, True, True, 1))
+            plan.append((args.rss_webhooks, True, True, True, 1))
 
-        def one(n, record, sign):
+        def one(n, record, sign, metrics):
             with tempfile.TemporaryDirectory() as work:
                 return bench_fanout(bindir, n, work, wait_s=max(60, n / 2000), record=record,
-                                    sign=sign)
+                                    sign=sign, metrics=metrics)
 
-        for n, record, sign, runs in plan:
-            results = sorted_runs(runs, lambda: one(n, record, sign), "deliveries_per_sec")
+        # Metrics on and off at the first size: their runs alternate, so that a drift of the
+        # machine during the run weighs on both alike.
+        done = {}
+        if args.metrics_overhead and sizes:
+            on, off = [], []
+            for _ in range(args.fanout_runs):
+                on.append(one(sizes[0], True, True, True))
+                off.append(one(sizes[0], True, True, False))
+            done[(sizes[0], True, True, True)] = on
+            done[(sizes[0], True, True, False)] = off
+            ratios = sorted(a["deliveries_per_sec"] / b["deliveries_per_sec"] for a, b in zip(on, off))
+            floors = sorted((a["deliveries_per_sec"] / a["curl_floor_per_sec"]) /
+                            (b["deliveries_per_sec"] / b["curl_floor_per_sec"]) for a, b in zip(on, off))
+            cpus = sorted(a["svc_cpu_us_per_delivery"] / b["svc_cpu_us_per_delivery"]
+                          for a, b in zip(on, off))
+            print(f"fanout {sizes[0]:8d} webhooks, metrics on / off, run by run (alternating): "
+                  f"deliveries/s {[round(r, 3) for r in ratios]}, median {ratios[len(ratios) // 2]:.3f}; "
+                  f"share of the floor {[round(r, 3) for r in floors]}, median {floors[len(floors) // 2]:.3f}; "
+                  f"webhooks-svc CPU per delivery {[round(r, 3) for r in cpus]}, median {cpus[len(cpus) // 2]:.3f}",
+                  flush=True)
+
+        for n, record, sign, metrics, runs in plan:
+            key = (n, record, sign, metrics)
+            if key in done and runs == args.fanout_runs:
+                results = sorted(done.pop(key), key=lambda x: x["deliveries_per_sec"])
+            else:
+                results = sorted_runs(runs, lambda: one(n, record, sign, metrics),
+                                      "deliveries_per_sec")
             r = results[len(results) // 2]
-            what = ('' if record else ' (not recorded)') + ('' if sign else ' (not signed)')
+            what = (('' if record else ' (not recorded)') + ('' if sign else ' (not signed)') +
+                    ('' if metrics else ' (metrics not counted)'))
             line = (f"fanout {r['webhooks']:8d} webhooks{what}: "
                     f"delivered {r['delivered']}, "
                     f"{r['deliveries_per_sec']:8.0f}/s (ceiling wrk {r['ceiling_requests_per_sec']:.0f}/s, "
                     f"libcurl floor {r['curl_floor_per_sec']:.0f}/s), "
                     f"first delivery {r['first_delivery_ms']:.2f} ms after the reply, "
-                    f"peak RSS {r['peak_rss_mib']:.1f} MiB")
+                    f"peak RSS {r['peak_rss_mib']:.1f} MiB, "
+                    f"webhooks-svc CPU {r['svc_cpu_us_per_delivery']:.1f} us/delivery")
             if runs > 1:
                 line += (f"\n    median of {runs} runs: deliveries/s {[round(x['deliveries_per_sec']) for x in results]}, "
                          f"share of wrk {[round(100 * x['deliveries_per_sec'] / x['ceiling_requests_per_sec']) for x in results]}%, "
                          f"share of the floor {[round(100 * x['deliveries_per_sec'] / x['curl_floor_per_sec']) for x in results]}%, "
                          f"worst first delivery {max(x['first_delivery_ms'] for x in results):.2f} ms, "
-                         f"highest peak RSS {max(x['peak_rss_mib'] for x in results):.1f} MiB")
+                         f"highest peak RSS {max(x['peak_rss_mib'] for x in results):.1f} MiB, "
+                         f"webhooks-svc CPU us/delivery {[round(x['svc_cpu_us_per_delivery'], 1) for x in results]}")
             print(line, flush=True)
         if "scale" in only and args.scale_webhooks:
             for k in (1, 2, 3):

@@ -1,8 +1,10 @@
 /* config.c -- configuration from environment variables and command-line flags. */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -10,6 +12,14 @@
 #include <string.h>
 
 #include "log.h"
+
+const char *cfg_check_address(const char *v)
+{
+	unsigned char buf[sizeof(struct in6_addr)];
+	if (inet_pton(AF_INET, v, buf) == 1 || inet_pton(AF_INET6, v, buf) == 1)
+		return NULL;
+	return "an IPv4 or IPv6 address such as 0.0.0.0, 127.0.0.1 or ::";
+}
 
 bool cfg_parse_long(const char *text, long *out)
 {

@@ -70,4 +70,8 @@ bool cfg_parse_duration(const char *text, int64_t *ms);
  * success. Use it wherever a string becomes a number. */
 bool cfg_parse_long(const char *text, long *out);
 
+/* A CFG_STRING check for a listening address: NULL when v is an IPv4 or IPv6 address, else
+ * what was expected. */
+const char *cfg_check_address(const char *v);
+
 #endif

@@ -18,7 +18,9 @@
 
 #include "config.h"
 #include "envelope.h"
+#include "gw_metrics.h"
 #include "ids.h"
+#include "metrics.h"
 #include "route.h"
 #include "timeutil.h"
 
@@ -41,6 +43,7 @@ static const struct route_info {
     [R_SECRET] = {"webhooks.secret", 200, true, false},
     [R_ROTATE] = {"webhooks.rotate", 200, true, true},
     [R_RETRY] = {"webhooks.retry", 202, true, false},
+    [R_METRICS] = {NULL, 200, true, false}, /* answered here, not over NATS: see gw_handle */
 };
 
 struct request {
@@ -55,6 +58,7 @@ struct request {
 	bool too_large;
 	size_t discarded;
 	int64_t retry_after; /* seconds, for a Retry-After header when > 0 */
+	int64_t started_us;  /* its first byte, for webhooks_http_request_duration_seconds */
 
 	/* The handshake with the reply callback: it resumes the connection only after the
 	 * handler has suspended it. */
@@ -80,8 +84,10 @@ static enum MHD_Result send_body(struct request *req, int status, char *body, co
 	 * then no answer, and libmicrohttpd closes the connection. */
 	char secs[24];
 	snprintf(secs, sizeof(secs), "%lld", (long long)req->retry_after);
-	if ((len > 0 && MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
-	                                        "application/json") != MHD_YES) ||
+	const char *ctype =
+	    req->route == R_METRICS && status == 200 ? METRICS_CONTENT_TYPE : "application/json";
+	if ((len > 0 &&
+	     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype) != MHD_YES) ||
 	    (allow != NULL &&
 	     MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow) != MHD_YES) ||
 	    (status == MHD_HTTP_UNAUTHORIZED &&
@@ -95,6 +101,10 @@ static enum MHD_Result send_body(struct request *req, int status, char *body, co
 	}
 	enum MHD_Result ret = MHD_queue_response(req->conn, (unsigned int)status, r);
 	MHD_destroy_response(r);
+	/* Counted once queued, before the client can see the answer: a scrape that follows it
+	 * always includes it. */
+	if (ret == MHD_YES)
+		gw_metrics_request(req->route, status, time_mono_us() - req->started_us);
 	return ret;
 }
 
@@ -335,6 +345,7 @@ static enum MHD_Result first_call(struct gw *gw, struct MHD_Connection *conn, co
 		return MHD_NO;
 	req->gw = gw;
 	req->conn = conn;
+	req->started_us = time_mono_us();
 	/* glibc's init of a default mutex only stores its attributes: it cannot fail. */
 	(void)pthread_mutex_init(&req->lock, NULL);
 	*req_cls = req;
@@ -418,6 +429,12 @@ enum MHD_Result gw_handle(void *cls, struct MHD_Connection *conn, const char *ur
 	if (req->too_large)
 		return send_error(req, ERR_PAYLOAD_TOO_LARGE, NULL,
 		                  "the request body is larger than %d bytes", GW_MAX_BODY);
+	if (req->route == R_METRICS) {
+		char *text = gw_metrics_render(gw);
+		if (text == NULL)
+			return send_error(req, ERR_INTERNAL, NULL, "out of memory");
+		return send_body(req, 200, text, NULL);
+	}
 	pthread_mutex_lock(&req->lock);
 	bool replied = req->replied;
 	pthread_mutex_unlock(&req->lock);

@@ -28,6 +28,10 @@ enum route_id route_match(const char *path, const char *method, struct route_mat
 		m->allow = "GET, HEAD";
 		return m->route = get ? R_HEALTH : R_NONE;
 	}
+	if (strcmp(path, "/metrics") == 0) {
+		m->allow = "GET, HEAD";
+		return m->route = get ? R_METRICS : R_NONE;
+	}
 	const char *rest = NULL;
 	bool events = false;
 	if (strncmp(path, "/webhooks/", 10) == 0) {

@@ -24,9 +24,10 @@ enum route_id {
 	R_SECRET,
 	R_ROTATE,
 	R_RETRY,
+	R_METRICS, /* served by the gateway itself, not over NATS */
 };
 
-#define ROUTE_COUNT (R_RETRY + 1)
+#define ROUTE_COUNT (R_METRICS + 1)
 
 struct route_match {
 	enum route_id route; /* R_NONE for an unknown path or a wrong method */

@@ -18,6 +18,7 @@ bin="$build/bin"
 data="${DATA_DIR:-data}"
 port="${GATEWAY_PORT:-8080}"
 nats_port="${NATS_PORT:-4222}"
+metrics_port="${METRICS_PORT:-9090}" # webhooks-svc's GET /metrics, on 127.0.0.1 (0: any free port)
 mkdir -p "$data"
 
 # The admin token is made once and kept, so that curl commands keep working across runs.
@@ -52,11 +53,15 @@ stop() {
 		kill -TERM "${pids[i]}" 2>/dev/null || true
 		wait "${pids[i]}" 2>/dev/null || true
 	done
+	# Whatever the signal interrupted (the health loop below, say) must not go on.
+	exit
 }
 trap stop INT TERM EXIT
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "$nats_port" "$port"; do
+ports=("$nats_port" "$port")
+[ "$metrics_port" -gt 0 ] 2>/dev/null && ports+=("$metrics_port")
+for p in "${ports[@]}"; do
 	port_free "$p" || { echo "run: port $p is already in use; stop what holds it first" >&2; exit 1; }
 done
 
@@ -65,7 +70,8 @@ done
 setsid nats-server -c "$data/nats.conf" -a 127.0.0.1 -p "$nats_port" -js -sd "$data/nats" &
 pids+=($!)
 export NATS_URL="nats://webhooks:$nats_password@127.0.0.1:$nats_port"
-STORE_URL="${STORE_URL:-sqlite:$data/webhooks.db}" setsid "$bin/webhooks-svc" &
+STORE_URL="${STORE_URL:-sqlite:$data/webhooks.db}" METRICS_PORT="$metrics_port" \
+	setsid "$bin/webhooks-svc" &
 pids+=($!)
 GATEWAY_PORT="$port" setsid "$bin/webhooks-gateway" &
 pids+=($!)
@@ -80,6 +86,9 @@ for _ in $(seq 1 100); do
 done
 [ -n "$ok" ] || { echo "run: the system did not become healthy; see the log above" >&2; exit 1; }
 
+svc_metrics="curl -s http://127.0.0.1:$metrics_port/metrics   (webhooks-svc; loopback only, no token)"
+[ "$metrics_port" -gt 0 ] 2>/dev/null ||
+	svc_metrics="webhooks-svc: METRICS_PORT=$metrics_port (0: the port is in its log line \"metrics on\")"
 cat <<MSG
 
   webhooks is up: http://127.0.0.1:$port   (Ctrl-C stops nats-server, webhooks-svc, webhooks-gateway)
@@ -93,6 +102,8 @@ cat <<MSG
   List them:   curl -s http://127.0.0.1:$port/webhooks -H 'Authorization: Bearer $ADMIN_TOKEN'
   Trigger:     curl -s http://127.0.0.1:$port/ip
   NATS:        nats://webhooks:<$data/nats-password>@127.0.0.1:$nats_port (anonymous clients are refused)
+  Metrics:     curl -s http://127.0.0.1:$port/metrics -H 'Authorization: Bearer $ADMIN_TOKEN'   (gateway)
+               $svc_metrics
 
 MSG
 wait -n "${pids[@]}" || true

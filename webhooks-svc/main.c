@@ -6,15 +6,16 @@
  *   3. open the store and the API's group-commit writer, connect to NATS (retrying forever in
  *      the background when the server is down), create the JetStream delivery queue and the
  *      dispatcher thread, start the queue's fetchers (which set up the stream and consumers
- *      once JetStream answers) and subscribe to the API subjects in the queue group;
+ *      once JetStream answers), start the metrics server (METRICS_PORT) and subscribe to the
+ *      API subjects in the queue group;
  *   4. wait in sigwait() until SIGTERM or SIGINT: requests are handled meanwhile on the NATS
  *      library's delivery threads, writes on the writer thread, work messages on the queue's
- *      fetcher threads, transfers on the dispatcher's thread;
- *   5. drain, within 5 s in all: stop fetching work, stop taking requests and finish the ones
- *      received (DRAIN_MS), complete the queued writes and reply, let in-flight deliveries
- *      finish (DISPATCH_DRAIN_MS) and hand the rest back to JetStream, make the recorded
- *      outcomes durable and ack what they finish, nak every message not finished, close NATS
- *      and the store, exit 0.
+ *      fetcher threads, transfers on the dispatcher's thread, scrapes on the metrics thread;
+ *   5. drain, within 5 s in all: stop the metrics server, stop fetching work, stop taking
+ *      requests and finish the ones received (DRAIN_MS), complete the queued writes and reply,
+ *      let in-flight deliveries finish (DISPATCH_DRAIN_MS) and hand the rest back to
+ *      JetStream, make the recorded outcomes durable and ack what they finish, nak every
+ *      message not finished, close NATS and the store, exit 0.
  */
 #include <errno.h>
 #include <curl/curl.h>
@@ -30,9 +31,11 @@
 #include "config.h"
 #include "handlers.h"
 #include "log.h"
+#include "metrics.h"
 #include "natsconn.h"
 #include "signature.h"
 #include "svc.h"
+#include "svc_metrics.h"
 
 #define WRITER_CAPACITY   1024
 #define WRITER_BATCH      512
@@ -61,6 +64,11 @@ static const char *check_cidrs(const char *v)
 static void wake_dispatcher(void *ctx)
 {
 	dispatch_wakeup(ctx);
+}
+
+static char *render_metrics(void *ctx)
+{
+	return svc_metrics_render(ctx);
 }
 
 int main(int argc, char **argv)
@@ -115,6 +123,12 @@ int main(int argc, char **argv)
 	    {"DISABLE_AFTER", "--disable-after", CFG_DURATIONS, "5d",
 	     "a webhook whose deliveries have all failed for this long is disabled (0s: never)", 0,
 	     0, NULL, &c->disable_after},
+	    {"METRICS_BIND", "--metrics-bind", CFG_STRING, "127.0.0.1",
+	     "address of the Prometheus endpoint GET /metrics (no authentication: keep it private)",
+	     0, 0, cfg_check_address, &c->metrics_bind},
+	    {"METRICS_PORT", "--metrics-port", CFG_INT, "9090",
+	     "port of GET /metrics (0 picks a free one, logged at start; -1 serves no metrics)", -1,
+	     65535, NULL, &c->metrics_port},
 	};
 	int rc = cfg_load(options, sizeof(options) / sizeof(options[0]), argc, argv, "webhooks-svc",
 	                  "webhooks-svc: stores webhooks and delivers events, answering the "
@@ -159,6 +173,11 @@ int main(int argc, char **argv)
 	bool no_sign = getenv("WEBHOOKS_BENCH_NO_SIGN") != NULL;
 	if (no_sign)
 		log_warn("WEBHOOKS_BENCH_NO_SIGN is set: deliveries are not signed");
+	/* For make bench only: measures what counting costs (GET /metrics then shows zeros). */
+	if (getenv("WEBHOOKS_BENCH_NO_METRICS") != NULL) {
+		metrics_set_enabled(false);
+		log_warn("WEBHOOKS_BENCH_NO_METRICS is set: metrics are not counted");
+	}
 
 	/* libmongoc initialises itself before main() and, unless MONGOC_DISABLE_SHM is set,
 	 * keeps its counters in /dev/shm/mongoc-<pid>. Unlink it at once: the mapping stays
@@ -247,6 +266,17 @@ int main(int argc, char **argv)
 		log_error("%s", err);
 		goto out;
 	}
+	if (c->metrics_port >= 0) {
+		svc.metrics = metrics_http_create(c->metrics_bind, c->metrics_port, render_metrics,
+		                                  &svc, err, sizeof(err));
+		if (svc.metrics == NULL) {
+			log_error("%s", err);
+			goto out;
+		}
+		log_info("metrics on %s port %u", c->metrics_bind, metrics_http_port(svc.metrics));
+	} else {
+		log_info("metrics: not served (METRICS_PORT=-1)");
+	}
 	if (handlers_start(&svc, err, sizeof(err)) != 0) {
 		if (!natsconn_check_refused(svc.nc))
 			log_error("%s", err);
@@ -264,6 +294,8 @@ int main(int argc, char **argv)
 	log_info("received %s; draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 	exit_code = natsconn_refused() ? 1 : 0;
 out:
+	/* The metrics server first: what it reads goes away below. */
+	metrics_http_destroy(svc.metrics);
 	/* Everything that takes new work stops at once; the drains run side by side. */
 	jsq_stop_fetching(svc.queue);
 	dispatch_stop(svc.dispatch);

@@ -10,6 +10,7 @@
 #include "dispatch.h"
 #include "jsqueue.h"
 #include "log.h"
+#include "metrics_http.h"
 #include "pressure.h"
 #include "retention.h"
 #include "store.h"
@@ -40,6 +41,8 @@ struct svc_config {
 	int64_t disable_after_ms;               /* 0: failures never disable a webhook */
 	struct cfg_durations progress_interval; /* one duration */
 	int64_t progress_interval_ms;           /* 0: no progress lines */
+	const char *metrics_bind;
+	long metrics_port; /* 0: a free port the system picks; -1: no metrics server */
 };
 
 struct svc {
@@ -53,6 +56,8 @@ struct svc {
 	struct pressure *pressure;   /* NULL when MAX_PENDING_DELIVERIES=0 */
 	struct retention *retention; /* NULL when RETENTION=0s */
 	struct progress *progress;   /* NULL when PROGRESS_INTERVAL=0s */
+	/* GET /metrics on METRICS_BIND:METRICS_PORT; NULL when METRICS_PORT=-1. */
+	struct metrics_http *metrics;
 	natsSubscription *subs[32];
 	int nsubs;
 };

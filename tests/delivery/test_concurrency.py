@@ -80,7 +80,10 @@ class LiveStoreTest(DeliveryCase):
                        key=lambda h: h['id'])
         paths = {h['id']: h['targetUrl'].split(str(self.target.port), 1)[1] for h in hooks}
         ev, _ = self.trigger()
-        # The first delivery takes 300 ms; the last two have not been read again yet.
+        # Once the first delivery has reached the target, the work item has been taken (its
+        # five webhooks read and counted): it takes 300 ms, and the last two have not been
+        # read again yet. (Changed before the item is taken, they would simply not be targets.)
+        self.target.wait(lambda st: st['total'] >= 1, 15, 'the first delivery under way')
         deleted, updated = hooks[4], hooks[3]
         self.delete(deleted['id'])
         self.update(updated['id'], '/ok/updated')

@@ -52,6 +52,9 @@ static void spell(enum route_id r, const char *id, char *out, size_t outlen)
 	case R_HEALTH:
 		snprintf(out, outlen, "/healthz");
 		break;
+	case R_METRICS:
+		snprintf(out, outlen, "/metrics");
+		break;
 	case R_GET:
 	case R_UPDATE:
 	case R_DELETE:
@@ -88,8 +91,8 @@ static bool has_id(enum route_id r)
 static bool method_fits(enum route_id r, const char *method)
 {
 	if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
-		return r == R_LIST || r == R_TRIGGER || r == R_HEALTH || r == R_GET ||
-		       r == R_EVENT || r == R_DELIVERIES || r == R_SECRET;
+		return r == R_LIST || r == R_TRIGGER || r == R_HEALTH || r == R_METRICS ||
+		       r == R_GET || r == R_EVENT || r == R_DELIVERIES || r == R_SECRET;
 	if (strcmp(method, "POST") == 0)
 		return r == R_REGISTER || r == R_ROTATE || r == R_RETRY;
 	if (strcmp(method, "PUT") == 0)

@@ -21,7 +21,8 @@ The pieces:
       .nats_client() (nats_client.NatsClient), .logs(), .close()
   NatsServer / Service / Gateway: start(wait=True), wait_ready(), stop() (SIGTERM; exit 0
       within 5 s, no sanitizer report), kill() (SIGKILL to the group), restart();
-      .proc (Proc: pause/resume/signal/wait_line/log_text)
+      .proc (Proc: pause/resume/signal/wait_line/log_text); Service.metrics_port() (its
+      METRICS_PORT is 0 unless a test sets it: the port it picked, from its log)
   Gateway.request(method, path, body, headers, auth) -> Response, unpacking as
       (status, headers, parsed JSON or raw bytes); http_request()/raw_http() for any server
   IntegrationCase: a unittest.TestCase with a Stack per class or per test, log printing on
@@ -365,7 +366,8 @@ def base_env(extra=None):
     for k in ('NATS_URL', 'GATEWAY_BIND', 'GATEWAY_PORT', 'ADMIN_TOKEN', 'TRUST_PROXY',
               'NATS_TIMEOUT_MS', 'STORE_URL', 'MAX_IN_FLIGHT', 'MAX_RETRIES', 'RETRY_SCHEDULE',
               'DELIVERY_TIMEOUT_MS', 'LOG_LEVEL', 'ALLOW_PRIVATE_TARGETS', 'TARGET_ALLOW_CIDRS',
-              'IP_RATE_LIMIT', 'MAX_PENDING_DELIVERIES', 'MAX_IN_FLIGHT_PER_HOST'):
+              'IP_RATE_LIMIT', 'MAX_PENDING_DELIVERIES', 'MAX_IN_FLIGHT_PER_HOST',
+              'METRICS_BIND', 'METRICS_PORT', 'WEBHOOKS_BENCH_NO_METRICS'):
         env.pop(k, None)
     # A safety net for deliveries: libcurl sends any target that is not loopback to a proxy
     # on a closed loopback port (without resolving its name), so whatever URL a test
@@ -550,10 +552,11 @@ class Service(OurBinary):
         self.db_path = os.path.join(workdir, '%s.db' % name)
         # The sinks of the tests are on loopback, which the service refuses by default.
         # Every sink is the one host 127.0.0.1: the per-host limit is off unless a test
-        # turns it on (test_fairness.py does).
+        # turns it on (test_fairness.py does). Metrics on a port the service picks (see
+        # metrics_port), so that instances side by side do not fight over 9090.
         self.env = {'NATS_URL': nats_url, 'STORE_URL': 'sqlite:' + self.db_path,
                     'LOG_LEVEL': log_level, 'TARGET_ALLOW_CIDRS': LOOPBACK_CIDRS,
-                    'MAX_IN_FLIGHT_PER_HOST': '0'}
+                    'MAX_IN_FLIGHT_PER_HOST': '0', 'METRICS_PORT': '0'}
         self.env.update(env or {})
         self.proc = Proc(name, [binary('webhooks-svc')], base_env(self.env), workdir, cwd=workdir)
 
@@ -567,6 +570,10 @@ class Service(OurBinary):
 
     def wait_ready(self, timeout=START_TIMEOUT):
         self.proc.wait_line(r'\bready: ', timeout)
+
+    def metrics_port(self, timeout=START_TIMEOUT):
+        """The port this run serves GET /metrics on, as it logged it ("metrics on ADDR port N")."""
+        return int(self.proc.wait_line(r'\bmetrics on \S+ port (\d+)', timeout).group(1))
 
 
 class Gateway(OurBinary):

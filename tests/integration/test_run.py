@@ -48,7 +48,7 @@ class MakeRunTest(IntegrationCase):
         self.addCleanup(shutil.rmtree, data, True)
         port, nats_port = harness.free_port('127.0.0.1'), harness.free_port('127.0.0.1')
         env = harness.base_env({'DATA_DIR': data, 'GATEWAY_PORT': port, 'NATS_PORT': nats_port,
-                                'TARGET_ALLOW_CIDRS': None})
+                                'TARGET_ALLOW_CIDRS': None, 'METRICS_PORT': 0})
         env.pop('WEBHOOKS_RUN_SIGNALS', None)
         build = os.path.dirname(os.environ['WEBHOOKS_BIN_DIR'])
 

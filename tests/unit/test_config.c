@@ -671,6 +671,21 @@ static void test_check_callback(void **state)
 	assert_error_names(err, "UT_NATS_URL", "expected a nats:// URL");
 }
 
+/* The listening-address check of GATEWAY_BIND and METRICS_BIND: IPv4 or IPv6, nothing else. */
+static void test_check_address(void **state)
+{
+	(void)state;
+	const char *good[] = {"0.0.0.0", "127.0.0.1", "::", "::1", "fe80::1", "192.0.2.7"};
+	const char *bad[] = {"",      "localhost", "127.0.0.1:9090", "256.0.0.1",
+	                     "[::1]", " ::1",      "1.2.3"};
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		if (cfg_check_address(good[i]) != NULL)
+			fail_msg("'%s' refused", good[i]);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (cfg_check_address(bad[i]) == NULL)
+			fail_msg("'%s' accepted", bad[i]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -695,6 +710,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_value_that_looks_like_a_flag, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_empty_string_rejected, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_check_callback, setup, teardown),
+	    cmocka_unit_test(test_check_address),
 	};
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }

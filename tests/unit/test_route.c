@@ -47,6 +47,10 @@ static void test_routes(void **state)
 	assert_route("GET", "/ip", R_TRIGGER, g, "", NULL);
 	assert_route("HEAD", "/healthz", R_HEALTH, g, "", NULL);
 	assert_route("POST", "/healthz", R_NONE, g, "", NULL);
+	assert_route("GET", "/metrics", R_METRICS, g, "", NULL);
+	assert_route("HEAD", "/metrics", R_METRICS, g, "", NULL);
+	assert_route("POST", "/metrics", R_NONE, g, "", NULL);
+	assert_route("GET", "/metrics/", R_NONE, NULL, "", NULL);
 	assert_route("GET", "/webhooks/" ID, R_GET, w, ID, NULL);
 	assert_route("HEAD", "/webhooks/" ID, R_GET, w, ID, NULL);
 	assert_route("PUT", "/webhooks/" ID, R_UPDATE, w, ID, NULL);

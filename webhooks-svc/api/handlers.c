@@ -18,6 +18,7 @@
 #include "requests.h"
 #include "timeutil.h"
 #include "signature.h"
+#include "svc_metrics.h"
 #include "url.h"
 
 /* The process's one service: the subscriptions' closure slot carries their route instead. */
@@ -184,6 +185,7 @@ static void event_published(void *ctx, const struct store_event *ev, int rc, con
 	} else {
 		json_t *o =
 		    json_pack("{s:s, s:I}", "eventId", ev->id, "targets", (json_int_t)ev->targets);
+		svc_metrics_event_accepted();
 		reply_json(p->svc, p->reply, o);
 		json_decref(o);
 	}

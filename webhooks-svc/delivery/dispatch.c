@@ -34,6 +34,7 @@
 
 #include "log.h"
 #include "signature.h"
+#include "svc_metrics.h"
 #include "timeutil.h"
 #include "url.h"
 
@@ -302,6 +303,7 @@ static void start(struct dispatch *d, const struct delivery *dl)
 fail : {
 	struct delivery_outcome o = {.at_ms = time_now_ms(), .retry_after_ms = -1};
 	snprintf(o.error, sizeof(o.error), "could not start the transfer (out of memory)");
+	svc_metrics_attempt_not_started();
 	jsq_report(d->q, &s->d, &o);
 	s->next_free = d->free_slots;
 	d->free_slots = s;
@@ -370,6 +372,8 @@ static void reap(struct dispatch *d)
 		CURLcode rc = m->data.result;
 		struct delivery_outcome o;
 		outcome_of(s, rc, &o);
+		svc_metrics_attempt(o.http_status, rc == CURLE_OPERATION_TIMEDOUT,
+		                    s->blocked[0] != '\0', s->started_us);
 		if (log_enabled(LOG_LVL_DEBUG)) {
 			char shown[URL_MAX_LEN + 1];
 			url_redact(s->d.target_url, shown, sizeof(shown));

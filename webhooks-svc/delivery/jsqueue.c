@@ -31,13 +31,14 @@
 #include "log.h"
 #include "url.h"
 #include "retry_policy.h"
+#include "svc_metrics.h"
 #include "timeutil.h"
 #include "writer.h"
 
 #define SUBJECT_FANOUT     "webhooks.work.fanout"
 #define SUBJECT_RETRY      "webhooks.work.retry"
 #define CONSUMER_FANOUT    "webhooks-fanout"
-#define CONSUMER_RETRY     "webhooks-retry"
+#define CONSUMER_RETRY     JSQ_CONSUMER_RETRY
 #define DEDUP_WINDOW_MS    (60 * 60 * 1000) /* a republished item or retry within it is dropped */
 #define FETCH_WAIT_MS      500  /* a fetch long-polls this long; bounds how fast fetchers stop */
 #define SETUP_RETRY_MS     1000 /* JetStream unreachable: try the setup again after this */
@@ -534,6 +535,8 @@ static void on_recorded(void *ctx, const struct store_op *op, int batch_rc, cons
 	if (batch_rc == 0 && op->attempt.status != STORE_DELIVERY_PENDING)
 		progress_note(q->cfg.progress, d->event_id,
 		              op->attempt.status == STORE_DELIVERY_SUCCEEDED);
+	if (batch_rc == 0 && op->attempt.status != STORE_DELIVERY_PENDING)
+		svc_metrics_delivery_ended(op->attempt.status == STORE_DELIVERY_SUCCEEDED);
 	if (batch_rc != 0) {
 		/* Not durable (only when stopping: the recorder retries until then): hand the
 		 * message back, and this attempt will be made again. */

@@ -42,6 +42,9 @@
 #define JSQ_ACK_WAIT_MS 30000 /* an unacked message goes to another instance after this */
 #define JSQ_MAX_BYTES   (1024LL * 1024 * 1024) /* the stream's bound: full refuses new work */
 
+/* The durable consumer of the retry messages (svc_metrics.c reads its backlog). */
+#define JSQ_CONSUMER_RETRY "webhooks-retry"
+
 struct work;
 
 /* One attempt the dispatcher is to make. */

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "svc_metrics.h"
 #include "timeutil.h"
 
 #define RETRY_FIRST_MS 100
@@ -67,7 +68,9 @@ static int apply_batch(struct writer *w, struct store_op *ops, size_t m, char *e
 	int tries_left = STOP_TRIES;
 	for (;;) {
 		err[0] = '\0';
+		int64_t t0 = time_mono_us();
 		int rc = store_apply(w->store, ops, m, err, errlen);
+		svc_metrics_store_batch(t0);
 		if (rc == 0)
 			return 0;
 		if (!w->retry || (is_stopping(w) && tries_left-- <= 0)) {
@@ -105,6 +108,8 @@ static void *run(void *arg)
 		for (size_t i = 0; i < n; i += w->batch_max) {
 			size_t m = n - i < w->batch_max ? n - i : w->batch_max;
 			int rc = apply_batch(w, b.ops + i, m, err, sizeof(err));
+			if (rc != 0)
+				svc_metrics_records_failed(m);
 			for (size_t j = i; j < i + m; j++)
 				w->done(b.ctxs[j], &b.ops[j], rc, err);
 		}
