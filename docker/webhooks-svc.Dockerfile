@@ -1,4 +1,5 @@
-# webhooks-svc: answers the webhooks.* NATS subjects; no port. Build from the repository root:
+# webhooks-svc: answers the webhooks.* NATS subjects; no port (GET /metrics listens on the
+# container's loopback unless METRICS_BIND says otherwise). Build from the repository root:
 #   docker build -f docker/webhooks-svc.Dockerfile -t webhooks-svc .
 # Packages come only from scripts/packages.txt (the one list), through scripts/deps.sh.
 

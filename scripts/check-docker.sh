@@ -507,7 +507,7 @@ check_health() {
 	gw_port=$(free_port)
 	export NATS_URL="nats://127.0.0.1:$nats_port" GATEWAY_BIND=127.0.0.1 GATEWAY_PORT=$gw_port
 	export ADMIN_TOKEN=check-docker-token LOG_LEVEL=warn
-	export STORE_URL="sqlite:$tmp/data/webhooks.db"
+	export STORE_URL="sqlite:$tmp/data/webhooks.db" METRICS_PORT=0
 
 	"$built/webhooks-svc" >"$tmp/svc.log" 2>&1 &
 	svc=$!
