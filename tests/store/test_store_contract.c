@@ -484,8 +484,9 @@ static void test_meta_counts_and_last_id(void **state)
 	assert_int_equal(apply1(c, &del), 0);
 	assert_meta(c, before.webhooks + 1, hi.id); /* ever inserted: deleting keeps it */
 
-	/* One batch: its inserts and deletes add up, and its greatest id is the last_id. */
-	id_above(hi.id, y.id);
+	/* One batch: its inserts and deletes add up, and its greatest id is the last_id (y, made
+	 * above x, whose id is random, and above every id before). */
+	id_above(max_id(hi.id, x.id), y.id);
 	struct store_op batch[] = {op_insert(&y), op_insert(&x), op_delete(lo.id), op_delete(x.id),
 	                           op_delete(lo.id)};
 	const int want_batch[] = {0, 0, 0, 0, -ENOENT};
