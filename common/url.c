@@ -214,7 +214,11 @@ void url_redact(const char *url, char *out, size_t outlen)
 	const char *auth;
 	size_t alen;
 	authority(url, &auth, &alen);
-	const char *at = memrchr(auth, '@', alen);
+	/* The userinfo ends at the last '@' of the authority, unless an IPv6 literal follows an
+	 * '@': a zone id may hold an '@' too ("http://@[::f%25@0]/", found by fuzz_url). */
+	const char *at = memmem(auth, alen, "@[", 2);
+	if (at == NULL)
+		at = memrchr(auth, '@', alen);
 	if (at == NULL || strstr(url, "://") == NULL) {
 		snprintf(out, outlen, "%s", url);
 		return;

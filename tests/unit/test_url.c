@@ -317,6 +317,9 @@ static void test_redaction(void **state)
 	assert_redacted("http://example.com", "http://example.com");
 	assert_redacted("http://u:***@example.com/", "http://u:***@example.com/");
 	assert_redacted("nats://a:b@h1:4222,nats://h2", "nats://a:***@h1:4222,nats://h2");
+	/* An '@' in an IPv6 literal's zone id is the host's, not the userinfo's (fuzz_url). */
+	assert_redacted("http://@[::f%25@0]/", "http://***@[::f%25@0]/");
+	assert_redacted("http://u:pw@[::1%25@z]:8080/", "http://u:***@[::1%25@z]:8080/");
 }
 
 /* NATS_URL as logs show it: every URL of a cluster list redacted. */
