@@ -11,10 +11,14 @@
 #             Dockerfile installs (or their dependencies)
 #   layout    docker-compose.yml and the Dockerfiles: no port and no container_name on
 #             webhooks-svc, the gateway on 8080, restart policies, health checks behind every
-#             depends_on condition, non-root USER, EXPOSE, STOPSIGNAL, .dockerignore, .env.example
+#             depends_on condition, non-root USER, EXPOSE, STOPSIGNAL, .dockerignore, .env.example,
+#             NATS authorization from NATS_PASSWORD in a config file (not on the command line),
+#             resource limits and rotated logs on every service
 #   health    the images' own HEALTHCHECK commands, run against the real binaries, nats-server
-#             and curl on 127.0.0.1: the svc's fails while NATS is down and passes once it is
-#             connected; the gateway's passes with everything up and fails once the svc is gone
+#             and curl on 127.0.0.1: the svc's fails while NATS is down, passes once it is
+#             connected and fails again once it is stopped though the gateway stays connected
+#             (host networking shares one socket table); the gateway's passes with everything
+#             up and fails once the svc is gone
 # DOCKER_CHECK_ROOT=DIR checks another tree (tests/docker/test_check_docker.sh mutates a copy).
 set -euo pipefail
 root=$(cd "${DOCKER_CHECK_ROOT:-$(dirname "$0")/..}" && pwd)
@@ -265,8 +269,27 @@ def layout(root):
     cmd = cmd if isinstance(cmd, list) else str(cmd or "").split()
     if "-js" not in cmd or "-sd" not in cmd or "/data" not in cmd:
         errs.append("nats does not run with -js -sd /data")
-    if "--user" not in cmd or "--pass" not in cmd:
-        errs.append("nats does not run with authorization (--user, --pass)")
+    # Authorization as make run sets it up: a config file written from NATS_PASSWORD by the
+    # entrypoint, not --user/--pass on the command line, where ps on the host shows them.
+    ep = nats.get("entrypoint")
+    ep = "\n".join(ep) if isinstance(ep, list) else str(ep or "")
+    if any(a.startswith(("--pass", "--user", "--auth")) for a in cmd) or "--pass" in ep:
+        errs.append("nats takes its credentials on the command line (ps shows them)")
+    for want in ("authorization {", "user: webhooks", '"$$NATS_PASSWORD"', "exec nats-server -c "):
+        if want not in ep:
+            errs.append(f"nats does not run with authorization from NATS_PASSWORD (its entrypoint lacks {want!r})")
+            break
+    if not env_dict(nats.get("environment")).get("NATS_PASSWORD", "").startswith("${NATS_PASSWORD:?"):
+        errs.append("nats does not take NATS_PASSWORD (required) from .env")
+    # What a real engine needs beyond a first run: bounded resources and rotated logs.
+    for name, sv in svcs.items():
+        lim = ((sv.get("deploy") or {}).get("resources") or {}).get("limits") or {}
+        if not lim.get("memory") or not lim.get("cpus"):
+            errs.append(f"{name} has no deploy.resources.limits memory and cpus")
+        lg = sv.get("logging") or {}
+        opts = lg.get("options") or {}
+        if lg.get("driver") != "json-file" or not opts.get("max-size") or not opts.get("max-file"):
+            errs.append(f"{name} has no rotated log (logging: json-file with max-size and max-file)")
     if not str(svcs["mongo"].get("image", "")).startswith("mongo:7"):
         errs.append(f"mongo image is {svcs['mongo'].get('image')!r}, not mongo:7")
     named = compose.get("volumes") or {}
@@ -348,6 +371,9 @@ if __name__ == "__main__":
 PY
 recipe() { "$py" "$tmp/recipe.py" "$@"; }
 dockerfiles=("$root/docker/gateway.Dockerfile" "$root/docker/webhooks-svc.Dockerfile")
+# The local NATS image (scripts/docker-local.sh) installs from the list too; it has no binary
+# of the project, so only the packages check reads it.
+package_dockerfiles=("${dockerfiles[@]}" "$root/docker/nats.Dockerfile")
 
 packages() { PACKAGES_LIST="$root/scripts/packages.txt" sh "$root/scripts/packages.sh" "$@"; }
 
@@ -403,7 +429,7 @@ check_config() {
 check_packages() {
 	grep -q 'packages\.sh' "$root/scripts/deps.sh" || die "scripts/deps.sh does not take its names from scripts/packages.sh"
 	local df line from sections pkgs=() p missing
-	for df in "${dockerfiles[@]}"; do
+	for df in "${package_dockerfiles[@]}"; do
 		[ -f "$df" ] || die "${df#"$root"/} is missing"
 		recipe installs "$df" >"$tmp/installs" 2>"$tmp/err" || die "${df#"$root"/}: $(cat "$tmp/err")"
 		while read -r from sections; do
@@ -534,6 +560,11 @@ check_health() {
 	[ "$rc" -eq 0 ] || die "webhooks-svc exited $rc on SIGTERM"
 	if eval "$gw_hc" >/dev/null 2>&1; then
 		die "the gateway HEALTHCHECK still passes with webhooks-svc stopped: it checks liveness only"
+	fi
+	# The gateway is still connected to NATS: with --network host its connection is in the
+	# same socket table, and it must not make the stopped service look healthy.
+	if eval "$svc_hc" >/dev/null 2>&1; then
+		die "the webhooks-svc HEALTHCHECK passes with webhooks-svc stopped and the gateway connected to NATS"
 	fi
 	rc=0
 	stop "$gw" || rc=$?

@@ -26,6 +26,26 @@ echo "deps: installing$missing" >&2
 sudo=""
 [ "$(id -u)" -ne 0 ] && sudo="sudo"
 export DEBIAN_FRONTEND=noninteractive
+# No package may start a service while it installs: docker.io's would start a system dockerd,
+# which creates docker0 and rewrites iptables (the tests start a private one, host networking
+# only). policy-rc.d refusing every start is how Debian says so; one already there stays.
+rc_policy=/usr/sbin/policy-rc.d
+made_policy=""
+if [ ! -e "$rc_policy" ]; then
+	printf '#!/bin/sh\n# deps.sh: no service starts while packages install\nexit 101\n' |
+		$sudo tee "$rc_policy" >/dev/null
+	$sudo chmod 755 "$rc_policy"
+	made_policy=1
+fi
+trap '[ -z "$made_policy" ] || $sudo rm -f "$rc_policy"' EXIT
 $sudo apt-get update -q
 # shellcheck disable=SC2086
 $sudo apt-get install -y -q --no-install-recommends $missing
+# Nor at the next boot, where systemd runs: the system daemon stays off.
+case " $missing " in *" docker.io "*)
+	if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+		$sudo systemctl disable --now docker.service docker.socket >/dev/null 2>&1 || true
+		$sudo systemctl mask docker.service docker.socket >/dev/null 2>&1 || true
+	fi
+	;;
+esac

@@ -94,6 +94,14 @@ breaks layout "does not wait for mongo to be healthy" docker-compose.yml \
 breaks layout "nats has no health check" docker-compose.yml \
 	$'      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8222/healthz"]\n' \
 	$'      disable: true\n'
+breaks layout "takes its credentials on the command line" docker-compose.yml \
+	'command: ["-js", "-sd", "/data", "-m", "8222"]' \
+	'command: ["-js", "-sd", "/data", "-m", "8222", "--user", "webhooks", "--pass", "pw"]'
+breaks layout "its entrypoint lacks 'authorization {'" docker-compose.yml \
+	"printf 'authorization {" "printf 'cluster {"
+breaks layout "webhooks-gateway has no deploy.resources.limits" docker-compose.yml \
+	$'          memory: 256M\n' ''
+breaks layout "has no rotated log" docker-compose.yml $'    max-file: "3"\n' ''
 breaks layout "runs as USER root" docker/gateway.Dockerfile 'USER 10001:10001' 'USER root'
 breaks layout "no USER in the runtime stage" docker/webhooks-svc.Dockerfile $'USER 10001:10001\n' ''
 breaks layout "webhooks-svc.Dockerfile exposes" docker/webhooks-svc.Dockerfile \
@@ -115,6 +123,8 @@ breaks health "passes while NATS is down" docker/svc-healthcheck.sh \
 	$'set -eu\n' $'set -eu\nexit 0\n'
 breaks health "does not pass once NATS is up" docker/svc-healthcheck.sh \
 	'[ "$state" = "01" ]' '[ "$state" = "0A" ]'
+breaks health "passes with webhooks-svc stopped and the gateway connected" docker/svc-healthcheck.sh \
+	'[ "$comm" = webhooks-svc ] || continue' ':'
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
