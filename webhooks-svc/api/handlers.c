@@ -22,7 +22,7 @@
 #include "url.h"
 
 /* How long start-up waits for NATS to confirm the subscriptions (see handlers_start). */
-#define SUBSCRIBE_CONFIRM_MS 5000
+#define SUBSCRIBE_CONFIRM_MS 1000
 
 /* The process's one service: the subscriptions' closure slot carries their route instead. */
 static struct svc *the_svc;
@@ -707,10 +707,13 @@ int handlers_start(struct svc *svc, char *err, size_t errlen)
 	/* The SUBs sit in the connection's write buffer until its flusher sends them: a round
 	 * trip makes sure the server holds them before anyone is told we are ready, or a request
 	 * sent right after "ready" finds no responder. If NATS is away now, the subscriptions
-	 * are sent again when it is back; this is only a warning. */
-	natsStatus s = natsConnection_FlushTimeout(svc->nc, SUBSCRIBE_CONFIRM_MS);
-	if (s != NATS_OK)
-		log_warn("NATS has not confirmed the subscriptions yet: %s", natsStatus_GetText(s));
+	 * are sent when it is back, and nothing is waited for: a SIGTERM waits behind this. */
+	if (natsConnection_Status(svc->nc) == NATS_CONN_STATUS_CONNECTED) {
+		natsStatus s = natsConnection_FlushTimeout(svc->nc, SUBSCRIBE_CONFIRM_MS);
+		if (s != NATS_OK)
+			log_warn("NATS has not confirmed the subscriptions yet: %s",
+			         natsStatus_GetText(s));
+	}
 	return 0;
 }
 
