@@ -12,6 +12,7 @@
 #include "connlimit.h"
 #include "log.h"
 #include "ratelimit.h"
+#include "readguard.h"
 
 /* Request bodies above this size are refused with 413. */
 #define GW_MAX_BODY (64 * 1024)
@@ -29,6 +30,7 @@ struct gw_config {
 	long nats_timeout_ms;
 	const char *ip_rate_limit;
 	long max_conns_per_ip;
+	long read_timeout_ms;
 	enum log_level log_level;
 	const char *log_format;
 };
@@ -42,6 +44,7 @@ struct gw {
 	_Atomic uint64_t rate_limited; /* /ip requests answered 429 by the limiter */
 	struct connlimit *conns;       /* open connections per address; NULL when unlimited */
 	unsigned max_conns;            /* all open connections, below the file descriptor limit */
+	struct readguard *guard;       /* each request read within GATEWAY_READ_TIMEOUT_MS */
 	/* Requests between their first byte and their completion; shutdown waits for zero. */
 	pthread_mutex_t active_lock;
 	pthread_cond_t idle;

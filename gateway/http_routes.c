@@ -395,6 +395,14 @@ static enum MHD_Result first_call(struct gw *gw, struct MHD_Connection *conn, co
 	return MHD_YES;
 }
 
+/* The read deadline's record of conn (its socket context), or NULL. */
+static struct rg_conn *conn_guard(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	return ci != NULL ? ci->socket_context : NULL;
+}
+
 enum MHD_Result gw_handle(void *cls, struct MHD_Connection *conn, const char *url,
                           const char *method, const char *version, const char *upload_data,
                           size_t *upload_data_size, void **req_cls)
@@ -426,6 +434,8 @@ enum MHD_Result gw_handle(void *cls, struct MHD_Connection *conn, const char *ur
 		return MHD_YES;
 	}
 
+	/* The request has been read whole: its read deadline is met. */
+	readguard_read(gw->guard, conn_guard(conn));
 	if (req->too_large)
 		return send_error(req, ERR_PAYLOAD_TOO_LARGE, NULL,
 		                  "the request body is larger than %d bytes", GW_MAX_BODY);
@@ -469,6 +479,8 @@ void gw_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 {
 	struct gw *gw = cls;
 	struct request *req = *req_cls;
+	/* The next request on this connection is due within the read deadline. */
+	readguard_next(gw->guard, conn_guard(conn));
 	if (req == NULL)
 		return;
 	*req_cls = NULL;

@@ -38,7 +38,8 @@
  * of that limit for everything else. */
 #define MAX_CONNECTIONS 10000
 #define FD_RESERVE      64
-/* A connection that sends nothing for this long is closed (slow headers and bodies too). */
+/* A connection that sends nothing for this long is closed; one that sends slowly is closed by
+ * its read deadline (GATEWAY_READ_TIMEOUT_MS, readguard.h). */
 #define IDLE_TIMEOUT_S 10
 /* Refused connections are logged at most this often. */
 #define WARN_EVERY_MS 10000
@@ -153,11 +154,22 @@ static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, soc
 	return MHD_NO;
 }
 
+/* A connection's start and end: counted for its address, and given its read deadline (the
+ * socket context holds the guard's record of it). */
 static void notify_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                               enum MHD_ConnectionNotificationCode code)
 {
 	struct gw *gw = cls;
-	(void)socket_context;
+	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *fd =
+		    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+		*socket_context = fd != NULL ? readguard_opened(gw->guard, fd->connect_fd) : NULL;
+	} else {
+		readguard_closed(gw->guard, *socket_context);
+		*socket_context = NULL;
+	}
+	if (gw->conns == NULL)
+		return;
 	const union MHD_ConnectionInfo *ci =
 	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	if (ci == NULL || ci->client_addr == NULL)
@@ -217,7 +229,7 @@ static struct MHD_Daemon *start_http(struct gw *gw, char *err, size_t errlen)
 	    flags, 0, gw->conns != NULL ? accept_policy : NULL, gw, gw_handle, gw,
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
 	    MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_NOTIFY_COMPLETED, gw_completed, gw,
-	    MHD_OPTION_NOTIFY_CONNECTION, gw->conns != NULL ? notify_connection : NULL, gw,
+	    MHD_OPTION_NOTIFY_CONNECTION, notify_connection, gw,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)IDLE_TIMEOUT_S,
 	    MHD_OPTION_CONNECTION_LIMIT, gw->max_conns, MHD_OPTION_END);
 	if (d == NULL)
@@ -270,6 +282,10 @@ int main(int argc, char **argv)
 	     "open connections one client address may hold (0: no limit; behind a proxy, set it "
 	     "above what the proxy opens)",
 	     0, 1000000, NULL, &c->max_conns_per_ip},
+	    {"GATEWAY_READ_TIMEOUT_MS", "--read-timeout-ms", CFG_INT, "30000",
+	     "a connection must send each whole request (headers and body) within this long of "
+	     "its start or its previous response, or it is closed",
+	     100, 3600000, NULL, &c->read_timeout_ms},
 	    {"IP_RATE_LIMIT", "--ip-rate-limit", CFG_STRING, "10/s",
 	     "/ip requests per caller address: N/s or N/m, with :BURST (default twice the rate "
 	     "per second); 0 turns it off",
@@ -323,6 +339,12 @@ int main(int argc, char **argv)
 	(void)pthread_cond_init(&gw.idle, NULL);
 
 	int exit_code = 1;
+	/* After the signals are blocked: its thread inherits the mask. */
+	gw.guard = readguard_create(c->read_timeout_ms);
+	if (gw.guard == NULL) {
+		log_error("out of resources for the read deadline's thread");
+		goto out;
+	}
 	gw.bus = bus_create(c->nats_url, c->nats_timeout_ms, err, sizeof(err));
 	if (gw.bus == NULL) {
 		if (!natsconn_refused()) /* when it did, it said so already */
@@ -366,6 +388,7 @@ out:
 	bus_destroy(gw.bus);
 	ratelimit_destroy(gw.limiter);
 	connlimit_destroy(gw.conns);
+	readguard_destroy(gw.guard); /* MHD is stopped: every connection is closed */
 	pthread_cond_destroy(&gw.idle);
 	pthread_mutex_destroy(&gw.active_lock);
 	nats_CloseAndWait(2000);

@@ -1,7 +1,9 @@
 """test_hardening.py -- the gateway under floods: /ip from one caller over its rate, thousands
 of connections from one address, connections that say nothing, a low file descriptor limit."""
 
+import http.client
 import re
+import select
 import socket
 import subprocess
 import time
@@ -52,6 +54,68 @@ class RateLimitOffTest(IntegrationCase):
     def test_zero_turns_it_off(self):
         codes = {self.gw.request('GET', '/ip', auth=False).status for _ in range(60)}
         self.assertEqual(codes, {202})
+
+
+class SlowClientTest(IntegrationCase):
+    """Connections that keep sending, a byte at a time, are cut at their read deadline
+    (GATEWAY_READ_TIMEOUT_MS), which the idle timeout alone never does; a client that sends
+    whole requests on one connection, with pauses between them, is not."""
+    stack_per_test = True
+    stack_options = {'gw_env': {'GATEWAY_READ_TIMEOUT_MS': '1500'}}
+
+    def trickle(self, head, byte=b'a', every=0.2, limit=12):
+        """Send head, then one byte every `every` s until the gateway closes the connection;
+        return how long after the head that took (None: still open after limit s)."""
+        s = socket.create_connection(('127.0.0.1', self.gw.port), timeout=5)
+        self.addCleanup(s.close)
+        s.sendall(head)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < limit:
+            ready, _, _ = select.select([s], [], [], every)
+            if ready:
+                try:
+                    if s.recv(4096) == b'':
+                        return time.monotonic() - t0
+                except OSError:
+                    return time.monotonic() - t0
+                continue
+            try:
+                s.sendall(byte)
+            except OSError:
+                return time.monotonic() - t0
+        return None
+
+    def assert_cut(self, took):
+        self.assertIsNotNone(took, 'a trickling connection stayed open')
+        # Not before its deadline, and long before the 10 s idle timeout (never reached here:
+        # it keeps sending).
+        self.assertGreater(took, 1.0)
+        self.assertLess(took, 6.0)
+
+    def test_slow_headers_are_cut_at_the_deadline(self):
+        self.assert_cut(self.trickle(b'GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: '))
+        self.stack.gateways[0].proc.wait_line(
+            r'WARN webhooks-gateway: closing connections that did not send a whole request '
+            r'within 1500 ms \(GATEWAY_READ_TIMEOUT_MS\)', 5)
+
+    def test_a_slow_body_is_cut_at_the_deadline(self):
+        head = ('POST /webhooks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n'
+                'Content-Type: application/json\r\nContent-Length: 4000\r\n\r\n{"url": "'
+                % self.gw.token).encode()
+        self.assert_cut(self.trickle(head))
+        # Nothing half-sent was registered.
+        self.assertEqual(self.gw.request('GET', '/webhooks').json['webhooks'], [])
+
+    def test_whole_requests_with_pauses_on_one_connection_are_served(self):
+        conn = http.client.HTTPConnection('127.0.0.1', self.gw.port, timeout=5)
+        self.addCleanup(conn.close)
+        for _ in range(4):  # 4 x 0.6 s: longer than one deadline, but each request is whole
+            conn.request('GET', '/healthz')
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200)
+            time.sleep(0.6)
+        self.assertNotIn('closing connections', self.stack.gateways[0].proc.log_text())
 
 
 class ConnectionFloodTest(IntegrationCase):
