@@ -229,9 +229,9 @@ static struct MHD_Daemon *start_http(struct gw *gw, char *err, size_t errlen)
 	    flags, 0, gw->conns != NULL ? accept_policy : NULL, gw, gw_handle, gw,
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
 	    MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_NOTIFY_COMPLETED, gw_completed, gw,
-	    MHD_OPTION_NOTIFY_CONNECTION, notify_connection, gw,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)IDLE_TIMEOUT_S,
-	    MHD_OPTION_CONNECTION_LIMIT, gw->max_conns, MHD_OPTION_END);
+	    MHD_OPTION_NOTIFY_CONNECTION, notify_connection, gw, MHD_OPTION_CONNECTION_TIMEOUT,
+	    (unsigned int)IDLE_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT, gw->max_conns,
+	    MHD_OPTION_END);
 	if (d == NULL)
 		snprintf(err, errlen, "cannot listen on %s port %ld: %s", gw->cfg.bind,
 		         gw->cfg.port, errno != 0 ? strerror(errno) : "libmicrohttpd failed");

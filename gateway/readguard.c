@@ -25,7 +25,7 @@ struct rg_conn {
 struct readguard {
 	int64_t timeout_ms;
 	pthread_mutex_t lock;
-	pthread_cond_t wake; /* on CLOCK_MONOTONIC */
+	pthread_cond_t wake;         /* on CLOCK_MONOTONIC */
 	struct rg_conn *head, *tail; /* listed connections, the first due first */
 	bool stop;
 	pthread_t thread;
@@ -77,7 +77,8 @@ static void *guard_main(void *arg)
 		}
 		int64_t now = time_mono_ms();
 		if (g->head->due_ms > now) {
-			struct timespec until = time_deadline(CLOCK_MONOTONIC, g->head->due_ms - now);
+			struct timespec until =
+			    time_deadline(CLOCK_MONOTONIC, g->head->due_ms - now);
 			(void)pthread_cond_timedwait(&g->wake, &g->lock, &until);
 			continue;
 		}
