@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "url.h"
 
 const char *cfg_check_address(const char *v)
 {
@@ -162,8 +163,10 @@ static int apply(const struct cfg_option *o, const char *value, const char *sour
 		break;
 	}
 	if (expected != NULL) {
-		char shown[101];
-		one_line(value, shown, sizeof(shown));
+		/* A URL's password is not shown back (NATS_URL, STORE_URL). */
+		char redacted[URL_MAX_LEN + 1], shown[101];
+		url_redact_list(value, redacted, sizeof(redacted));
+		one_line(redacted, shown, sizeof(shown));
 		snprintf(err, errlen, "%s: expected %s, got '%s' (from %s)", o->env, expected,
 		         shown, source);
 		return -EINVAL;

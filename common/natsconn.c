@@ -115,21 +115,7 @@ const char *natsconn_check_creds(const char *path)
 
 void natsconn_redact(const char *urls, char *out, size_t outlen)
 {
-	size_t used = 0;
-	out[0] = '\0';
-	for (const char *p = urls; *p != '\0' && used < outlen;) {
-		size_t len = strcspn(p, ",");
-		char one[1024], shown[1024];
-		snprintf(one, sizeof(one), "%.*s", (int)len, p);
-		url_redact(one, shown, sizeof(shown));
-		int n = snprintf(out + used, outlen - used, "%s%s", used > 0 ? "," : "", shown);
-		if (n < 0)
-			break;
-		used += (size_t)n;
-		p += len;
-		if (*p == ',')
-			p++;
-	}
+	url_redact_list(urls, out, outlen);
 }
 
 /* Errors the server sends (an authorization violation among them) and the library's own. */

@@ -232,3 +232,22 @@ void url_redact(const char *url, char *out, size_t outlen)
 	snprintf(out, outlen, "%.*s%.*s%s***%s", (int)(auth - url), url, user, auth,
 	         colon != NULL ? ":" : "", at);
 }
+
+void url_redact_list(const char *urls, char *out, size_t outlen)
+{
+	size_t used = 0;
+	out[0] = '\0';
+	for (const char *p = urls; *p != '\0' && used < outlen;) {
+		size_t len = strcspn(p, ",");
+		char one[URL_MAX_LEN + 1], shown[URL_MAX_LEN + 1];
+		snprintf(one, sizeof(one), "%.*s", (int)len, p);
+		url_redact(one, shown, sizeof(shown));
+		int n = snprintf(out + used, outlen - used, "%s%s", used > 0 ? "," : "", shown);
+		if (n < 0)
+			break;
+		used += (size_t)n;
+		p += len;
+		if (*p == ',')
+			p++;
+	}
+}

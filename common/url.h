@@ -32,4 +32,8 @@ __attribute__((warn_unused_result)) int url_check(const char *url, char *err, si
  * room for URL_MAX_LEN + 1 bytes, or is truncated to outlen. */
 void url_redact(const char *url, char *out, size_t outlen);
 
+/* url_redact on each of a comma-separated list (NATS_URL may name several servers), or on any
+ * setting's text before it is shown: text that is no URL is shown as it is. */
+void url_redact_list(const char *urls, char *out, size_t outlen);
+
 #endif

@@ -36,6 +36,7 @@
 #include "signature.h"
 #include "svc.h"
 #include "svc_metrics.h"
+#include "url.h"
 
 #define WRITER_CAPACITY   1024
 #define WRITER_BATCH      512
@@ -201,7 +202,9 @@ int main(int argc, char **argv)
 	int exit_code = 1;
 	svc.store = store_open(c->store_url, err, sizeof(err));
 	if (svc.store == NULL) {
-		log_error("cannot open the store %s: %s", c->store_url, err);
+		char shown[URL_MAX_LEN + 1];
+		url_redact_list(c->store_url, shown, sizeof(shown));
+		log_error("cannot open the store %s: %s", shown, err);
 		goto out;
 	}
 	if (c->max_pending_deliveries > 0 &&

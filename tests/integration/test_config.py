@@ -125,6 +125,21 @@ class BadValueTest(ConfigCase):
                            ('NATS_URL', 'localhost:4222')]:
             self.check_bad('webhooks-svc', var, value)
 
+    def test_bad_urls_are_shown_without_their_passwords(self):
+        for name, var, value in [
+                ('webhooks-gateway', 'NATS_URL', 'http://svc:s3cret-pw@127.0.0.1:4222'),
+                ('webhooks-svc', 'NATS_URL', 'nats://127.0.0.1:4222,http://svc:s3cret-pw@b:1'),
+                ('webhooks-svc', 'STORE_URL', 'postgres://app:s3cret-pw@db/x'),
+                ('webhooks-svc', 'STORE_URL', 'mongodb://app:s3cret-pw@/x')]:
+            with self.subTest(var=var, value=value):
+                env = self.base(name)
+                env[var] = value
+                rc, err, _ = self.run_to_exit(name, env)
+                self.assertGreater(rc, 0, err)
+                self.assertTrue(any(var in line for line in err), err)
+                self.assertNotIn('s3cret-pw', '\n'.join(err))
+                self.assertIn(':***@', '\n'.join(err))
+
     def test_gateway_requires_admin_token(self):
         for token in (None, ''):
             with self.subTest(token=token):

@@ -669,6 +669,14 @@ static void test_check_callback(void **state)
 	char *a3[] = {"prog"};
 	assert_int_equal(parse(ARGC(a3), a3, err), -EINVAL);
 	assert_error_names(err, "UT_NATS_URL", "expected a nats:// URL");
+
+	/* A bad value is shown back without its passwords, each URL of a list alike. */
+	char *a4[] = {"prog", "--nats-url", "tls://svc:s3cret@a:4222,tls://tok3n@b:4222"};
+	assert_int_equal(parse(ARGC(a4), a4, err), -EINVAL);
+	assert_error_names(err, "UT_NATS_URL", "expected a nats:// URL");
+	assert_null(strstr(err, "s3cret"));
+	assert_null(strstr(err, "tok3n"));
+	assert_non_null(strstr(err, "'tls://svc:***@a:4222,tls://***@b:4222'"));
 }
 
 /* The listening-address check of GATEWAY_BIND and METRICS_BIND: IPv4 or IPv6, nothing else. */
