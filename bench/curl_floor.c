@@ -12,6 +12,17 @@
 #include <string.h>
 #include <time.h>
 
+/* Every libcurl call is checked: a benchmark that goes on after a failed call measures
+ * something else. CURLE_OK and CURLM_OK are both 0. */
+#define CHECK(call)                                                                                \
+	do {                                                                                       \
+		if ((call) != 0) {                                                                 \
+			fprintf(stderr, "bench-curl-floor: %s failed (line %d)\n", #call,          \
+			        __LINE__);                                                         \
+			exit(1);                                                                   \
+		}                                                                                  \
+	} while (0)
+
 struct slot {
 	CURL *easy;
 	char url[256];
@@ -38,10 +49,10 @@ static void launch(CURLM *multi, struct slot *s, const char *base, long n)
 	snprintf(s->url, sizeof(s->url), "%s/hook-%ld", base, n);
 	snprintf(s->body, sizeof(s->body), "{\"ipAddress\":\"127.0.0.1\",\"timestamp\":%lld}",
 	         (long long)time(NULL));
-	curl_easy_setopt(s->easy, CURLOPT_URL, s->url);
-	curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, s->body);
-	curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE, (long)strlen(s->body));
-	curl_multi_add_handle(multi, s->easy);
+	CHECK(curl_easy_setopt(s->easy, CURLOPT_URL, s->url));
+	CHECK(curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, s->body));
+	CHECK(curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE, (long)strlen(s->body)));
+	CHECK(curl_multi_add_handle(multi, s->easy));
 }
 
 static long parse_long(const char *s, const char *what)
@@ -74,14 +85,14 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: bench-curl-floor [--count N] [--in-flight K] URL...\n");
 		return 2;
 	}
-	curl_global_init(CURL_GLOBAL_DEFAULT);
+	CHECK(curl_global_init(CURL_GLOBAL_DEFAULT));
 	CURLM *multi = curl_multi_init();
 	struct slot *slots = calloc((size_t)in_flight, sizeof(*slots));
 	struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/json");
 	headers = curl_slist_append(headers, "webhook-id: 00000000-0000-0000-0000-000000000000");
 	if (multi == NULL || slots == NULL || headers == NULL)
 		return 1;
-	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, in_flight * 2 + 16);
+	CHECK(curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, in_flight * 2 + 16));
 
 	long started = 0, done = 0, ok = 0;
 	double t0 = now_s();
@@ -90,19 +101,19 @@ int main(int argc, char **argv)
 		s->easy = curl_easy_init();
 		if (s->easy == NULL)
 			return 1;
-		curl_easy_setopt(s->easy, CURLOPT_PRIVATE, s);
-		curl_easy_setopt(s->easy, CURLOPT_NOSIGNAL, 1L);
-		curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, discard);
-		curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, headers);
-		curl_easy_setopt(s->easy, CURLOPT_USERAGENT, "webhooks/floor");
-		curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, 10000L);
+		CHECK(curl_easy_setopt(s->easy, CURLOPT_PRIVATE, s));
+		CHECK(curl_easy_setopt(s->easy, CURLOPT_NOSIGNAL, 1L));
+		CHECK(curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, discard));
+		CHECK(curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, headers));
+		CHECK(curl_easy_setopt(s->easy, CURLOPT_USERAGENT, "webhooks/floor"));
+		CHECK(curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, 10000L));
 		launch(multi, s, argv[first_url + started % nurls], started);
 		started++;
 	}
 	while (done < count) {
-		curl_multi_poll(multi, NULL, 0, 1000, NULL);
+		CHECK(curl_multi_poll(multi, NULL, 0, 1000, NULL));
 		int running;
-		curl_multi_perform(multi, &running);
+		CHECK(curl_multi_perform(multi, &running));
 		CURLMsg *m;
 		int left;
 		while ((m = curl_multi_info_read(multi, &left)) != NULL) {
@@ -111,12 +122,12 @@ int main(int argc, char **argv)
 			struct slot *s;
 			CURL *e = m->easy_handle;
 			long status = 0;
-			curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&s);
-			curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+			CHECK(curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&s));
+			CHECK(curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status));
 			if (m->data.result == CURLE_OK && status / 100 == 2)
 				ok++;
 			done++;
-			curl_multi_remove_handle(multi, e);
+			CHECK(curl_multi_remove_handle(multi, e));
 			if (started < count) {
 				launch(multi, s, argv[first_url + started % nurls], started);
 				started++;
@@ -130,7 +141,7 @@ int main(int argc, char **argv)
 		if (slots[i].easy != NULL)
 			curl_easy_cleanup(slots[i].easy);
 	curl_slist_free_all(headers);
-	curl_multi_cleanup(multi);
+	CHECK(curl_multi_cleanup(multi));
 	free(slots);
 	curl_global_cleanup();
 	return ok == count ? 0 : 1;

@@ -517,7 +517,7 @@ nomem:
 fail:
 	if (d != NULL) {
 		if (d->multi != NULL)
-			curl_multi_cleanup(d->multi);
+			(void)curl_multi_cleanup(d->multi); /* fails only for a bad handle */
 		free(d->slots);
 		free(d->batch);
 		free(d->parked);
@@ -552,7 +552,7 @@ void dispatch_destroy(struct dispatch *d)
 			curl_easy_cleanup(d->slots[i].easy);
 		curl_slist_free_all(d->slots[i].headers);
 	}
-	curl_multi_cleanup(d->multi);
+	(void)curl_multi_cleanup(d->multi); /* fails only for a bad handle */
 	free(d->slots);
 	free(d->batch);
 	free(d->parked);
