@@ -44,6 +44,7 @@ struct gw {
 	_Atomic uint64_t rate_limited; /* /ip requests answered 429 by the limiter */
 	struct connlimit *conns;       /* open connections per address; NULL when unlimited */
 	unsigned max_conns;            /* all open connections, below the file descriptor limit */
+	_Atomic unsigned open_conns;   /* connections open now */
 	struct readguard *guard;       /* each request read within GATEWAY_READ_TIMEOUT_MS */
 	/* Requests between their first byte and their completion; shutdown waits for zero. */
 	pthread_mutex_t active_lock;

@@ -38,6 +38,9 @@
  * of that limit for everything else. */
 #define MAX_CONNECTIONS 10000
 #define FD_RESERVE      64
+/* libmicrohttpd's own limit sits this far above ours (accept_policy): its workers may each
+ * accept one more before the count catches up. Within FD_RESERVE. */
+#define CONN_SLACK 16
 /* A connection that sends nothing for this long is closed; one that sends slowly is closed by
  * its read deadline (GATEWAY_READ_TIMEOUT_MS, readguard.h). */
 #define IDLE_TIMEOUT_S 10
@@ -139,7 +142,17 @@ static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, soc
 {
 	struct gw *gw = cls;
 	(void)addrlen;
-	if (connlimit_allows(gw->conns, addr))
+	/* The global limit is kept here rather than by libmicrohttpd alone, which at its limit
+	 * stops accepting: new clients would wait unseen in the listen backlog. Here they are
+	 * closed at once, and the operator is told. */
+	if (atomic_load(&gw->open_conns) >= gw->max_conns) {
+		char what[160];
+		snprintf(what, sizeof(what), "%u connections open, the most this gateway holds",
+		         gw->max_conns);
+		warn_refused(what);
+		return MHD_NO;
+	}
+	if (gw->conns == NULL || connlimit_allows(gw->conns, addr))
 		return MHD_YES;
 	char ip[INET6_ADDRSTRLEN] = "?", what[160];
 	if (addr->sa_family == AF_INET)
@@ -160,6 +173,10 @@ static void notify_connection(void *cls, struct MHD_Connection *conn, void **soc
                               enum MHD_ConnectionNotificationCode code)
 {
 	struct gw *gw = cls;
+	if (code == MHD_CONNECTION_NOTIFY_STARTED)
+		atomic_fetch_add(&gw->open_conns, 1);
+	else
+		atomic_fetch_sub(&gw->open_conns, 1);
 	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
 		const union MHD_ConnectionInfo *fd =
 		    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -226,12 +243,11 @@ static struct MHD_Daemon *start_http(struct gw *gw, char *err, size_t errlen)
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 	unsigned int threads = cores > 0 ? (unsigned int)cores : 1;
 	struct MHD_Daemon *d = MHD_start_daemon(
-	    flags, 0, gw->conns != NULL ? accept_policy : NULL, gw, gw_handle, gw,
-	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-	    MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_NOTIFY_COMPLETED, gw_completed, gw,
-	    MHD_OPTION_NOTIFY_CONNECTION, notify_connection, gw, MHD_OPTION_CONNECTION_TIMEOUT,
-	    (unsigned int)IDLE_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT, gw->max_conns,
-	    MHD_OPTION_END);
+	    flags, 0, accept_policy, gw, gw_handle, gw, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, threads,
+	    MHD_OPTION_NOTIFY_COMPLETED, gw_completed, gw, MHD_OPTION_NOTIFY_CONNECTION,
+	    notify_connection, gw, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)IDLE_TIMEOUT_S,
+	    MHD_OPTION_CONNECTION_LIMIT, gw->max_conns + CONN_SLACK, MHD_OPTION_END);
 	if (d == NULL)
 		snprintf(err, errlen, "cannot listen on %s port %ld: %s", gw->cfg.bind,
 		         gw->cfg.port, errno != 0 ? strerror(errno) : "libmicrohttpd failed");

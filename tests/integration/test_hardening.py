@@ -257,6 +257,48 @@ class FileLimitTest(IntegrationCase):
         self.assertTrue(m, gw.proc.log_text())
         self.assertEqual(int(m[-1]), 4096 - 64)
 
+    def test_the_global_limit_refuses_with_a_warning_then_serves_again(self):
+        st = self.own_stack()
+        st.start()
+        gw = st.gateways[0]
+        gw.proc.stop()
+        gw.proc.argv = ['prlimit', '--nofile=200:200', '--'] + gw.proc.argv
+        gw.start()
+        m = re.findall(r'at most (\d+) connections', gw.proc.log_text())
+        self.assertEqual(int(m[-1]), 200 - 64, gw.proc.log_text())
+        # 4 addresses x 50 connections: each address is under its own limit (128), all of them
+        # together over the global one (136).
+        socks = []
+        self.addCleanup(lambda: [s.close() for s in socks])
+        for i in range(200):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind(('127.0.0.%d' % (3 + i % 4), 0))
+            s.settimeout(5)
+            try:
+                s.connect(('127.0.0.1', gw.port))
+                s.sendall(b'GET /healthz HTTP/1.1\r\nHo')
+            except OSError:
+                pass
+        gw.proc.wait_line(r'WARN webhooks-gateway: refusing connections: 136 connections open, the '
+                          r'most this gateway holds', 10)
+        refused = 0
+        for s in socks:
+            s.settimeout(0.05)
+            try:
+                if s.recv(1) == b'':
+                    refused += 1
+            except socket.timeout:
+                pass
+            except OSError:
+                refused += 1
+        self.assertGreaterEqual(refused, 200 - 136, 'of 200 connections over a limit of 136')
+        for s in socks:
+            s.close()
+        harness.poll_until(
+            lambda: gw.request('GET', '/healthz', auth=False, timeout=2).status == 200, 10,
+            interval=0.1, what='served again once the flood is gone')
+
 
 if __name__ == '__main__':
     harness.main()
