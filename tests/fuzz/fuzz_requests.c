@@ -23,8 +23,20 @@
 #include "signature.h"
 #include "url.h"
 
-enum subject { REGISTER, GET, LIST, UPDATE, DELETE, TRIGGER, EVENT, DELIVERIES, SECRET, ROTATE };
-#define NSUBJECTS 10
+enum subject {
+	REGISTER,
+	GET,
+	LIST,
+	UPDATE,
+	DELETE,
+	TRIGGER,
+	EVENT,
+	DELIVERIES,
+	SECRET,
+	ROTATE,
+	RETRY
+};
+#define NSUBJECTS 11
 #define IP_MAX    64 /* STORE_IP_LEN, what the service passes */
 
 static struct addr_policy policy;
@@ -39,6 +51,7 @@ struct outcome {
 	char after[ID_LEN + 1];
 	char ip[IP_MAX];
 	json_int_t limit;
+	int enabled; /* webhooks.update's: 1, 0 or -1 (not given) */
 };
 
 static void copy(char *out, size_t outlen, const char *s)
@@ -140,7 +153,9 @@ static void decide(enum subject s, json_t *req, struct outcome *o, const char *b
 	case ROTATE:
 	case EVENT:
 	case DELIVERIES:
-		id = req_id(req, s == EVENT || s == DELIVERIES ? "event" : "webhook", &o->e);
+	case RETRY:
+		id = req_id(req, s == EVENT || s == DELIVERIES || s == RETRY ? "event" : "webhook",
+		            &o->e);
 		check_id(req, id, &o->e, body);
 		ok = id != NULL;
 		if (ok && s == ROTATE) {
@@ -155,10 +170,21 @@ static void decide(enum subject s, json_t *req, struct outcome *o, const char *b
 	case UPDATE:
 		id = req_id(req, "webhook", &o->e);
 		check_id(req, id, &o->e, body);
-		ok = id != NULL && (url = req_string(req, req_update_key(req), &o->e)) != NULL &&
-		     req_target_url(url, &policy, o->url, &o->e);
-		if (ok)
-			check_url(o->url, body);
+		ok = id != NULL && req_enabled(req, &o->enabled, &o->e);
+		if (ok) {
+			json_t *v = json_object_get(req, "enabled");
+			CHECK(o->enabled == (json_is_true(v)    ? 1
+			                     : json_is_false(v) ? 0
+			                                        : -1),
+			      "enabled %d for %s", o->enabled, body);
+		}
+		/* A URL is needed unless "enabled" is given; given, it is checked either way. */
+		if (ok && (o->enabled < 0 || json_object_get(req, req_update_key(req)) != NULL)) {
+			ok = (url = req_string(req, req_update_key(req), &o->e)) != NULL &&
+			     req_target_url(url, &policy, o->url, &o->e);
+			if (ok)
+				check_url(o->url, body);
+		}
 		break;
 	case LIST:
 		ok = req_page(req, &o->limit, &after, &o->e);
@@ -236,7 +262,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		          strcmp(first.e.message, second.e.message) == 0 &&
 		          strcmp(first.url, second.url) == 0 &&
 		          strcmp(first.secret, second.secret) == 0 &&
-		          strcmp(first.id, second.id) == 0,
+		          strcmp(first.id, second.id) == 0 && first.enabled == second.enabled,
 		      "%s decided differently once forwarded as %s", shown, text);
 		json_decref(again);
 		free(text);
