@@ -102,9 +102,7 @@ class SignatureTest(DeliveryCase):
         # Never in a delivery page or a log line.
         dels, _ = self.deliveries(ev['eventId'])
         self.assertNotIn('whsec_', json.dumps(dels))
-        logs = self.stack.logs()
-        for secret in secrets.values():
-            self.assertNotIn(secret[6:], logs)
+        self.assert_no_secret_in_logs(secrets.values())
 
     def test_rotation_signs_with_both_during_the_grace(self):
         a = self.register('/ok/rot')
@@ -138,6 +136,29 @@ class SignatureTest(DeliveryCase):
         # mine signs, and new (rotated out just now) beside it; old is gone.
         results = verify([case(mine, rq), case(new['secret'], rq), case(old, rq)])
         self.assertEqual([x['ok'] for x in results], [True, True, False], results)
+        self.assert_no_secret_in_logs([old, new['secret'], mine])
+
+    def test_a_retry_signs_with_the_secrets_current_when_it_is_sent(self):
+        a = self.register('/fail/1/rr')  # 503 first; the retry comes 1.5 s later
+        old = a['secret']
+        ev, _ = self.trigger()
+        self.target.wait(lambda st: st['total'] >= 1, 10, 'the first attempt')
+        new = self.nats('webhooks.rotate', {'id': a['id']})['secret']
+        s = self.wait_event(ev['eventId'], 20)
+        self.assertEqual((s['succeeded'], s['pending']), (1, 0), s)
+        first, retry = self.target.by_path()['/fail/1/rr']
+        # The first attempt: the old secret alone. The retry, sent after the rotation: the new
+        # secret and, in its grace, the old one.
+        self.assertEqual(len(first['headers']['webhook-signature'].split(' ')), 1, first)
+        self.assertEqual(len(retry['headers']['webhook-signature'].split(' ')), 2, retry)
+        results = verify([case(old, first), case(new, first), case(new, retry), case(old, retry)])
+        self.assertEqual([x['ok'] for x in results], [True, False, True, True], results)
+        self.assert_no_secret_in_logs([old, new])
+
+    def assert_no_secret_in_logs(self, secrets):
+        logs = self.stack.logs()
+        for secret in secrets:
+            self.assertNotIn(secret[6:], logs)
 
     def test_bad_secrets_at_register(self):
         for secret in ('nope', 'whsec_', 'whsec_' + base64.b64encode(b'x' * 23).decode(),
@@ -150,7 +171,9 @@ class SignatureTest(DeliveryCase):
 
 
 class SecretRoutesTest(DeliveryCase):
-    """The HTTP routes of the secret: GET /webhooks/{id}/secret and POST .../secret/rotate."""
+    """The HTTP routes of the secret: GET /webhooks/{id}/secret and POST .../secret/rotate,
+    with both processes logging at debug (no secret in any line)."""
+    stack_options = {'svc_env': {'LOG_LEVEL': 'debug'}, 'gw_env': {'LOG_LEVEL': 'debug'}}
 
     def test_secret_routes(self):
         a = self.register('/ok/routes')
@@ -181,6 +204,9 @@ class SecretRoutesTest(DeliveryCase):
         self.assertEqual((r.status, r.headers.get('Allow')), (405, 'GET, HEAD'), r)
         r = self.gw.request('GET', base + '/rotate')
         self.assertEqual((r.status, r.headers.get('Allow')), (405, 'POST'), r)
+        logs = self.stack.logs()
+        for secret in (a['secret'], r2.json['secret'], mine):
+            self.assertNotIn(secret[6:], logs)
 
 
 class NoGraceTest(DeliveryCase):

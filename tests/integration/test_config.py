@@ -13,16 +13,24 @@ from harness import IntegrationCase, Proc
 GATEWAY_DEFAULTS = {
     'NATS_URL': 'nats://127.0.0.1:4222', 'GATEWAY_BIND': '0.0.0.0', 'GATEWAY_PORT': '8080',
     'ADMIN_TOKEN': 'empty', 'TRUST_PROXY': '0', 'NATS_TIMEOUT_MS': '5000', 'LOG_LEVEL': 'info',
+    'IP_RATE_LIMIT': '10/s', 'GATEWAY_MAX_CONNECTIONS_PER_IP': '128',
+    'GATEWAY_READ_TIMEOUT_MS': '30000',
 }
 SVC_DEFAULTS = {
     'NATS_URL': 'nats://127.0.0.1:4222', 'STORE_URL': 'sqlite:data/webhooks.db',
     'MAX_IN_FLIGHT': '10', 'MAX_RETRIES': '5', 'RETRY_SCHEDULE': '1s,5s,30s,2m,10m',
-    'DELIVERY_TIMEOUT_MS': '10000', 'LOG_LEVEL': 'info',
+    'DELIVERY_TIMEOUT_MS': '10000', 'LOG_LEVEL': 'info', 'SECRET_ROTATION_GRACE': '24h',
+    'RETENTION': '30d', 'DISABLE_AFTER': '5d', 'METRICS_BIND': '127.0.0.1', 'METRICS_PORT': '9090',
+    'MAX_PENDING_DELIVERIES': '1000000',
 }
 FLAGS = {'GATEWAY_PORT': '--port', 'NATS_TIMEOUT_MS': '--nats-timeout-ms', 'LOG_LEVEL': '--log-level',
          'TRUST_PROXY': '--trust-proxy', 'GATEWAY_BIND': '--bind', 'MAX_IN_FLIGHT': '--max-in-flight',
          'RETRY_SCHEDULE': '--retry-schedule', 'STORE_URL': '--store-url', 'NATS_URL': '--nats-url',
-         'MAX_RETRIES': '--max-retries', 'DELIVERY_TIMEOUT_MS': '--delivery-timeout-ms'}
+         'MAX_RETRIES': '--max-retries', 'DELIVERY_TIMEOUT_MS': '--delivery-timeout-ms',
+         'IP_RATE_LIMIT': '--ip-rate-limit', 'GATEWAY_MAX_CONNECTIONS_PER_IP': '--max-connections-per-ip',
+         'GATEWAY_READ_TIMEOUT_MS': '--read-timeout-ms', 'SECRET_ROTATION_GRACE': '--secret-rotation-grace',
+         'RETENTION': '--retention', 'DISABLE_AFTER': '--disable-after', 'METRICS_BIND': '--metrics-bind',
+         'METRICS_PORT': '--metrics-port', 'MAX_PENDING_DELIVERIES': '--max-pending-deliveries'}
 
 
 class ConfigCase(unittest.TestCase):

@@ -64,7 +64,7 @@ static void test_every_input_counts(void **state)
 	                                SPEC_TIMESTAMP, SPEC_BODY, strlen(SPEC_BODY), b),
 	                 0);
 	assert_string_not_equal(a, b);
-	/* A body longer than the stack buffer is signed the same way (on the heap). */
+	/* A long body is signed too, to a signature of the same length. */
 	char big[2000];
 	memset(big, 'x', sizeof(big));
 	assert_int_equal(signature_sign(SPEC_SECRET, SPEC_ID, 1, big, sizeof(big), b), 0);
@@ -85,8 +85,8 @@ static void test_generated_secrets(void **state)
 	assert_int_equal(secret_key(s1, key), 24);
 }
 
-/* The HMAC built on the fetched digest agrees with OpenSSL's own one-shot HMAC() for keys of
- * every allowed length (24 to 64 bytes) and bodies of several sizes, on the stack or not. */
+/* The HMAC built on the fetched digest agrees with OpenSSL's own one-shot HMAC() for keys from
+ * the shortest to the longest allowed (24, 32, ... 64 bytes) and bodies of several sizes. */
 static void test_agrees_with_openssl_hmac(void **state)
 {
 	(void)state;
