@@ -33,6 +33,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "prefault.h"
 #include "signature.h"
 #include "svc_metrics.h"
 #include "timeutil.h"
@@ -41,6 +42,10 @@
 #define USER_AGENT        "webhooks/" WEBHOOKS_VERSION
 #define MAX_RESPONSE_BODY (64 * 1024) /* read and thrown away; more aborts the transfer */
 #define MAX_WAIT_MS       60000 /* only a backstop: every real deadline is waited for exactly */
+#define PREPARED_HANDLES  64    /* easy handles made at start (see dispatch_create) */
+/* Transfers an idle dispatcher starts in its first turn (see fill): the first request of a
+ * burst goes out after this many connects, not after all of them. */
+#define START_BURST 8
 
 /* One transfer slot. Its easy handle lives as long as the dispatcher and is reused. */
 struct slot {
@@ -406,33 +411,46 @@ static void abandon_all(struct dispatch *d)
 }
 
 /* Step 3 of the loop: parked deliveries whose host has room first, in the order they came,
- * then new ones from the inbox while there are free slots and room to park. */
-static void fill(struct dispatch *d)
+ * then new ones from the inbox while there are free slots and room to park. Returns true when
+ * it stopped at its cap with free slots left: the loop then turns again without waiting. */
+static bool fill(struct dispatch *d)
 {
-	size_t kept = 0;
+	/* Slow start: at most as many new transfers as are in flight already (START_BURST from
+	 * none), so that a cold burst sends its first requests early; a busy dispatcher, which
+	 * refills a few slots a turn, never meets the cap. */
+	size_t cap = d->in_flight > START_BURST ? d->in_flight : START_BURST;
+	size_t kept = 0, burst = 0;
 	for (size_t i = 0; i < d->nparked; i++) {
-		if (d->free_slots != NULL && host_has_room(d, &d->parked[i]))
+		if (d->free_slots != NULL && burst < cap && host_has_room(d, &d->parked[i])) {
 			start(d, &d->parked[i]);
-		else if (kept != i)
+			burst++;
+		} else if (kept != i)
 			d->parked[kept++] = d->parked[i];
 		else
 			kept++;
 	}
 	d->nparked = kept;
-	while (d->free_slots != NULL && d->nparked < d->max_parked) {
+	while (d->free_slots != NULL && d->nparked < d->max_parked && burst < cap) {
 		size_t free_n = d->cfg.max_in_flight - d->in_flight;
 		size_t room = d->max_parked - d->nparked;
-		size_t n = jsq_take(d->q, d->batch, free_n < room ? free_n : room);
+		size_t want = free_n < room ? free_n : room;
+		if (want > cap - burst)
+			want = cap - burst;
+		size_t n = jsq_take(d->q, d->batch, want);
 		if (n == 0)
 			break;
 		for (size_t i = 0; i < n; i++) {
-			if (d->free_slots != NULL && host_has_room(d, &d->batch[i]))
+			if (d->free_slots != NULL && host_has_room(d, &d->batch[i])) {
 				start(d, &d->batch[i]);
-			else
+				burst++;
+			} else {
 				d->parked[d->nparked++] = d->batch[i];
+			}
 		}
 	}
 	atomic_store(&d->stat_parked, d->nparked);
+	/* Stopped by the burst with room left: the caller turns again without waiting. */
+	return burst >= cap && d->free_slots != NULL;
 }
 
 static void *run(void *arg)
@@ -450,10 +468,9 @@ static void *run(void *arg)
 				break;
 		}
 
-		if (!atomic_load(&d->stopping))
-			fill(d);
+		bool more = !atomic_load(&d->stopping) && fill(d);
 
-		int64_t wait = MAX_WAIT_MS;
+		int64_t wait = more ? 0 : MAX_WAIT_MS;
 		if (drain_deadline != 0 && drain_deadline - now < wait)
 			wait = drain_deadline > now ? drain_deadline - now : 0;
 		/* With free slots, jsq_take returned less only because the inbox is empty (a
@@ -503,6 +520,13 @@ struct dispatch *dispatch_create(const struct dispatch_config *cfg, struct jsq *
 		d->slots[i].next_free = d->free_slots;
 		d->free_slots = &d->slots[i];
 	}
+	/* Mapped now rather than by the first event's transfers (prefault.h). */
+	prefault(d->batch, cfg->max_in_flight * sizeof(*d->batch));
+	prefault(d->parked, d->max_parked * sizeof(*d->parked));
+	/* The first slots' handles are made now rather than by the first event's transfers
+	 * (the rest as they are first used): a failure here is only retried then. */
+	for (size_t i = 0; i < cfg->max_in_flight && i < PREPARED_HANDLES; i++)
+		(void)setup_easy(d, &d->slots[i]);
 	/* Keep enough idle connections that every slot can reuse one. */
 	/* Only the size of the connection cache: without it libcurl keeps fewer idle ones. */
 	(void)curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS,

@@ -29,6 +29,7 @@
 
 #include "ids.h"
 #include "log.h"
+#include "prefault.h"
 #include "url.h"
 #include "retry_policy.h"
 #include "svc_metrics.h"
@@ -1329,8 +1330,23 @@ static void *keeper_main(void *arg)
 	}
 }
 
+/* On the fan-out fetcher's own thread (its malloc arena): its buffers, and a whole work item's
+ * worth of the heap, touched once, so that the first event's first item is not read into fresh
+ * pages (about 2 ms of page faults here). The block goes back to the arena, which keeps it (see
+ * main's mallopt). */
+static void warm_up(struct fetcher *f)
+{
+	prefault(f, sizeof(*f));
+	size_t n = sizeof(struct work) + JSQ_ITEM_SIZE * sizeof(struct delivery);
+	void *block = malloc(n);
+	if (block != NULL)
+		prefault(block, n);
+	free(block);
+}
+
 static void *fanout_main(void *arg)
 {
+	warm_up(arg);
 	fetch_loop(arg, true);
 	return NULL;
 }
