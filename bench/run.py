@@ -22,8 +22,9 @@ Only 127.0.0.1 is used. Every process started here is stopped at the end.
 Each API figure is the median of --runs wrk runs, and each fan-out size the median of
 --fanout-runs runs (this 2-core machine is noisy); the million-webhook RSS run is made once. The
 fan-out also runs with WEBHOOKS_BENCH_NO_RECORD=1 at the first size, to show what recording
-costs, and with WEBHOOKS_BENCH_NO_METRICS=1 (the metrics' atomic updates skipped), its runs
-alternating with those of the normal build so that a drift of the machine weighs on both alike.
+costs, and with WEBHOOKS_BENCH_NO_SIGN=1 (no signatures) and WEBHOOKS_BENCH_NO_METRICS=1 (the
+metrics' atomic updates skipped), each of these runs alternating with one of the normal build so
+that a drift of the machine weighs on both alike.
 
 Usage: run.py BUILD_DIR [--duration S] [--runs N] [--fanout 10000,100000] [--fanout-runs N]
               [--rss-webhooks 1000000] [--scale-webhooks 20000] [--trigger-webhooks 10000,1000000]
@@ -429,31 +430,41 @@ def main():
                 return bench_fanout(bindir, n, work, wait_s=max(60, n / 2000), record=record,
                                     sign=sign, metrics=metrics)
 
-        # Metrics on and off at the first size: their runs alternate, so that a drift of the
-        # machine during the run weighs on both alike.
+        # Signing and metrics, each on and off at the first size: the runs of a pair alternate
+        # (on, off, on, off, ...), so that a drift of the machine during the run weighs on both
+        # alike, and each pair's ratio is printed.
         done = {}
-        if args.metrics_overhead and sizes:
+
+        def paired(what, off_key):
+            on_key = (sizes[0], True, True, True)
             on, off = [], []
             for _ in range(args.fanout_runs):
-                on.append(one(sizes[0], True, True, True))
-                off.append(one(sizes[0], True, True, False))
-            done[(sizes[0], True, True, True)] = on
-            done[(sizes[0], True, True, False)] = off
+                on.append(one(*on_key))
+                off.append(one(*off_key))
+            done.setdefault(on_key, []).extend(on)
+            done[off_key] = off
             ratios = sorted(a["deliveries_per_sec"] / b["deliveries_per_sec"] for a, b in zip(on, off))
             floors = sorted((a["deliveries_per_sec"] / a["curl_floor_per_sec"]) /
                             (b["deliveries_per_sec"] / b["curl_floor_per_sec"]) for a, b in zip(on, off))
             cpus = sorted(a["svc_cpu_us_per_delivery"] / b["svc_cpu_us_per_delivery"]
                           for a, b in zip(on, off))
-            print(f"fanout {sizes[0]:8d} webhooks, metrics on / off, run by run (alternating): "
+            print(f"fanout {sizes[0]:8d} webhooks, {what} on / off, run by run (alternating): "
                   f"deliveries/s {[round(r, 3) for r in ratios]}, median {ratios[len(ratios) // 2]:.3f}; "
                   f"share of the floor {[round(r, 3) for r in floors]}, median {floors[len(floors) // 2]:.3f}; "
                   f"webhooks-svc CPU per delivery {[round(r, 3) for r in cpus]}, median {cpus[len(cpus) // 2]:.3f}",
                   flush=True)
 
+        if args.sign_overhead and sizes:
+            paired("signatures", (sizes[0], True, False, True))
+        if args.metrics_overhead and sizes:
+            paired("metrics", (sizes[0], True, True, False))
+
         for n, record, sign, metrics, runs in plan:
             key = (n, record, sign, metrics)
             if key in done and runs == args.fanout_runs:
+                # The "on" runs of every pair above, together.
                 results = sorted(done.pop(key), key=lambda x: x["deliveries_per_sec"])
+                runs = len(results)
             else:
                 results = sorted_runs(runs, lambda: one(n, record, sign, metrics),
                                       "deliveries_per_sec")
