@@ -52,7 +52,9 @@ void connlimit_destroy(struct connlimit *cl)
 	free(cl);
 }
 
-/* The address as 16 bytes (IPv4 and IPv4-mapped IPv6 alike); false for another family. */
+/* The address as 16 bytes: IPv4 (an IPv4-mapped IPv6 address too) in full, IPv6 by its /64,
+ * as the rate limiter counts callers: one host is usually given a whole /64, and counting its
+ * addresses apart would give it 2^64 limits. False for another family. */
 static bool key_of(const struct sockaddr *sa, unsigned char key[16])
 {
 	memset(key, 0, 16);
@@ -68,7 +70,7 @@ static bool key_of(const struct sockaddr *sa, unsigned char key[16])
 		if (IN6_IS_ADDR_V4MAPPED(a))
 			memcpy(key, a->s6_addr + 12, 4);
 		else
-			memcpy(key, a->s6_addr, 16);
+			memcpy(key, a->s6_addr, 8);
 		return true;
 	}
 	return false;
