@@ -12,6 +12,21 @@ import harness
 from harness import IntegrationCase
 
 
+def count_closed(socks):
+    """How many of socks the gateway has closed (end of file or an error on reading)."""
+    closed = 0
+    for s in socks:
+        s.settimeout(0.05)
+        try:
+            if s.recv(1) == b'':
+                closed += 1
+        except socket.timeout:
+            pass
+        except OSError:
+            closed += 1
+    return closed
+
+
 class RateLimitTest(IntegrationCase):
     stack_per_test = True
     stack_options = {'gw_env': {'IP_RATE_LIMIT': '4/s:4', 'TRUST_PROXY': '1'}}
@@ -151,16 +166,7 @@ class ConnectionFloodTest(IntegrationCase):
         self.assertEqual(r.status, 200, r)
         self.assertLess(time.monotonic() - t0, 2.0)
         # The flood's connections beyond its 20 were refused (closed by the gateway at once).
-        closed = 0
-        for s in flood:
-            s.settimeout(0.05)
-            try:
-                if s.recv(1) == b'':
-                    closed += 1
-            except socket.timeout:
-                pass
-            except OSError:
-                closed += 1
+        closed = count_closed(flood)
         self.assertGreaterEqual(closed, 270, 'of 300 connections from one address')
         log = self.stack.gateways[0].proc.log_text()
         self.assertRegex(log, r'WARN webhooks-gateway: refusing connections: 127\.0\.0\.2 '
@@ -282,16 +288,7 @@ class FileLimitTest(IntegrationCase):
                 pass
         gw.proc.wait_line(r'WARN webhooks-gateway: refusing connections: 136 connections open, the '
                           r'most this gateway holds', 10)
-        refused = 0
-        for s in socks:
-            s.settimeout(0.05)
-            try:
-                if s.recv(1) == b'':
-                    refused += 1
-            except socket.timeout:
-                pass
-            except OSError:
-                refused += 1
+        refused = count_closed(socks)
         self.assertGreaterEqual(refused, 200 - 136, 'of 200 connections over a limit of 136')
         for s in socks:
             s.close()

@@ -32,6 +32,12 @@ static void pair(int sv[2])
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 }
 
+static void close_pair(int sv[2])
+{
+	close(sv[0]);
+	close(sv[1]);
+}
+
 static void test_cut_when_due(void **state)
 {
 	(void)state;
@@ -51,10 +57,8 @@ static void test_cut_when_due(void **state)
 	readguard_closed(g, ca);
 	readguard_closed(g, cb);
 	readguard_destroy(g);
-	close(a[0]);
-	close(a[1]);
-	close(b[0]);
-	close(b[1]);
+	close_pair(a);
+	close_pair(b);
 }
 
 static void test_read_then_next(void **state)
@@ -74,8 +78,7 @@ static void test_read_then_next(void **state)
 	assert_int_equal(readguard_cut_count(g), 1);
 	readguard_closed(g, c);
 	readguard_destroy(g);
-	close(a[0]);
-	close(a[1]);
+	close_pair(a);
 }
 
 static void test_closed_is_forgotten(void **state)
@@ -94,10 +97,8 @@ static void test_closed_is_forgotten(void **state)
 	assert_int_equal(readguard_cut_count(g), 1);
 	readguard_closed(g, cb);
 	readguard_destroy(g);
-	close(a[0]);
-	close(a[1]);
-	close(b[0]);
-	close(b[1]);
+	close_pair(a);
+	close_pair(b);
 }
 
 /* A guard that was not made, or a connection it could not record, is a no-op. */
