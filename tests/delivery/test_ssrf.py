@@ -76,6 +76,22 @@ class DefaultPolicyTest(DeliveryCase):
         self.assertEqual(got['targetUrl'], 'http://xn--bcher-kva.example/')
 
 
+class AllowPrivateTest(DeliveryCase):
+    """ALLOW_PRIVATE_TARGETS=1 (and no TARGET_ALLOW_CIDRS) opens every address: a loopback
+    literal is accepted at registration and delivered to, and so is a name resolving to it."""
+    stack_options = {'svc_env': {'TARGET_ALLOW_CIDRS': None, 'ALLOW_PRIVATE_TARGETS': '1'}}
+
+    def test_private_targets_are_accepted_and_delivered_to(self):
+        a = self.register('http://127.0.0.1:%d/ok/literal' % self.target.port)
+        b = self.register('http://localhost:%d/ok/name' % self.target.port)
+        ev, _ = self.trigger()
+        s = self.wait_event(ev['eventId'], 20)
+        self.assertEqual((s['succeeded'], s['failed'], s['pending']), (2, 0, 0), s)
+        paths = sorted(self.target.by_path())
+        self.assertEqual(paths, ['/ok/literal', '/ok/name'])
+        self.assertNotEqual(a['id'], b['id'])
+
+
 class CredentialsTest(DeliveryCase):
     """Userinfo is sent as Basic auth and never shown: replies, delivery records, logs."""
     stack_options = {'svc_env': {'LOG_LEVEL': 'debug'}}
