@@ -6,12 +6,15 @@ tampered body, a wrong secret, a timestamp 6 minutes old. Secrets never show whe
 not: lists, single reads, delivery pages, any log line at debug."""
 
 import base64
+import http.client
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 
 from delivery_helpers import DeliveryCase, main
+import harness  # after delivery_helpers, which puts it on the path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VERIFY = os.path.join(HERE, '..', 'verifier', 'verify.mjs')
@@ -168,6 +171,69 @@ class SignatureTest(DeliveryCase):
             self.assertEqual(r.status, 400, (secret, r))
             self.assertEqual(r.json['error']['code'], 'invalid_argument', r)
         self.assertEqual(self.gw.request('GET', '/webhooks').json['webhooks'], [])
+
+
+def readme_block(after, lang):
+    """The first ```lang block of README.md after the line containing `after`."""
+    with open(os.path.join(HERE, '..', '..', 'README.md'), encoding='utf-8') as f:
+        text = f.read()
+    at = text.index(after)
+    start = text.index('```' + lang + '\n', at) + len(lang) + 4
+    return text[start:text.index('```', start)]
+
+
+class ReadmeReceiversTest(DeliveryCase):
+    """The README's two receivers ("Verifying deliveries"), run as printed against a real
+    delivery: the shell check gives the signature the delivery carries, and the Node receiver
+    (port aside) answers 204 to it and 401 to a tampered copy."""
+
+    def test_readme_receivers_verify_a_real_delivery(self):
+        a = self.register('/ok/readme')
+        ev, _ = self.trigger()
+        self.wait_event(ev['eventId'], 20)
+        rq = self.target.by_path()['/ok/readme'][0]
+        h = rq['headers']
+        work = tempfile.mkdtemp(prefix='webhooks-readme-')
+        self.addCleanup(shutil.rmtree, work, True)
+
+        # The shell check, in the directory of body.json, with $ID, $TS and $SIG set.
+        with open(os.path.join(work, 'body.json'), 'wb') as f:
+            f.write(rq['body'].encode())
+        env = dict(os.environ, WEBHOOK_SECRET=a['secret'], ID=h['webhook-id'],
+                   TS=h['webhook-timestamp'], SIG=h['webhook-signature'])
+        p = subprocess.run(['sh', '-euc', readme_block('The same check in plain shell', 'sh')],
+                           cwd=work, env=env, capture_output=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual('v1,' + p.stdout.decode().strip(), h['webhook-signature'])
+
+        # The Node receiver, saved as receiver.mjs beside the reference library.
+        modules = os.environ.get('VERIFIER_DIR')
+        self.assertTrue(modules, 'VERIFIER_DIR is not set (ctest sets it; see tests/delivery)')
+        os.symlink(os.path.join(modules, 'node_modules'), os.path.join(work, 'node_modules'))
+        code = readme_block('A receiver in Node', 'js')
+        self.assertIn('.listen(3000)', code)
+        port = harness.free_port()
+        with open(os.path.join(work, 'receiver.mjs'), 'w') as f:
+            f.write(code.replace('.listen(3000)', '.listen(%d)' % port))
+        node = os.environ.get('NODE') or shutil.which('node') or 'node'
+        proc = subprocess.Popen([node, 'receiver.mjs'], cwd=work, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT,
+                                env=dict(os.environ, WEBHOOK_SECRET=a['secret']))
+        self.addCleanup(proc.wait)
+        self.addCleanup(proc.kill)
+        headers = {k: h[k] for k in ('webhook-id', 'webhook-timestamp', 'webhook-signature')}
+        headers['Content-Type'] = 'application/json'
+
+        def post(body):
+            c = http.client.HTTPConnection('127.0.0.1', port, timeout=5)
+            try:
+                c.request('POST', '/', body=body.encode(), headers=headers)
+                return c.getresponse().status
+            finally:
+                c.close()
+        self.assertEqual(harness.poll_until(lambda: post(rq['body']), 15, interval=0.1,
+                                            what='the README receiver answering'), 204)
+        self.assertEqual(post(rq['body'].replace('127.0.0.1', '127.0.0.2')), 401)
 
 
 class SecretRoutesTest(DeliveryCase):
