@@ -45,6 +45,7 @@
 #define DISPATCH_DRAIN_MS 2500
 /* How often the fleet's pending deliveries are read for back-pressure. */
 #define PRESSURE_REFRESH_MS 1000
+#define QUEUE_READY_WAIT_MS 2000 /* how long "ready" waits for the delivery queue */
 
 static const char *check_store_url(const char *v)
 {
@@ -291,6 +292,12 @@ int main(int argc, char **argv)
 			log_error("%s", err);
 		goto out;
 	}
+	/* Triggers need the delivery queue: with NATS up, it is set up in milliseconds, and
+	 * "ready" waits for it (a while at most: without JetStream it is retried in the
+	 * background, and triggers are answered 503 meanwhile). */
+	if (natsConnection_Status(svc.nc) == NATS_CONN_STATUS_CONNECTED &&
+	    !jsq_wait_ready(svc.queue, QUEUE_READY_WAIT_MS))
+		log_warn("the delivery queue is not set up yet; /ip answers 503 until it is");
 	char nats_shown[1024];
 	natsconn_redact(c->nats_url, nats_shown, sizeof(nats_shown));
 	log_info("ready: store %s, NATS %s, queue group %s, at most %ld deliveries in flight",

@@ -1445,6 +1445,17 @@ fail:
 	return -EAGAIN;
 }
 
+bool jsq_wait_ready(struct jsq *q, int64_t timeout_ms)
+{
+	int64_t deadline = time_mono_ms() + timeout_ms;
+	pthread_mutex_lock(&q->lock);
+	while (!q->ready && !atomic_load(&q->stopping) && time_mono_ms() < deadline)
+		wait_room(q, deadline);
+	bool ready = q->ready;
+	pthread_mutex_unlock(&q->lock);
+	return ready;
+}
+
 void jsq_stop_fetching(struct jsq *q)
 {
 	if (q == NULL)

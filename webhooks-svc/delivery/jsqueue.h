@@ -129,6 +129,11 @@ void jsq_report(struct jsq *q, const struct delivery *d, const struct delivery_o
  * attempt is made again by whoever takes it next. Dispatcher thread only. */
 void jsq_abandon(struct jsq *q, const struct delivery *d);
 
+/* Wait up to timeout_ms for the stream and consumers to be set up (the fan-out fetcher does it
+ * once NATS answers). True when they are: a trigger is then accepted rather than answered 503.
+ * Start-up waits for this before it says it is ready. */
+bool jsq_wait_ready(struct jsq *q, int64_t timeout_ms);
+
 /* Stop taking messages: the fetchers finish what they hold and exit, and whatever waits for
  * room in the recorder or the hand-off gives up (its message goes back). Returns at once;
  * call it first at shutdown. */
