@@ -540,6 +540,9 @@ nomem:
 	snprintf(err, errlen, "out of memory");
 fail:
 	if (d != NULL) {
+		for (size_t i = 0; d->slots != NULL && i < cfg->max_in_flight; i++)
+			if (d->slots[i].easy != NULL)
+				curl_easy_cleanup(d->slots[i].easy);
 		if (d->multi != NULL)
 			(void)curl_multi_cleanup(d->multi); /* fails only for a bad handle */
 		free(d->slots);
