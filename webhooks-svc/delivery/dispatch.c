@@ -183,7 +183,8 @@ static int make_headers(struct slot *s, int64_t timestamp, bool sign)
 	h = h != NULL ? curl_slist_append(h, line) : NULL;
 	snprintf(line, sizeof(line), "webhook-timestamp: %" PRId64, timestamp);
 	h = h != NULL ? curl_slist_append(h, line) : NULL;
-	if (h != NULL && sign && s->d.secret[0] != '\0') {
+	if (h != NULL && sign) {
+		/* Never sent unsigned: every webhook read for a delivery has its secret. */
 		char sig[SIGNATURE_LEN + 1], old[SIGNATURE_LEN + 1];
 		size_t len = strlen(s->body);
 		if (signature_sign(s->d.secret, s->d.id, timestamp, s->body, len, sig) != 0) {
@@ -278,6 +279,7 @@ static void start(struct dispatch *d, const struct delivery *dl)
 	s->body_capped = false;
 	s->blocked[0] = '\0';
 	s->errbuf[0] = '\0';
+	const char *why = "out of memory";
 	if (s->easy == NULL && setup_easy(d, s) != 0)
 		goto fail;
 
@@ -285,7 +287,10 @@ static void start(struct dispatch *d, const struct delivery *dl)
 	int64_t timestamp = s->at_ms / 1000;
 	snprintf(s->body, sizeof(s->body), "{\"ipAddress\":\"%s\",\"timestamp\":%" PRId64 "}",
 	         s->d.ip, timestamp);
-	if (make_headers(s, timestamp, !d->cfg.no_sign) != 0)
+	int hrc = make_headers(s, timestamp, !d->cfg.no_sign);
+	if (hrc == -EINVAL)
+		why = "not sent unsigned: the webhook's signing secret is missing or unreadable";
+	if (hrc != 0)
 		goto fail;
 	if (curl_easy_setopt(s->easy, CURLOPT_URL, s->d.target_url) != CURLE_OK ||
 	    curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, s->headers) != CURLE_OK ||
@@ -307,7 +312,7 @@ static void start(struct dispatch *d, const struct delivery *dl)
 	return;
 fail : {
 	struct delivery_outcome o = {.at_ms = time_now_ms(), .retry_after_ms = -1};
-	snprintf(o.error, sizeof(o.error), "could not start the transfer (out of memory)");
+	snprintf(o.error, sizeof(o.error), "could not start the transfer (%s)", why);
 	svc_metrics_attempt_not_started();
 	jsq_report(d->q, &s->d, &o);
 	s->next_free = d->free_slots;
