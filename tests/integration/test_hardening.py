@@ -250,28 +250,28 @@ class FileLimitTest(IntegrationCase):
     below it."""
     stack_auto = False
 
-    def test_soft_limit_raised_and_connections_below_it(self):
+    def gateway_with_nofile(self, soft, hard):
+        """A stack whose gateway runs under open-file limits soft:hard; returns the gateway
+        and the connection limit it logged."""
         st = self.own_stack()
         st.start()
         gw = st.gateways[0]
         gw.proc.stop()
-        # prlimit sets the limits and execs the gateway: soft 256, hard 4096.
-        gw.proc.argv = ['prlimit', '--nofile=256:4096', '--'] + gw.proc.argv
+        # prlimit sets the limits and execs the gateway.
+        gw.proc.argv = ['prlimit', '--nofile=%d:%d' % (soft, hard), '--'] + gw.proc.argv
         gw.start()
-        self.assertEqual(gw.request('GET', '/healthz', auth=False).status, 200)
         m = re.findall(r'at most (\d+) connections', gw.proc.log_text())
         self.assertTrue(m, gw.proc.log_text())
-        self.assertEqual(int(m[-1]), 4096 - 64)
+        return gw, int(m[-1])
+
+    def test_soft_limit_raised_and_connections_below_it(self):
+        gw, limit = self.gateway_with_nofile(256, 4096)
+        self.assertEqual(gw.request('GET', '/healthz', auth=False).status, 200)
+        self.assertEqual(limit, 4096 - 64)
 
     def test_the_global_limit_refuses_with_a_warning_then_serves_again(self):
-        st = self.own_stack()
-        st.start()
-        gw = st.gateways[0]
-        gw.proc.stop()
-        gw.proc.argv = ['prlimit', '--nofile=200:200', '--'] + gw.proc.argv
-        gw.start()
-        m = re.findall(r'at most (\d+) connections', gw.proc.log_text())
-        self.assertEqual(int(m[-1]), 200 - 64, gw.proc.log_text())
+        gw, limit = self.gateway_with_nofile(200, 200)
+        self.assertEqual(limit, 200 - 64, gw.proc.log_text())
         # 4 addresses x 50 connections: each address is under its own limit (128), all of them
         # together over the global one (136).
         socks = []
