@@ -115,3 +115,27 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	else
 		fprintf(stderr, "%s %s %s: %s\n", stamp, names[level], program, line);
 }
+
+void log_warn_limited(struct log_limited *l, const char *fmt, ...)
+{
+	int64_t now = time_mono_ms();
+	pthread_mutex_lock(&l->lock);
+	bool say = l->last_ms == 0 || now - l->last_ms >= l->every_ms;
+	unsigned long before = l->quiet;
+	if (say) {
+		l->last_ms = now;
+		l->quiet = 0;
+	} else {
+		l->quiet++;
+	}
+	pthread_mutex_unlock(&l->lock);
+	if (!say || !log_enabled(LOG_LVL_WARN))
+		return;
+	char line[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n >= 0)
+		log_warn("%s (%lu more since the last such line)", line, before);
+}

@@ -2,7 +2,9 @@
 #ifndef WEBHOOKS_LOG_H
 #define WEBHOOKS_LOG_H
 
+#include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 enum log_level { LOG_LVL_ERROR = 0, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
@@ -28,6 +30,24 @@ const char *log_check_format(const char *word);
 
 /* The program name printed on every line; the string must outlive the process. */
 void log_set_program(const char *name);
+
+/* A warning a flood could repeat without end (refused connections, say): printed at most once
+ * per every_ms, with the number held back since the last one printed. One per kind of warning,
+ * made with LOG_LIMITED(every_ms). */
+struct log_limited {
+	pthread_mutex_t lock;
+	int64_t every_ms;
+	int64_t last_ms;     /* when one was last printed (monotonic), 0 for never */
+	unsigned long quiet; /* held back since */
+};
+#define LOG_LIMITED(every)                                                                         \
+	{                                                                                          \
+		PTHREAD_MUTEX_INITIALIZER, (every), 0, 0                                           \
+	}
+
+/* log_warn through l: "<message> (N more since the last such line)". Thread-safe. */
+void log_warn_limited(struct log_limited *l, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 #define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
 #define log_warn(...)  log_msg(LOG_LVL_WARN, __VA_ARGS__)

@@ -32,6 +32,7 @@
 #include "metrics.h"
 #include "natsconn.h"
 #include "timeutil.h"
+#include "url.h"
 
 #define DRAIN_MS 4000
 /* Open connections at most (fewer when the file descriptor limit is lower), and what is kept
@@ -103,25 +104,11 @@ static const char *check_rate(const char *v)
 /* libmicrohttpd's messages are debug lines, except those saying that connections are being
  * refused or cannot be accepted: an operator must see those, but a flood must not flood the
  * log, so they are warnings at most once per WARN_EVERY_MS, with a count of the others. */
+static struct log_limited refusals = LOG_LIMITED(WARN_EVERY_MS);
+
 static void warn_refused(const char *what)
 {
-	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-	static int64_t last_ms;
-	static unsigned long quiet;
-	int64_t now = time_mono_ms();
-	pthread_mutex_lock(&lock);
-	bool say = last_ms == 0 || now - last_ms >= WARN_EVERY_MS;
-	unsigned long before = quiet;
-	if (say) {
-		last_ms = now;
-		quiet = 0;
-	} else {
-		quiet++;
-	}
-	pthread_mutex_unlock(&lock);
-	if (say)
-		log_warn("refusing connections: %s (%lu more since the last such line)", what,
-		         before);
+	log_warn_limited(&refusals, "refusing connections: %s", what);
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -375,7 +362,7 @@ int main(int argc, char **argv)
 	const union MHD_DaemonInfo *info =
 	    MHD_get_daemon_info(gw.daemon, MHD_DAEMON_INFO_BIND_PORT);
 	char shown[1024];
-	natsconn_redact(c->nats_url, shown, sizeof(shown));
+	url_redact_list(c->nats_url, shown, sizeof(shown));
 	log_info("listening on %s port %u, NATS %s; at most %u connections, %ld per address",
 	         c->bind, info != NULL ? (unsigned int)info->port : (unsigned int)c->port, shown,
 	         gw.max_conns, c->max_conns_per_ip);

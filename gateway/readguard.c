@@ -30,6 +30,7 @@ struct readguard {
 	bool stop;
 	pthread_t thread;
 	_Atomic uint64_t cut;
+	struct log_limited cut_warning;
 };
 
 static void unlink_conn(struct readguard *g, struct rg_conn *c)
@@ -68,7 +69,6 @@ static void arm(struct readguard *g, struct rg_conn *c)
 static void *guard_main(void *arg)
 {
 	struct readguard *g = arg;
-	int64_t warned_ms = 0;
 	pthread_mutex_lock(&g->lock);
 	while (!g->stop) {
 		if (g->head == NULL) {
@@ -85,14 +85,12 @@ static void *guard_main(void *arg)
 		/* Still open: its socket is closed only after readguard_closed, under this lock. */
 		struct rg_conn *c = g->head;
 		unlink_conn(g, c);
-		uint64_t cut = atomic_fetch_add(&g->cut, 1) + 1; /* counted before it shows */
+		atomic_fetch_add(&g->cut, 1);     /* counted before it shows */
 		(void)shutdown(c->fd, SHUT_RDWR); /* fails only if the client has gone already */
-		if (warned_ms == 0 || now - warned_ms >= WARN_EVERY_MS) {
-			log_warn("closing connections that did not send a whole request within "
-			         "%lld ms (GATEWAY_READ_TIMEOUT_MS): %llu so far",
-			         (long long)g->timeout_ms, (unsigned long long)cut);
-			warned_ms = now;
-		}
+		log_warn_limited(&g->cut_warning,
+		                 "closing connections that did not send a whole request within "
+		                 "%lld ms (GATEWAY_READ_TIMEOUT_MS)",
+		                 (long long)g->timeout_ms);
 	}
 	pthread_mutex_unlock(&g->lock);
 	return NULL;
@@ -121,7 +119,11 @@ struct readguard *readguard_create(int64_t timeout_ms)
 		free(g);
 		return NULL;
 	}
+	/* glibc's init of a default mutex only stores its attributes: it cannot fail. */
+	(void)pthread_mutex_init(&g->cut_warning.lock, NULL);
+	g->cut_warning.every_ms = WARN_EVERY_MS;
 	if (pthread_create(&g->thread, NULL, guard_main, g) != 0) {
+		pthread_mutex_destroy(&g->cut_warning.lock);
 		pthread_mutex_destroy(&g->lock);
 		pthread_cond_destroy(&g->wake);
 		free(g);
@@ -139,6 +141,7 @@ void readguard_destroy(struct readguard *g)
 	pthread_cond_signal(&g->wake);
 	pthread_mutex_unlock(&g->lock);
 	pthread_join(g->thread, NULL);
+	pthread_mutex_destroy(&g->cut_warning.lock);
 	pthread_mutex_destroy(&g->lock);
 	pthread_cond_destroy(&g->wake);
 	free(g);
