@@ -113,11 +113,6 @@ const char *natsconn_check_creds(const char *path)
 	return NULL;
 }
 
-void natsconn_redact(const char *urls, char *out, size_t outlen)
-{
-	url_redact_list(urls, out, outlen);
-}
-
 /* Errors the server sends (an authorization violation among them) and the library's own. */
 static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
 {
@@ -200,7 +195,7 @@ int natsconn_open(natsConnection **nc, const char *url, const char *name,
 		s = natsConnection_Connect(nc, opts);
 		if (s == NATS_NOT_YET_CONNECTED) {
 			char shown[1024];
-			natsconn_redact(url, shown, sizeof(shown));
+			url_redact_list(url, shown, sizeof(shown));
 			natsStatus code = NATS_OK;
 			const char *why = nats_GetLastError(&code);
 			if (is_auth(code, why))
@@ -216,7 +211,7 @@ int natsconn_open(natsConnection **nc, const char *url, const char *name,
 	natsOptions_Destroy(opts);
 	if (s != NATS_OK) {
 		char shown[1024];
-		natsconn_redact(url, shown, sizeof(shown));
+		url_redact_list(url, shown, sizeof(shown));
 		snprintf(err, errlen, "NATS %s: %s", shown, natsStatus_GetText(s));
 		return -EIO;
 	}

@@ -33,10 +33,6 @@ void natsconn_set_creds(const char *path);
 /* For NATS_CREDS's check: NULL when path is empty or a readable file, else what was expected. */
 const char *natsconn_check_creds(const char *path);
 
-/* urls (a NATS_URL, possibly several comma-separated) with every password hidden, for logs:
- * "nats://user:***@host:4222" (and "***@" for a token or a user alone). */
-void natsconn_redact(const char *urls, char *out, size_t outlen);
-
 /* Check a NATS_URL value for cfg_load: NULL when every comma-separated URL in v is nats:// or
  * tls://, else what was expected. */
 const char *natsconn_check_url(const char *v);

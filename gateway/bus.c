@@ -18,6 +18,7 @@
 #include "log.h"
 #include "natsconn.h"
 #include "timeutil.h"
+#include "url.h"
 
 #define BUCKETS 16384 /* power of two */
 
@@ -198,7 +199,7 @@ struct bus *bus_create(const char *nats_url, int64_t timeout_ms, char *err, size
 		s = natsSubscription_SetOnCompleteCB(b->sub, on_sub_complete, b);
 	if (s != NATS_OK) {
 		char shown[1024];
-		natsconn_redact(nats_url, shown, sizeof(shown));
+		url_redact_list(nats_url, shown, sizeof(shown));
 		snprintf(err, errlen, "NATS %s: %s", shown, natsStatus_GetText(s));
 		(void)natsconn_check_refused(b->nc); /* says why, when that is why */
 		goto fail;

@@ -299,7 +299,7 @@ int main(int argc, char **argv)
 	    !jsq_wait_ready(svc.queue, QUEUE_READY_WAIT_MS))
 		log_warn("the delivery queue is not set up yet; /ip answers 503 until it is");
 	char nats_shown[1024];
-	natsconn_redact(c->nats_url, nats_shown, sizeof(nats_shown));
+	url_redact_list(c->nats_url, nats_shown, sizeof(nats_shown));
 	log_info("ready: store %s, NATS %s, queue group %s, at most %ld deliveries in flight",
 	         store_backend(svc.store), nats_shown, SVC_QUEUE_GROUP, c->max_in_flight);
 

@@ -327,11 +327,11 @@ static void test_nats_url_redaction(void **state)
 {
 	(void)state;
 	char out[512];
-	natsconn_redact("nats://u:pw@a:4222,nats://v:pw2@b:4222,tls://c:4222", out, sizeof(out));
+	url_redact_list("nats://u:pw@a:4222,nats://v:pw2@b:4222,tls://c:4222", out, sizeof(out));
 	assert_string_equal(out, "nats://u:***@a:4222,nats://v:***@b:4222,tls://c:4222");
-	natsconn_redact("nats://tok@a:4222", out, sizeof(out));
+	url_redact_list("nats://tok@a:4222", out, sizeof(out));
 	assert_string_equal(out, "nats://***@a:4222");
-	natsconn_redact("nats://127.0.0.1:4222", out, sizeof(out));
+	url_redact_list("nats://127.0.0.1:4222", out, sizeof(out));
 	assert_string_equal(out, "nats://127.0.0.1:4222");
 	assert_null(strstr(out, "pw"));
 }
