@@ -2,6 +2,7 @@
 of connections from one address, connections that say nothing, a low file descriptor limit."""
 
 import http.client
+import os
 import re
 import select
 import socket
@@ -288,8 +289,12 @@ class FileLimitTest(IntegrationCase):
                 pass
         gw.proc.wait_line(r'WARN webhooks-gateway: refusing connections: 136 connections open, the '
                           r'most this gateway holds', 10)
-        refused = count_closed(socks)
-        self.assertGreaterEqual(refused, 200 - 136, 'of 200 connections over a limit of 136')
+        # Refused as they are accepted, which a slow (sanitized) build may still be doing; each
+        # of the gateway's worker threads (one a core) may take one more than the limit before
+        # the count catches up (CONN_SLACK in gateway/main.c).
+        want = 200 - 136 - (os.cpu_count() or 1)
+        harness.poll_until(lambda: count_closed(socks) >= want, 10,
+                           what='%d of 200 connections over a limit of 136 refused' % want)
         for s in socks:
             s.close()
         harness.poll_until(
