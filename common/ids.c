@@ -135,3 +135,19 @@ bool id_valid(const char *text)
 	}
 	return true;
 }
+
+bool id_pack(const char *text, unsigned char out[ID_BIN_LEN])
+{
+	uuid_t u;
+	if (!id_valid(text) || uuid_parse(text, u) != 0)
+		return false;
+	memcpy(out, u, ID_BIN_LEN);
+	return true;
+}
+
+void id_unpack(const unsigned char in[ID_BIN_LEN], char out[ID_LEN + 1])
+{
+	uuid_t u;
+	memcpy(u, in, ID_BIN_LEN);
+	uuid_unparse_lower(u, out);
+}

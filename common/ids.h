@@ -7,6 +7,9 @@
 
 #define ID_LEN 36
 
+/* An id packed into its 16 bytes (id_pack), for records that keep many ids. */
+#define ID_BIN_LEN 16
+
 /* Write a new random (version 4) UUID, lower-case and NUL-terminated, into out. */
 void id_generate(char out[ID_LEN + 1]);
 
@@ -28,5 +31,11 @@ void id_derive(char out[ID_LEN + 1], const char *event_id, const char *webhook_i
 
 /* True when text is exactly a lower-case canonical UUID of ID_LEN characters. */
 bool id_valid(const char *text);
+
+/* Pack the canonical id text into out. Returns false, out unchanged, when text is not one. */
+bool id_pack(const char *text, unsigned char out[ID_BIN_LEN]);
+
+/* Write the packed id in as canonical lower-case text into out. */
+void id_unpack(const unsigned char in[ID_BIN_LEN], char out[ID_LEN + 1]);
 
 #endif

@@ -239,6 +239,80 @@ class InterruptedFanOutTest(DurableCase):
 
 
 # ---------------------------------------------------------------------------------------------
+# A work item taken again after changes to its webhooks
+
+class RetakenItemTest(DurableCase):
+    """300 webhooks: work item 0 holds the first 256 by id, item 1 the other 44. kill -9 of the
+    service early in item 0; a new instance starts (and takes item 1), and before item 0 comes
+    back (the queue's 30 s acknowledgement deadline) three of its webhooks not reached yet are
+    deleted and one is disabled. The item taken again delivers to the members counted the first
+    time, no more and no fewer: the four end failed, "not sent", and the event ends with
+    nothing pending, 296 succeeded and 4 failed, each webhook requested under one webhook-id,
+    and those never in flight at the crash requested once. (Reading item 0's range afresh
+    instead would leave the four pending for good and send the first three of item 1 twice.)
+    """
+
+    stack_options = {'svc_env': {'MAX_IN_FLIGHT': 4, 'MAX_RETRIES': 5,
+                                 'RETRY_SCHEDULE': '200ms'}}
+    expected = 300
+
+    def test_deleted_and_disabled_members_end_not_sent(self):
+        paths = ['/slow/100/r%03d' % i for i in range(self.expected)]
+        hooks = self.register_many_nats([self.target.url(p) for p in paths])
+        ev, _ = self.trigger()
+        eid = ev['eventId']
+        self.wait_requests(12)
+        self.stack.svc.kill()
+        done = self.assertMidFanOut(1)
+        self.assertLess(done, 100, 'item 0 was too far along for the test')
+        self.stack.svc.start()
+
+        by_id = sorted(hooks, key=lambda h: h['id'])
+        path_of = {h['id']: h['targetUrl'][len(self.target.url('')):] for h in hooks}
+        deleted = [h['id'] for h in by_id[200:203]]
+        disabled = by_id[210]['id']
+        t0 = time.monotonic()
+        for hid in deleted:
+            self.delete(hid)
+        r = self.gw.request('PUT', '/webhooks/' + disabled, {'enabled': False})
+        self.assertEqual(r.status, 200, r)
+        self.assertLess(time.monotonic() - t0, 20, 'the changes came too late for the test')
+
+        s = self.wait_event(eid, RECOVERY_TIMEOUT)
+        self.assertEqual((s['targets'], s['succeeded'], s['failed'], s['pending']),
+                         (300, 296, 4, 0), s)
+        seen = self.target.by_path()
+        unsent = {path_of[h] for h in deleted + [disabled]}
+        self.assertFalse(unsent & set(seen), 'a deleted or disabled webhook got a request')
+        missing = sorted(set(paths) - unsent - set(seen))
+        self.assertFalse(missing, '%d targets got no request, e.g. %s' % (len(missing),
+                                                                           missing[:5]))
+        mixed = [p for p, reqs in seen.items()
+                 if len({rq['headers'].get('webhook-id') for rq in reqs}) != 1]
+        self.assertFalse(mixed, 'targets requested under two webhook-ids: %s' % mixed[:5])
+        # Those after the first 100 by id were not in flight at the crash: requested once.
+        later = [path_of[h['id']] for h in by_id[100:]]
+        twice = [p for p in later if len(seen.get(p, [])) > 1]
+        self.assertFalse(twice, '%d targets requested twice, e.g. %s' % (len(twice), twice[:5]))
+
+        dels, _ = self.deliveries(eid, limit=1000)
+        self.assertEqual(len(dels), 300)
+        by_hook = {d['webhookId']: d for d in dels}
+        for hid in deleted + [disabled]:
+            d = by_hook[hid]
+            self.assertEqual(d['status'], 'failed', d)
+            self.assertEqual(len(d['attempts']), 1, d)
+            self.assertIsNone(d['attempts'][0]['httpStatus'], d)
+            why = 'deleted' if hid in deleted else 'disabled'
+            self.assertIn('not sent: the webhook ' + ('was deleted' if why == 'deleted'
+                                                      else 'is disabled'),
+                          d['attempts'][0]['error'], d)
+        self.assertEqual(sum(1 for d in dels if d['status'] == 'succeeded'), 296)
+        self.stack.svc.proc.wait_line(r'item 0 taken again: \d+ retries handed on, '
+                                      r'4 ended unsent', 5)
+
+
+# ---------------------------------------------------------------------------------------------
 # Two instances
 
 class TwoInstancesTest(DurableCase):

@@ -15,11 +15,14 @@
  *                              "delivery ID WEBHOOK STATUS URL ATTEMPTS-JSON"
  *   failed EVENT AFTER|- LIMIT
  *                           -> failed rc=R n=N list=ID/WEBHOOK/ATTEMPTS,.. ms=T
+ *   members EVENT ITEM      -> members rc=R found=0|1 [n=N end=ID|- last=0|1 ids=a,b,..|-]
+ *                              ms=T
  *   prune CUTOFF MAX-ROWS   -> prune rc=R events=N deliveries=M ms=T
  *   apply N                 -> apply rc=R results=r1,.. created=c1,.. ms=T
  *     followed by N lines, one op each:
  *       insert ID CREATED UPDATED URL | update ID UPDATED URL | delete ID
  *       event_insert ID IP CREATED TARGETS | event_item EVENT ITEM DELIVERIES LAST(0|1)
+ *       [END|- ID,ID,..|-] (members: as many ids as DELIVERIES, at most PROBE_MEMBERS)
  *       attempt EVENT DELIVERY WEBHOOK NUMBER AT HTTP-STATUS STATUS DURATION URL|- [ERROR...]
  *       (URL "-": not sent, as jsqueue.c records a delivery whose webhook is gone)
  *   quit (or end of input)  -> exits 0 after store_destroy
@@ -36,8 +39,9 @@
 #include "store.h"
 #include "timeutil.h"
 
-#define MAX_BATCH  1000
-#define MAX_STATES 2500 /* more than the MongoDB backend asks for in one find */
+#define MAX_BATCH     1000
+#define PROBE_MEMBERS 8    /* members of one event_item op at most */
+#define MAX_STATES    2500 /* more than the MongoDB backend asks for in one find */
 
 static void finish(int rc, int64_t start_ms, const char *err)
 {
@@ -108,7 +112,31 @@ static int parse_attempt(char **save, struct store_attempt *a)
 }
 
 /* Parse one op line of an apply (see the top of the file). */
-static int parse_op(char *line, struct store_op *op)
+/* "END|- ID,ID,..|-" after an event_item: its members, into members. */
+static int parse_members(char **save, struct store_op *op, unsigned char (*members)[ID_BIN_LEN])
+{
+	const char *end = strtok_r(NULL, " \n", save);
+	char *list = strtok_r(NULL, " \n", save);
+	if (end == NULL)
+		return 0; /* none */
+	if (list == NULL ||
+	    copy_field(op->item.end, sizeof(op->item.end), strcmp(end, "-") == 0 ? "" : end) != 0)
+		return -EINVAL;
+	int64_t n = 0;
+	char *at = NULL;
+	for (char *id = strcmp(list, "-") == 0 ? NULL : strtok_r(list, ",", &at); id != NULL;
+	     id = strtok_r(NULL, ",", &at)) {
+		if (n == PROBE_MEMBERS || !id_pack(id, members[n]))
+			return -EINVAL;
+		n++;
+	}
+	if (n != op->item.deliveries)
+		return -EINVAL;
+	op->item.members = (const unsigned char(*)[ID_BIN_LEN])members;
+	return 0;
+}
+
+static int parse_op(char *line, struct store_op *op, unsigned char (*members)[ID_BIN_LEN])
 {
 	char *save = NULL;
 	const char *kind = strtok_r(line, " \n", &save);
@@ -137,7 +165,7 @@ static int parse_op(char *line, struct store_op *op)
 		    parse_int(strtok_r(NULL, " \n", &save), &last) || (last != 0 && last != 1))
 			return -EINVAL;
 		op->item.last = last == 1;
-		return 0;
+		return parse_members(&save, op, members);
 	}
 	if (copy_field(op->hook.id, sizeof(op->hook.id), strtok_r(NULL, " \n", &save)) != 0)
 		return -EINVAL;
@@ -166,6 +194,7 @@ static int parse_op(char *line, struct store_op *op)
 static void run_apply(struct store *s, FILE *in, const char *count_text)
 {
 	static struct store_op ops[MAX_BATCH];
+	static unsigned char members[MAX_BATCH][PROBE_MEMBERS][ID_BIN_LEN];
 	char err[STORE_ERR_LEN] = "";
 	char *line = NULL;
 	size_t cap = 0;
@@ -178,7 +207,7 @@ static void run_apply(struct store *s, FILE *in, const char *count_text)
 		return;
 	}
 	for (int64_t i = 0; i < n; i++) {
-		if (getline(&line, &cap, in) < 0 || parse_op(line, &ops[i]) != 0) {
+		if (getline(&line, &cap, in) < 0 || parse_op(line, &ops[i], members[i]) != 0) {
 			printf("apply rc=%d err=bad op line %lld\n", -EINVAL, (long long)i);
 			fflush(stdout);
 			free(line);
@@ -199,6 +228,33 @@ static void run_apply(struct store *s, FILE *in, const char *count_text)
 		bool hook = ops[i].kind == STORE_OP_INSERT || ops[i].kind == STORE_OP_UPDATE ||
 		            ops[i].kind == STORE_OP_DELETE;
 		printf("%s%lld", i > 0 ? "," : "", hook ? (long long)ops[i].hook.created_ms : -1LL);
+	}
+	finish(rc, start, err);
+}
+
+static void run_members(struct store *s, const char *event_id, const char *item_text)
+{
+	static struct store_item_members m;
+	char err[STORE_ERR_LEN] = "";
+	int64_t item = 0;
+	if (event_id == NULL || parse_i64(item_text, &item) != 0) {
+		printf("members rc=%d err=usage: members EVENT ITEM\n", -EINVAL);
+		fflush(stdout);
+		return;
+	}
+	int64_t start = time_mono_ms();
+	int rc = store_item_members(s, event_id, item, &m, err, sizeof(err));
+	printf("members rc=%d found=%d", rc, m.found ? 1 : 0);
+	if (rc == 0 && m.found) {
+		printf(" n=%zu end=%s last=%d ids=", m.n, m.end[0] != '\0' ? m.end : "-",
+		       m.last ? 1 : 0);
+		for (size_t i = 0; i < m.n; i++) {
+			char id[ID_LEN + 1];
+			id_unpack(m.ids[i], id);
+			printf("%s%s", i > 0 ? "," : "", id);
+		}
+		if (m.n == 0)
+			printf("-");
 	}
 	finish(rc, start, err);
 }
@@ -417,6 +473,8 @@ int main(int argc, char **argv)
 			run_failed(s, a1, a2, a3);
 		else if (strcmp(cmd, "prune") == 0)
 			run_prune(s, a1, a2);
+		else if (strcmp(cmd, "members") == 0)
+			run_members(s, a1, a2);
 		else if (strcmp(cmd, "apply") == 0)
 			run_apply(s, stdin, a1);
 		else {

@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 import unittest
+import uuid
 
 from bson.int64 import Int64
 from mockupdb import MockupDB
@@ -55,6 +56,11 @@ def typed(value):
 def webhook(hook_id, url, created, updated):
     return {'_id': hook_id, 'targetUrl': url, 'createdAt': Int64(created),
             'updatedAt': Int64(updated)}
+
+
+def packed(*ids):
+    """Webhook ids as a work item's members are kept: 16 bytes each, in order."""
+    return b''.join(uuid.UUID(i).bytes for i in ids)
 
 
 def event(event_id, ip, created, targets, fanned=0, items=0, done=False, legacy=False):
@@ -253,6 +259,17 @@ class MongoWireTest(unittest.TestCase):
         return self.expect_update('events', {'_id': event_id, 'items': items},
                                   {'$inc': {'fanned': Int64(deliveries)},
                                    '$set': {'items': Int64(item + 1), 'done': last}})
+
+    def expect_members(self, event_id, item, end, last, ids):
+        """A work item's members, kept ($setOnInsert: the first kept wins) before its count."""
+        return self.expect_update('eventItems', {'_id': '%s:%d' % (event_id, item)},
+                                  {'$setOnInsert': {'eventId': event_id, 'end': end,
+                                                    'last': last, 'members': packed(*ids)}},
+                                  upsert=True)
+
+    def expect_members_find(self, event_id, item):
+        return self.receive({'find': 'eventItems', 'filter': {'_id': '%s:%d' % (event_id, item)},
+                             'limit': Int64(1), 'singleBatch': True})
 
     def expect_event_exists(self, event_id):
         return self.receive({'find': 'events', 'filter': {'_id': event_id},
@@ -787,6 +804,55 @@ class MongoWireTest(unittest.TestCase):
         self.assertEqual((got['rc'], got['results']), ('0', '0,0,0,%d' % ENOENT))
         self.assert_no_more_commands()
 
+    def test_event_item_keeps_its_members_before_its_count(self):
+        probe, _ = self.start()
+        self.apply(probe, 'event_item %s 0 2 0 %s %s,%s' % (E, B, A, B),
+                   'event_item %s 1 0 1 - -' % E, 'event_item %s 2 1 1' % E)
+        self.expect_members(E, 0, B, False, [A, B]).ok(
+            n=1, nModified=0, upserted=[{'index': 0, '_id': E + ':0'}])
+        self.expect_item(E, 0, 2, False).ok(n=1, nModified=1)
+        # None (an item of no members) is kept too; an op without members keeps nothing.
+        self.expect_members(E, 1, '', True, []).ok(n=1, nModified=0)
+        self.expect_item(E, 1, 0, True).ok(n=1, nModified=1)
+        self.expect_item(E, 2, 1, True).ok(n=0, nModified=0)
+        self.expect_event_exists(E).replies(cursor([{'_id': E}], 'events'))
+        got = probe.result()
+        self.assertEqual((got['rc'], got['results']), ('0', '0,0,0'))
+        self.assert_no_more_commands()
+
+    def test_event_item_members_failing_leaves_it_uncounted(self):
+        probe, _ = self.start()
+        self.apply(probe, 'event_item %s 0 1 1 %s %s' % (E, A, A))
+        self.expect_members(E, 0, A, True, [A]).command_err(code=91, errmsg='shutting down')
+        self.assertEqual(probe.result()['rc'], str(EAGAIN))
+        self.assert_no_more_commands()  # the count was never sent
+
+    def test_members_read_back_and_malformed_ones_are_eio(self):
+        probe, _ = self.start()
+        good = {'_id': E + ':0', 'eventId': E, 'end': B, 'last': False, 'members': packed(A, B)}
+        probe.send('members %s 0' % E)
+        self.expect_members_find(E, 0).replies(cursor([good], 'eventItems'))
+        got = probe.result()
+        self.assertEqual([got.get(k) for k in ('rc', 'found', 'n', 'end', 'last', 'ids')],
+                         ['0', '1', '2', B, '0', A + ',' + B])
+        probe.send('members %s 7' % E)
+        self.expect_members_find(E, 7).replies(cursor([], 'eventItems'))
+        got = probe.result()
+        self.assertEqual((got['rc'], got['found']), ('0', '0'))
+        for change in ({'members': packed(A) + b'x'}, {'members': b'\0' * 16 * 513},
+                       {'members': A}, {'last': 1}, {'end': Int64(5)}, {'end': 'x' * 37},
+                       {'members': None}):
+            doc = dict(good, **change)
+            if change == {'members': None}:
+                del doc['members']
+            probe.send('members %s 0' % E)
+            self.expect_members_find(E, 0).replies(cursor([doc], 'eventItems'))
+            got = probe.result()
+            self.assertEqual((got['rc'], got['found']), (str(EIO), '0'), change)
+        probe.send('members %s 0' % E)
+        self.expect_members_find(E, 0).command_err(code=91, errmsg='shutting down')
+        self.assertEqual(probe.result()['rc'], str(EAGAIN))
+
     def test_event_item_failing_fails_the_batch(self):
         probe, _ = self.start()
         self.apply(probe, 'event_item %s 3 1 0' % E, 'event_item %s 4 1 1' % E)
@@ -1032,6 +1098,10 @@ class MongoWireTest(unittest.TestCase):
         self.receive({'delete': 'deliveries', 'ordered': True, 'writeConcern': WC,
                       'deletes': [{'q': {'_id': {'$in': [
                           E + ':dddddddd-0000-4000-8000-0000000000d3']}}, 'limit': 0}]}).ok(n=1)
+        # Its work items' members, then the event itself.
+        self.receive({'delete': 'eventItems', 'ordered': True, 'writeConcern': WC,
+                      'deletes': [{'q': {'_id': {'$gt': E + ':', '$lt': E + ';'}},
+                                   'limit': 0}]}).ok(n=1)
         self.receive({'delete': 'events', 'ordered': True, 'writeConcern': WC,
                       'deletes': [{'q': {'_id': E}, 'limit': 1}]}).ok(n=1)
         got = probe.result()

@@ -1229,6 +1229,95 @@ static void test_prune(void **state)
 	assert_int_equal(n, 0);
 }
 
+static void assert_members(struct ctx *c, const char *event_id, int64_t item, bool found,
+                           const unsigned char (*ids)[ID_BIN_LEN], size_t n, const char *end,
+                           bool last)
+{
+	static struct store_item_members got;
+	memset(&got, 0x5a, sizeof(got));
+	int rc = store_item_members(c->store, event_id, item, &got, c->err, sizeof(c->err));
+	if (rc != 0)
+		print_error("store_item_members: %s\n", c->err);
+	assert_int_equal(rc, 0);
+	assert_int_equal(got.found, found);
+	if (!found)
+		return;
+	assert_int_equal(got.n, n);
+	if (n > 0)
+		assert_memory_equal(got.ids, ids, n * ID_BIN_LEN);
+	assert_string_equal(got.end, end);
+	assert_int_equal(got.last, last);
+}
+
+/* A work item's members are kept with its count, the first kept for good; an item counted
+ * without members keeps none; they go with the event when it is pruned. */
+static void test_event_item_members(void **state)
+{
+	struct ctx *c = *state;
+	const int64_t t0 = -3000000000000LL;
+	struct store_op ev = op_event("192.0.2.20", t0, 600);
+	apply_all_ok(c, &ev, 1, NULL);
+	const char *id = ev.event.id;
+	static unsigned char a[STORE_ITEM_MAX][ID_BIN_LEN], b[3][ID_BIN_LEN];
+	char text[ID_LEN + 1], end[ID_LEN + 1];
+	for (size_t i = 0; i < STORE_ITEM_MAX; i++) {
+		id_generate_ordered(text);
+		assert_true(id_pack(text, a[i]));
+	}
+	for (size_t i = 0; i < 3; i++) {
+		id_generate_ordered(text);
+		assert_true(id_pack(text, b[i]));
+	}
+	id_unpack(a[STORE_ITEM_MAX - 1], end);
+	assert_members(c, id, 0, false, NULL, 0, "", false);
+
+	/* The most an item may have. */
+	struct store_op first = op_item(id, 0, STORE_ITEM_MAX, false);
+	memcpy(first.item.end, end, sizeof(end));
+	first.item.members = (const unsigned char(*)[ID_BIN_LEN])a;
+	apply_all_ok(c, &first, 1, NULL);
+	assert_members(c, id, 0, true, (const unsigned char(*)[ID_BIN_LEN])a, STORE_ITEM_MAX, end,
+	               false);
+
+	/* Taken again with other members: counted once, and the first members stay. */
+	struct store_op again = op_item(id, 0, 3, true);
+	snprintf(again.item.end, sizeof(again.item.end), "%s", "");
+	again.item.members = (const unsigned char(*)[ID_BIN_LEN])b;
+	apply_all_ok(c, &again, 1, NULL);
+	assert_members(c, id, 0, true, (const unsigned char(*)[ID_BIN_LEN])a, STORE_ITEM_MAX, end,
+	               false);
+	struct store_event got;
+	assert_int_equal(store_get_event(c->store, id, &got, c->err, sizeof(c->err)), 0);
+	assert_int_equal(got.fanned, STORE_ITEM_MAX);
+
+	/* Counted without members: none kept. Then an empty last item. */
+	struct store_op none = op_item(id, 1, 7, false);
+	apply_all_ok(c, &none, 1, NULL);
+	assert_members(c, id, 1, false, NULL, 0, "", false);
+	struct store_op empty = op_item(id, 2, 0, true);
+	empty.item.members = (const unsigned char(*)[ID_BIN_LEN])b; /* 0 of them */
+	apply_all_ok(c, &empty, 1, NULL);
+	assert_members(c, id, 2, true, NULL, 0, "", true);
+	assert_members(c, id, 3, false, NULL, 0, "", false);
+
+	/* One more than the most is refused, and nothing of its batch is applied. */
+	struct store_op other = op_event("192.0.2.21", t0, 1);
+	apply_all_ok(c, &other, 1, NULL);
+	struct store_op big[] = {op_item(other.event.id, 0, 1, true),
+	                         op_item(other.event.id, 0, STORE_ITEM_MAX + 1, true)};
+	big[0].item.members = (const unsigned char(*)[ID_BIN_LEN])b;
+	big[1].item.members = (const unsigned char(*)[ID_BIN_LEN])a;
+	assert_int_equal(store_apply(c->store, big, 2, c->err, sizeof(c->err)), -EIO);
+	assert_members(c, other.event.id, 0, false, NULL, 0, "", false);
+
+	/* Pruned with the event. */
+	struct store_pruned p = prune(c, t0 + (30LL * 24 * 3600 * 1000) + 1, 100000);
+	assert_int_equal(p.events, 2);
+	assert_no_event(c, id);
+	assert_members(c, id, 0, false, NULL, 0, "", false);
+	assert_members(c, id, 2, false, NULL, 0, "", false);
+}
+
 /* MongoDB applies a batch statement by statement, so the writer sends a batch that failed midway
  * again in whole: attempts applied twice are recorded once and counted once. (SQLite applies a
  * batch as one transaction: a failed one left nothing to apply twice.) */
@@ -1467,6 +1556,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_event_insert_get, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_event_items_count_once_in_order, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_event_item_unknown_event, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_event_item_members, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_attempts_and_deliveries, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_deliveries_pagination, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_delivery_states, setup, teardown),

@@ -143,6 +143,37 @@ static void test_generate_after_beats_a_clock_ahead(void **state)
 	assert_true(strcmp(id, now) > 0);
 }
 
+static void test_pack_round_trips(void **state)
+{
+	static const char *const ids[] = {
+	    "123e4567-e89b-42d3-a456-426614174000",
+	    "00000000-0000-0000-0000-000000000000",
+	    "ffffffff-ffff-ffff-ffff-ffffffffffff",
+	    "01a23700-0000-7abc-9def-0123456789ab",
+	};
+	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+		unsigned char bin[ID_BIN_LEN];
+		char back[ID_LEN + 1];
+		assert_true(id_pack(ids[i], bin));
+		id_unpack(bin, back);
+		assert_string_equal(back, ids[i]);
+	}
+	/* Packed ids sort as their text does: byte order is the text's order. */
+	unsigned char a[ID_BIN_LEN], b[ID_BIN_LEN];
+	assert_true(id_pack("01a23700-0000-7abc-9def-0123456789ab", a));
+	assert_true(id_pack("01a23700-0000-7abc-9def-0123456789ac", b));
+	assert_true(memcmp(a, b, ID_BIN_LEN) < 0);
+	/* What id_valid refuses is not packed, and out is left as it was. */
+	unsigned char keep[ID_BIN_LEN];
+	memset(keep, 0x5a, sizeof(keep));
+	memcpy(a, keep, sizeof(a));
+	assert_false(id_pack("123E4567-e89b-42d3-a456-426614174000", a));
+	assert_false(id_pack("123e4567e89b42d3a456426614174000", a));
+	assert_false(id_pack("", a));
+	assert_false(id_pack(NULL, a));
+	assert_memory_equal(a, keep, sizeof(keep));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -152,6 +183,7 @@ int main(void)
 	    cmocka_unit_test(test_generated_distinct),
 	    cmocka_unit_test(test_valid_accepts_canonical),
 	    cmocka_unit_test(test_valid_rejects),
+	    cmocka_unit_test(test_pack_round_trips),
 	};
 	return cmocka_run_group_tests_name("ids", tests, NULL, NULL);
 }

@@ -99,8 +99,10 @@ struct chain {
 	char ip[STORE_IP_LEN];
 	char after[ID_LEN + 1]; /* the next item's range: (after, last] */
 	char last[ID_LEN + 1];
-	int64_t k; /* this item */
-	bool more; /* an item follows */
+	int64_t k;                           /* this item */
+	bool more;                           /* an item follows */
+	char end[ID_LEN + 1];                /* the greatest webhook id of its range */
+	unsigned char members[][ID_BIN_LEN]; /* its count's members, kept with it */
 };
 
 struct jsq {
@@ -864,16 +866,6 @@ static natsMsg *fetch_one(natsSubscription *sub, bool *failed)
 	return m;
 }
 
-static uint64_t times_delivered(natsMsg *m)
-{
-	jsMsgMetaData *meta = NULL;
-	uint64_t n = 1;
-	if (natsMsg_GetMetaData(&meta, m) == NATS_OK)
-		n = meta->NumDelivered;
-	jsMsgMetaData_Destroy(meta);
-	return n;
-}
-
 /* A message we cannot read is dropped for good (Term), with a line saying so. */
 static json_t *parse_msg(natsMsg *m, const char *what)
 {
@@ -923,6 +915,8 @@ struct fetcher {
 	struct store_webhook page[JSQ_ITEM_SIZE];
 	char ids[JSQ_ITEM_SIZE][ID_LEN + 1];
 	struct store_delivery_state states[JSQ_ITEM_SIZE];
+	bool gone[JSQ_ITEM_SIZE]; /* a member's webhook was deleted (an item taken again) */
+	struct store_item_members members; /* an item's, as its count kept them */
 };
 
 /* The secrets a delivery is signed with now: the webhook's, and the one rotated out while its
@@ -954,6 +948,63 @@ static int give_secrets(struct jsq *q, struct store_webhook *hooks, size_t n, ch
 			    hooks[i].id);
 	}
 	return 0;
+}
+
+/* A work item counted before (taken again after a crash): read its members as they are now into
+ * f->page[0..mem->n), in the members' order, walking the store's ids from after. f->gone[i]
+ * says that member i was deleted since (f->page[i] then holds only its id). Returns 0, or a
+ * store error with err filled. */
+static int read_members(struct fetcher *f, const char *after, const struct store_item_members *mem,
+                        char *err, size_t errlen)
+{
+	struct jsq *q = f->q;
+	size_t n = mem->n;
+	if (n == 0)
+		return 0;
+	struct store_webhook *rows = malloc(n * sizeof(*rows));
+	if (rows == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	char cursor[ID_LEN + 1], want[ID_LEN + 1];
+	snprintf(cursor, sizeof(cursor), "%s", after);
+	id_unpack(mem->ids[0], want);
+	size_t mi = 0;
+	int rc = 0;
+	while (mi < n) {
+		size_t got = 0;
+		rc = store_list(q->store, cursor, JSQ_ITEM_SIZE, f->page, &got, err, errlen);
+		if (rc != 0)
+			break;
+		/* The range also holds webhooks that are not members (disabled when the item was
+		 * counted): passed over. A member missing from it was deleted. */
+		for (size_t j = 0; mi < n && (j < got || got < JSQ_ITEM_SIZE);) {
+			int c = j < got ? strcmp(f->page[j].id, want) : 1;
+			if (c < 0) {
+				j++;
+				continue;
+			}
+			f->gone[mi] = c > 0;
+			if (c == 0)
+				rows[mi] = f->page[j++];
+			else
+				rows[mi] = (struct store_webhook){0};
+			memcpy(rows[mi].id, want, sizeof(want));
+			if (++mi < n)
+				id_unpack(mem->ids[mi], want);
+		}
+		if (mi == n || got == 0)
+			break;
+		memcpy(cursor, f->page[got - 1].id, sizeof(cursor));
+	}
+	for (size_t i = 0; rc == 0 && i < mi; i++) {
+		if (!f->gone[i])
+			rc = give_secrets(q, &rows[i], 1, err, errlen);
+	}
+	if (rc == 0)
+		memcpy(f->page, rows, n * sizeof(*rows));
+	free(rows);
+	return rc;
 }
 
 static void take_item(struct fetcher *f, natsMsg *m)
@@ -990,27 +1041,48 @@ static void take_item(struct fetcher *f, natsMsg *m)
 		         event_id, (long long)k, err, STORE_RETRY_MS);
 		goto later;
 	}
+	/* Counted before a crash: its members were kept with the count, and it delivers to
+	 * exactly those, so that what was counted is what gets recorded. */
+	struct store_item_members *mem = &f->members;
+	rc = store_item_members(q->store, event_id, k, mem, err, sizeof(err));
+	if (rc == 0 && mem->found && mem->n > JSQ_ITEM_SIZE) {
+		snprintf(err, sizeof(err), "%zu members, more than this version's %d", mem->n,
+		         JSQ_ITEM_SIZE);
+		rc = -EIO;
+	}
+	if (rc != 0) {
+		log_warn("event %s item %lld: reading the item failed (%s); taken again in %d ms",
+		         event_id, (long long)k, err, STORE_RETRY_MS);
+		goto later;
+	}
+	bool again = mem->found;
 	const char *ip = ev.ip;
-	size_t got = 0;
+	size_t n = 0;
+	bool more;
 	int64_t read_ms = time_mono_ms();
-	rc = store_list(q->store, after, JSQ_ITEM_SIZE, f->page, &got, err, sizeof(err));
-	if (rc == 0)
-		rc = give_secrets(q, f->page, got, err, sizeof(err));
+	if (again) {
+		rc = read_members(f, after, mem, err, sizeof(err));
+		n = mem->n;
+		more = !mem->last;
+	} else {
+		size_t got = 0;
+		rc = store_list(q->store, after, JSQ_ITEM_SIZE, f->page, &got, err, sizeof(err));
+		if (rc == 0)
+			rc = give_secrets(q, f->page, got, err, sizeof(err));
+		/* The targets are the webhooks that existed at the trigger: ids up to last. */
+		while (n < got && strcmp(f->page[n].id, last) <= 0)
+			f->gone[n++] = false;
+		more = n == JSQ_ITEM_SIZE && strcmp(f->page[n - 1].id, last) < 0;
+	}
 	if (rc != 0) {
 		log_warn("event %s item %lld: reading targets failed (%s); taken again in %d ms",
 		         event_id, (long long)k, err, STORE_RETRY_MS);
 		goto later;
 	}
-	/* The targets are the webhooks that existed at the trigger: ids up to last. */
-	size_t n = 0;
-	while (n < got && strcmp(f->page[n].id, last) <= 0)
-		n++;
-	bool more = n == JSQ_ITEM_SIZE && strcmp(f->page[n - 1].id, last) < 0;
 
 	/* Read what was recorded whether or not JetStream says the message is new: a copy
 	 * republished after its dedup window, or sent by a server that lost its consumer state,
 	 * looks new too. */
-	bool again = times_delivered(m) > 1;
 	for (size_t i = 0; i < n; i++)
 		id_derive(f->ids[i], event_id, f->page[i].id);
 	if (store_delivery_states(q->store, event_id, (const char(*)[ID_LEN + 1]) f->ids, n,
@@ -1020,25 +1092,42 @@ static void take_item(struct fetcher *f, natsMsg *m)
 		goto later;
 	}
 	struct work *w = work_new(q, m, n);
-	if (w != NULL)
-		w->read_ms = read_ms;
-	if (w == NULL) {
+	/* The chain, with room for the members its count keeps. */
+	struct chain *c = calloc(1, sizeof(*c) + n * sizeof(c->members[0]));
+	if (w == NULL || c == NULL) {
 		log_error("out of memory: event %s item %lld taken again later", event_id,
 		          (long long)k);
-		goto later;
+		free(c);
+		if (w != NULL) {
+			give_back(w, STORE_RETRY_MS);
+			release(w);
+		} else {
+			goto later;
+		}
+		json_decref(o);
+		return;
 	}
-	/* Deliveries to send fill the array from the front, retries to hand on from the back. */
-	size_t back = n, disabled = 0;
+	w->read_ms = read_ms;
+	/* Deliveries to send fill the array from the front, those to end otherwise from the
+	 * back: retries to hand on, and deliveries not sent. */
+	size_t back = n, members = 0, unsent = 0;
 	for (size_t i = 0; i < n; i++) {
 		const struct store_delivery_state *st = &f->states[i];
-		if (st->found && st->status != STORE_DELIVERY_PENDING)
-			continue; /* ended before a crash */
-		if (!st->found && f->page[i].disabled_reason[0] != '\0') {
-			disabled++; /* no delivery for a disabled webhook */
+		bool disabled = f->page[i].disabled_reason[0] != '\0';
+		if (!again && !st->found && disabled)
+			continue; /* no delivery for a disabled webhook, and not a member */
+		if (!again && !id_pack(f->page[i].id, c->members[members])) {
+			log_error("event %s item %lld: webhook id '%s' is not a UUID", event_id,
+			          (long long)k, f->page[i].id);
 			continue;
 		}
+		members++;
+		if (st->found && st->status != STORE_DELIVERY_PENDING)
+			continue; /* ended before a crash */
 		bool hand_on = st->found && st->attempts > 0;
-		size_t at = hand_on ? --back : w->n++;
+		/* Counted, then deleted or disabled before it was sent. */
+		bool not_sent = !st->found && (f->gone[i] || disabled);
+		size_t at = hand_on || not_sent ? --back : w->n++;
 		struct delivery *d = &w->d[at];
 		memcpy(d->id, f->ids[i], sizeof(d->id));
 		memcpy(d->event_id, event_id, ID_LEN + 1);
@@ -1049,7 +1138,11 @@ static void take_item(struct fetcher *f, natsMsg *m)
 		d->attempt = hand_on ? st->attempts + 1 : 1;
 		d->work = w;
 		d->index = at;
-		if (hand_on) {
+		if (not_sent) {
+			atomic_fetch_add(&w->pending, 1);
+			unsent++;
+			record_not_sent(q, d, f->gone[i] ? NULL : f->page[i].disabled_reason);
+		} else if (hand_on) {
 			/* It failed before a crash, and its retry may not have been handed on
 			 * (the retry's message id makes a second hand-off a no-op). */
 			atomic_fetch_add(&w->pending, 1);
@@ -1060,38 +1153,39 @@ static void take_item(struct fetcher *f, natsMsg *m)
 			}
 		}
 	}
-	size_t handed = n - back;
+	size_t handed = n - back - unsent;
 	/* Count this item, and only once that is durable publish the next one (chain), so that
 	 * items are counted in order and the last one's count makes the event's total final.
 	 * Sending does not wait for either; the work is not acked before both are done. */
-	struct chain *c = calloc(1, sizeof(*c));
 	atomic_fetch_add(&w->pending, 1); /* the chain's hold */
-	if (c == NULL) {
-		log_error("out of memory: event %s item %lld will be taken again", event_id,
-		          (long long)k);
+	c->w = w;
+	c->k = k;
+	c->more = more;
+	memcpy(c->event_id, event_id, sizeof(c->event_id));
+	snprintf(c->ip, sizeof(c->ip), "%s", ip);
+	if (again)
+		snprintf(c->end, sizeof(c->end), "%s", mem->end);
+	else
+		snprintf(c->end, sizeof(c->end), "%s", n > 0 ? f->page[n - 1].id : "");
+	snprintf(c->after, sizeof(c->after), "%s", more ? c->end : "");
+	memcpy(c->last, last, sizeof(c->last));
+	if (again && n > 0)
+		memcpy(c->members, mem->ids, n * sizeof(c->members[0]));
+	struct store_op op;
+	item_op(&op, event_id, k, (int64_t)members, !more);
+	memcpy(op.item.end, c->end, sizeof(op.item.end));
+	op.item.members = (const unsigned char(*)[ID_BIN_LEN])c->members;
+	if (writer_submit(q->recorder, &op, c) != 0) {
 		atomic_store(&w->abandoned, true);
 		release(w);
-	} else {
-		c->w = w;
-		c->k = k;
-		c->more = more;
-		memcpy(c->event_id, event_id, sizeof(c->event_id));
-		snprintf(c->ip, sizeof(c->ip), "%s", ip);
-		snprintf(c->after, sizeof(c->after), "%s", more ? f->page[n - 1].id : "");
-		memcpy(c->last, last, sizeof(c->last));
-		struct store_op op;
-		item_op(&op, event_id, k, (int64_t)(n - disabled), !more);
-		if (writer_submit(q->recorder, &op, c) != 0) {
-			atomic_store(&w->abandoned, true);
-			release(w);
-			free(c);
-		}
+		free(c);
 	}
 	log_debug("event %s item %lld taken: %zu deliveries%s", event_id, (long long)k, n,
 	          again ? " (again)" : "");
-	if (handed > 0)
-		log_info("event %s item %lld taken again: %zu retries handed on, %zu to send",
-		         event_id, (long long)k, handed, w->n);
+	if (again)
+		log_info("event %s item %lld taken again: %zu retries handed on, %zu ended unsent, "
+		         "%zu to send",
+		         event_id, (long long)k, handed, unsent, w->n);
 	json_decref(o);
 	if (work_submit(w, f->chunk))
 		f->cur = w;

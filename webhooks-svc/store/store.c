@@ -33,6 +33,15 @@ const char *store_backend(const struct store *s)
 
 int store_apply(struct store *s, struct store_op *ops, size_t n, char *err, size_t errlen)
 {
+	for (size_t i = 0; i < n; i++) {
+		const struct store_event_item *item = &ops[i].item;
+		if (ops[i].kind == STORE_OP_EVENT_ITEM && item->members != NULL &&
+		    (item->deliveries < 0 || item->deliveries > STORE_ITEM_MAX)) {
+			snprintf(err, errlen, "a work item of %lld members (at most %d)",
+			         (long long)item->deliveries, STORE_ITEM_MAX);
+			return -EIO;
+		}
+	}
 	return s->vt->apply(s, ops, n, err, errlen);
 }
 
@@ -74,6 +83,14 @@ int store_delivery_states(struct store *s, const char *event_id, const char (*id
                           size_t n, struct store_delivery_state *out, char *err, size_t errlen)
 {
 	return n == 0 ? 0 : s->vt->delivery_states(s, event_id, ids, n, out, err, errlen);
+}
+
+int store_item_members(struct store *s, const char *event_id, int64_t item,
+                       struct store_item_members *out, char *err, size_t errlen)
+{
+	out->found = false;
+	out->n = 0;
+	return s->vt->item_members(s, event_id, item, out, err, errlen);
 }
 
 int store_get_event(struct store *s, const char *id, struct store_event *out, char *err,

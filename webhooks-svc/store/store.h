@@ -61,9 +61,28 @@ struct store_event {
 /* One work item of an event's fan-out, counted by STORE_OP_EVENT_ITEM. */
 struct store_event_item {
 	char event_id[ID_LEN + 1];
-	int64_t item;       /* its place in the event's chain, from 0 */
-	int64_t deliveries; /* deliveries it creates */
-	bool last;          /* no item follows it */
+	int64_t item;         /* its place in the event's chain, from 0 */
+	int64_t deliveries;   /* deliveries it creates */
+	bool last;            /* no item follows it */
+	char end[ID_LEN + 1]; /* the greatest webhook id of its range ("" for none) */
+	/* The webhooks its deliveries go to, deliveries of them in ascending order, kept with
+	 * the count (see store_item_members), or NULL to keep none. Read while the op is
+	 * applied: it must live until then. */
+	const unsigned char (*members)[ID_BIN_LEN];
+};
+
+/* The most members one work item may have (STORE_OP_EVENT_ITEM). */
+#define STORE_ITEM_MAX 512
+
+/* A counted work item's membership, as STORE_OP_EVENT_ITEM kept it: which webhooks it
+ * delivers to. An item taken again after a crash delivers to exactly these, whatever was
+ * deleted, disabled or registered since, so that its count and its records agree. */
+struct store_item_members {
+	bool found; /* false: none kept (not counted yet, or counted by an older version) */
+	bool last;
+	char end[ID_LEN + 1];
+	size_t n;
+	unsigned char ids[STORE_ITEM_MAX][ID_BIN_LEN];
 };
 
 /* What is known of the registered webhooks without counting them. */
@@ -131,7 +150,10 @@ enum store_op_kind {
 	STORE_OP_EVENT_ITEM,   /* item: adds deliveries to fanned and sets items = item + 1 and
 	                        * done = last, only when the event's items equals item, so that an
 	                        * item taken twice is counted once (result 0 either way; -ENOENT
-	                        * when there is no such event) */
+	                        * when there is no such event); keeps its members, end and last
+	                        * when it has members and none are kept yet for the item, counted
+	                        * or not (in the same transaction as the count on SQLite, just
+	                        * before it on MongoDB) */
 	STORE_OP_ATTEMPT,      /* attempt: creates the delivery on its first attempt, appends the
 	                        * attempt, sets the status, and counts a final status in the event;
 	                        * a final status also updates the webhook's health (see
@@ -197,6 +219,13 @@ __attribute__((warn_unused_result)) int store_meta(struct store *s, struct store
 __attribute__((warn_unused_result)) int
 store_delivery_states(struct store *s, const char *event_id, const char (*ids)[ID_LEN + 1],
                       size_t n, struct store_delivery_state *out, char *err, size_t errlen);
+
+/* Read the membership kept for work item `item` of event_id into out (out->found false when
+ * none is kept). Returns 0 or -EAGAIN, -EIO. */
+__attribute__((warn_unused_result)) int store_item_members(struct store *s, const char *event_id,
+                                                           int64_t item,
+                                                           struct store_item_members *out,
+                                                           char *err, size_t errlen);
 
 /* Read an event's summary by id. Returns 0 or -ENOENT, -EAGAIN, -EIO. */
 __attribute__((warn_unused_result)) int

@@ -16,6 +16,8 @@ struct store_vtable {
 	int (*delivery_states)(struct store *s, const char *event_id, const char (*ids)[ID_LEN + 1],
 	                       size_t n, struct store_delivery_state *out, char *err,
 	                       size_t errlen);
+	int (*item_members)(struct store *s, const char *event_id, int64_t item,
+	                    struct store_item_members *out, char *err, size_t errlen);
 	/* counts: fill succeeded and failed too (else they are 0). */
 	int (*get_event)(struct store *s, const char *id, bool counts, struct store_event *out,
 	                 char *err, size_t errlen);

@@ -16,6 +16,10 @@
  *                 targetUrl, status: <int32: 0 pending, 1 succeeded, 2 failed>,
  *                 attempts: [ { attempt, at, httpStatus, error, durationMs }, ... ] }
  *   meta        { _id: "webhooks", n: <int64>, lastId: "<webhook uuid>" | "" }
+ *   eventItems  { _id: "<event uuid>:<item number>", eventId, end: "<webhook uuid>" | "",
+ *                 last: <bool>, members: <BinData: 16 bytes a webhook id, ascending> }
+ *               (a counted work item's members: see store_item_members; kept packed, as
+ *               nothing looks them up but their item)
  *
  * Every id is the _id itself, so MongoDB's built-in unique index on _id is the unique index on
  * the id: get, update and delete look a document up by _id, and pages are range scans over the
@@ -84,6 +88,8 @@
 #define ATTEMPT_JSON_LEN   512
 /* "<event id>:<delivery id>" */
 #define DELIVERY_KEY_LEN (2 * ID_LEN + 1)
+/* "<event id>:<item number>" */
+#define ITEM_KEY_LEN (ID_LEN + 1 + 20)
 
 /* The _id of the meta document. */
 #define META_ID "webhooks"
@@ -98,13 +104,11 @@
 /* Delivery ids asked for by one find of store_delivery_states (about 80 KB of $in). */
 #define STATES_PER_FIND 1000
 
-enum coll { COLL_WEBHOOKS, COLL_EVENTS, COLL_DELIVERIES, COLL_META, COLL__COUNT };
+enum coll { COLL_WEBHOOKS, COLL_EVENTS, COLL_DELIVERIES, COLL_META, COLL_ITEMS, COLL__COUNT };
 
 static const char *const coll_names[COLL__COUNT] = {
-    [COLL_WEBHOOKS] = "webhooks",
-    [COLL_EVENTS] = "events",
-    [COLL_DELIVERIES] = "deliveries",
-    [COLL_META] = "meta",
+    [COLL_WEBHOOKS] = "webhooks", [COLL_EVENTS] = "events",    [COLL_DELIVERIES] = "deliveries",
+    [COLL_META] = "meta",         [COLL_ITEMS] = "eventItems",
 };
 
 struct store_mongo {
@@ -920,6 +924,38 @@ static int add_to_count(struct lease *l, int64_t delta, char *err, size_t errlen
 	return rc;
 }
 
+static void item_key(const char *event_id, int64_t item, char out[ITEM_KEY_LEN + 1])
+{
+	snprintf(out, ITEM_KEY_LEN + 1, "%s:%lld", event_id, (long long)item);
+}
+
+/* Keep a work item's members ($setOnInsert: the first kept wins). It comes before the count,
+ * so that a crash between the two leaves members without a count, which the item taken again
+ * completes with these members, never a count without its members. */
+static int keep_item_members(struct lease *l, const struct store_event_item *item, char *err,
+                             size_t errlen)
+{
+	char key[ITEM_KEY_LEN + 1];
+	bson_t selector = BSON_INITIALIZER, update = BSON_INITIALIZER, set;
+	int64_t matched = 0;
+	int rc;
+
+	item_key(item->event_id, item->item, key);
+	BSON_APPEND_UTF8(&selector, "_id", key);
+	BSON_APPEND_DOCUMENT_BEGIN(&update, "$setOnInsert", &set);
+	BSON_APPEND_UTF8(&set, "eventId", item->event_id);
+	BSON_APPEND_UTF8(&set, "end", item->end);
+	BSON_APPEND_BOOL(&set, "last", item->last);
+	BSON_APPEND_BINARY(&set, "members", BSON_SUBTYPE_BINARY,
+	                   item->deliveries > 0 ? item->members[0] : (const uint8_t *)"",
+	                   (uint32_t)(item->deliveries * ID_BIN_LEN));
+	bson_append_document_end(&update, &set);
+	rc = update_doc(l->coll[COLL_ITEMS], &selector, &update, true, &matched, err, errlen);
+	bson_destroy(&update);
+	bson_destroy(&selector);
+	return rc;
+}
+
 /* Count one work item of an event: one update that matches only while the event's items is
  * the item's number, so that an item taken again after a crash adds nothing. When it matches
  * nothing, a lookup tells an item counted before (0) from an unknown event (-ENOENT). */
@@ -933,6 +969,11 @@ static int count_event_item(struct lease *l, struct store_op *op, char *err, siz
 	int64_t matched = 0;
 	int rc;
 
+	if (item->members != NULL) {
+		rc = keep_item_members(l, item, err, errlen);
+		if (rc != 0)
+			goto cleanup;
+	}
 	BSON_APPEND_UTF8(&selector, "_id", item->event_id);
 	if (item->item == 0) {
 		/* An event stored by an older version has no items field: it counts as 0. */
@@ -1507,6 +1548,55 @@ static void append_attempts_size(bson_t *fields)
 
 /* One find by _id per STATES_PER_FIND ids, projecting each delivery to its status and the
  * size of its attempts array, so that no attempt crosses the wire. */
+static int doc_to_members(const bson_t *doc, void *rows, size_t i, char *err, size_t errlen)
+{
+	struct store_item_members *out = (struct store_item_members *)rows + i;
+	bson_iter_t it;
+	unsigned seen = 0;
+	if (!bson_iter_init(&it, doc))
+		return malformed("eventItems", err, errlen);
+	while (bson_iter_next(&it)) {
+		const char *key = bson_iter_key(&it);
+		bool ok = true;
+		if (strcmp(key, "end") == 0) {
+			ok = copy_utf8(&it, out->end, ID_LEN) && (seen |= 1);
+		} else if (strcmp(key, "last") == 0) {
+			ok = BSON_ITER_HOLDS_BOOL(&it) &&
+			     ((out->last = bson_iter_bool(&it)), true) && (seen |= 2);
+		} else if (strcmp(key, "members") == 0) {
+			bson_subtype_t subtype;
+			uint32_t len = 0;
+			const uint8_t *data = NULL;
+			ok = BSON_ITER_HOLDS_BINARY(&it);
+			if (ok)
+				bson_iter_binary(&it, &subtype, &len, &data);
+			ok = ok && len % ID_BIN_LEN == 0 && len / ID_BIN_LEN <= STORE_ITEM_MAX;
+			if (ok) {
+				out->n = len / ID_BIN_LEN;
+				if (len > 0)
+					memcpy(out->ids, data, len);
+				seen |= 4;
+			}
+		}
+		if (!ok)
+			return malformed("eventItems", err, errlen);
+	}
+	if (seen != 7)
+		return malformed("eventItems", err, errlen);
+	out->found = true;
+	return 0;
+}
+
+static int mongo_item_members(struct store *base, const char *event_id, int64_t item,
+                              struct store_item_members *out, char *err, size_t errlen)
+{
+	char key[ITEM_KEY_LEN + 1];
+	item_key(event_id, item, key);
+	int rc = find_by_id((struct store_mongo *)base, COLL_ITEMS, key, doc_to_members, out,
+	                    "work item", err, errlen);
+	return rc == -ENOENT ? 0 : rc;
+}
+
 static int mongo_delivery_states(struct store *base, const char *event_id,
                                  const char (*ids)[ID_LEN + 1], size_t n,
                                  struct store_delivery_state *out, char *err, size_t errlen)
@@ -2016,6 +2106,12 @@ static int mongo_prune(struct store *base, int64_t cutoff_ms, size_t max_rows,
 		budget -= found < budget ? found : budget;
 		if (budget == 0 && found > 0)
 			break; /* it may have more: the next call goes on */
+		bson_t items = BSON_INITIALIZER;
+		append_event_range(&items, ev->id, NULL);
+		rc = delete_many(l.coll[COLL_ITEMS], &items, false, &deleted, err, errlen);
+		bson_destroy(&items);
+		if (rc != 0)
+			break;
 		bson_t id = BSON_INITIALIZER;
 		BSON_APPEND_UTF8(&id, "_id", ev->id);
 		deleted = 0;
@@ -2047,6 +2143,7 @@ static const struct store_vtable mongo_vt = {
     .list = mongo_list,
     .meta = mongo_meta,
     .delivery_states = mongo_delivery_states,
+    .item_members = mongo_item_members,
     .get_event = mongo_get_event,
     .pending = mongo_pending,
     .list_deliveries = mongo_list_deliveries,

@@ -31,6 +31,8 @@ enum stmt_id {
 	ST_META_DELETE,
 	ST_EVENT_INSERT,
 	ST_EVENT_ITEM,
+	ST_ITEM_KEEP,
+	ST_ITEM_GET,
 	ST_EVENT_EXISTS,
 	ST_EVENT_COUNT,
 	ST_EVENT_GET,
@@ -46,6 +48,7 @@ enum stmt_id {
 	ST_FAILED,
 	ST_PRUNE_PICK,
 	ST_PRUNE_DELIVERIES,
+	ST_PRUNE_ITEMS,
 	ST_PRUNE_EVENT,
 	ST_BEGIN,
 	ST_COMMIT,
@@ -86,6 +89,11 @@ static const char *const stmt_sql[ST__COUNT] = {
     /* Counted once and in chain order: a work item taken again finds items moved on. */
     [ST_EVENT_ITEM] = "UPDATE events SET fanned = fanned + ?3, items = ?2 + 1, done = ?4 "
                       "WHERE id = ?1 AND items = ?2",
+    /* Kept in the transaction that counts the item, so that a count is never without them. */
+    [ST_ITEM_KEEP] = "INSERT OR IGNORE INTO event_items (event_id, item, end_id, last, members) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5)",
+    [ST_ITEM_GET] = "SELECT end_id, last, members FROM event_items WHERE event_id = ?1 AND "
+                    "item = ?2",
     [ST_EVENT_EXISTS] = "SELECT 1 FROM events WHERE id = ?1",
     [ST_EVENT_COUNT] = "UPDATE events SET succeeded = succeeded + ?2, failed = failed + ?3 "
                        "WHERE id = ?1",
@@ -136,6 +144,8 @@ static const char *const stmt_sql[ST__COUNT] = {
                       "failed >= fanned) OR created_ms < ?2) ORDER BY created_ms LIMIT 1",
     [ST_PRUNE_DELIVERIES] = "DELETE FROM deliveries WHERE event_id = ?1 AND id IN (SELECT id FROM "
                             "deliveries WHERE event_id = ?1 ORDER BY id LIMIT ?2)",
+    [ST_PRUNE_ITEMS] = "DELETE FROM event_items WHERE event_id = ?1 AND item IN (SELECT item "
+                       "FROM event_items WHERE event_id = ?1 ORDER BY item LIMIT ?2)",
     [ST_PRUNE_EVENT] = "DELETE FROM events WHERE id = ?1",
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
@@ -181,7 +191,18 @@ static const char schema_sql[] = "CREATE TABLE IF NOT EXISTS webhooks ("
                                  " status INTEGER NOT NULL,"
                                  " attempts TEXT NOT NULL,"
                                  " PRIMARY KEY (event_id, id)"
-                                 ") WITHOUT ROWID;";
+                                 ") WITHOUT ROWID;"
+                                 /* Each counted work item's members (16 bytes an id), for
+                                  * the item taken again after a crash. A rowid table: its
+                                  * rows are kilobytes. */
+                                 "CREATE TABLE IF NOT EXISTS event_items ("
+                                 " event_id TEXT NOT NULL,"
+                                 " item INTEGER NOT NULL,"
+                                 " end_id TEXT NOT NULL,"
+                                 " last INTEGER NOT NULL,"
+                                 " members BLOB NOT NULL,"
+                                 " PRIMARY KEY (event_id, item)"
+                                 ");";
 
 /* The events whose deliveries have not all ended, for store_pending: few at any time, however
  * many are stored. Made after the migration below, which adds the columns it names. */
@@ -620,16 +641,32 @@ static int apply_op(struct conn *c, struct store_op *op, bool *fatal, char *err,
 		rc = step_once(st);
 		if (rc != SQLITE_DONE)
 			break;
-		if (sqlite3_changes(c->db) > 0)
+		if (sqlite3_changes(c->db) == 0) {
+			/* Counted before, or no such event. */
+			st = c->st[ST_EVENT_EXISTS];
+			sqlite3_bind_text(st, 1, op->item.event_id, -1, SQLITE_STATIC);
+			rc = step_once(st);
+			if (rc == SQLITE_DONE)
+				return -ENOENT;
+			if (rc != SQLITE_ROW)
+				break;
+		}
+		if (op->item.members == NULL)
 			return 0;
-		/* Counted before, or no such event. */
-		st = c->st[ST_EVENT_EXISTS];
+		/* Its members, unless some are kept already (the first kept wins). */
+		st = c->st[ST_ITEM_KEEP];
 		sqlite3_bind_text(st, 1, op->item.event_id, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, op->item.item);
+		sqlite3_bind_text(st, 3, op->item.end, -1, SQLITE_STATIC);
+		sqlite3_bind_int(st, 4, op->item.last ? 1 : 0);
+		/* Not a null pointer for none: that would bind NULL, not an empty blob. */
+		sqlite3_bind_blob(st, 5,
+		                  op->item.deliveries > 0 ? (const void *)op->item.members
+		                                          : (const void *)"",
+		                  (int)(op->item.deliveries * ID_BIN_LEN), SQLITE_STATIC);
 		rc = step_once(st);
-		if (rc == SQLITE_ROW)
-			return 0;
 		if (rc == SQLITE_DONE)
-			return -ENOENT;
+			return 0;
 		break;
 	case STORE_OP_ATTEMPT:
 		return apply_attempt(c, &op->attempt, fatal, err, errlen);
@@ -792,6 +829,41 @@ static int sq_delivery_states(struct store *base, const char *event_id,
 	return result;
 }
 
+static int sq_item_members(struct store *base, const char *event_id, int64_t item,
+                           struct store_item_members *out, char *err, size_t errlen)
+{
+	struct store_sqlite *s = (struct store_sqlite *)base;
+	struct conn *c = reader_take(s, err, errlen);
+	if (c == NULL)
+		return -EIO;
+	sqlite3_stmt *st = c->st[ST_ITEM_GET];
+	sqlite3_bind_text(st, 1, event_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, item);
+	int rc = sqlite3_step(st), result = 0;
+	if (rc == SQLITE_ROW) {
+		const unsigned char *end = sqlite3_column_text(st, 0);
+		const void *members = sqlite3_column_blob(st, 2);
+		size_t bytes = (size_t)sqlite3_column_bytes(st, 2);
+		if (end == NULL || bytes % ID_BIN_LEN != 0 || bytes / ID_BIN_LEN > STORE_ITEM_MAX) {
+			snprintf(err, errlen, "sqlite: event %s item %lld: a malformed membership",
+			         event_id, (long long)item);
+			result = -EIO;
+		} else {
+			out->found = true;
+			out->last = sqlite3_column_int(st, 1) != 0;
+			snprintf(out->end, sizeof(out->end), "%s", (const char *)end);
+			out->n = bytes / ID_BIN_LEN;
+			if (bytes > 0)
+				memcpy(out->ids, members, bytes);
+		}
+	} else if (rc != SQLITE_DONE) {
+		result = fail(c->db, "reading a work item", err, errlen);
+	}
+	sqlite3_reset(st);
+	reader_give(s, c);
+	return result;
+}
+
 static int sq_get_event(struct store *base, const char *id, bool counts, struct store_event *out,
                         char *err, size_t errlen)
 {
@@ -939,6 +1011,15 @@ static int sq_prune(struct store *base, int64_t cutoff_ms, size_t max_rows,
 		budget -= gone < budget ? gone : budget;
 		if (budget == 0 && gone > 0)
 			break; /* it may have more: the next call goes on */
+		st = c->st[ST_PRUNE_ITEMS];
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)budget);
+		if (step_once(st) != SQLITE_DONE)
+			goto failed;
+		gone = (size_t)sqlite3_changes(c->db);
+		budget -= gone < budget ? gone : budget;
+		if (budget == 0 && gone > 0)
+			break;
 		st = c->st[ST_PRUNE_EVENT];
 		sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
 		if (step_once(st) != SQLITE_DONE)
@@ -985,6 +1066,7 @@ static const struct store_vtable sqlite_vt = {
     .list = sq_list,
     .meta = sq_meta,
     .delivery_states = sq_delivery_states,
+    .item_members = sq_item_members,
     .get_event = sq_get_event,
     .pending = sq_pending,
     .list_deliveries = sq_list_deliveries,
