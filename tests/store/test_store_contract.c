@@ -1229,6 +1229,43 @@ static void test_prune(void **state)
 	assert_int_equal(n, 0);
 }
 
+/* At-least-once: a delivery sent twice (an attempt cut short by a crash, sent again) may record
+ * two final attempts. Its outcome is counted once, by its last status, in one batch or two. */
+static void test_an_outcome_recorded_twice_counts_once(void **state)
+{
+	struct ctx *c = *state;
+	struct store_op ev = op_event("192.0.2.30", 50, 3);
+	struct store_op item = op_item(ev.event.id, 0, 3, true);
+	apply_all_ok(c, &ev, 1, NULL);
+	apply_all_ok(c, &item, 1, NULL);
+	char w[ID_LEN + 1], d[3][ID_LEN + 1];
+	id_generate(w);
+	for (int i = 0; i < 3; i++)
+		id_generate(d[i]);
+	const char *e = ev.event.id, *u = "https://example.com/twice";
+	struct store_op first[] = {
+	    op_attempt(e, d[0], w, u, 1, 200, "", STORE_DELIVERY_SUCCEEDED),
+	    op_attempt(e, d[0], w, u, 2, 200, "", STORE_DELIVERY_SUCCEEDED),
+	    op_attempt(e, d[1], w, u, 1, 0, "x", STORE_DELIVERY_FAILED),
+	};
+	apply_all_ok(c, first, 3, NULL);
+	struct store_op second[] = {
+	    op_attempt(e, d[1], w, u, 2, 0, "x", STORE_DELIVERY_FAILED),
+	    op_attempt(e, d[0], w, u, 3, 200, "", STORE_DELIVERY_SUCCEEDED),
+	    op_attempt(e, d[2], w, u, 1, 0, "x", STORE_DELIVERY_PENDING),
+	    op_attempt(e, d[2], w, u, 2, 200, "", STORE_DELIVERY_SUCCEEDED),
+	    op_attempt(e, d[2], w, u, 2, 200, "", STORE_DELIVERY_SUCCEEDED),
+	};
+	apply_all_ok(c, second, 5, NULL);
+	struct store_event want = ev.event;
+	want.succeeded = 2;
+	want.failed = 1;
+	want.fanned = 3;
+	want.items = 1;
+	want.done = true;
+	assert_event(c, &want);
+}
+
 static void assert_members(struct ctx *c, const char *event_id, int64_t item, bool found,
                            const unsigned char (*ids)[ID_BIN_LEN], size_t n, const char *end,
                            bool last)
@@ -1557,6 +1594,8 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_event_items_count_once_in_order, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_event_item_unknown_event, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_event_item_members, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_an_outcome_recorded_twice_counts_once, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_attempts_and_deliveries, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_deliveries_pagination, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_delivery_states, setup, teardown),

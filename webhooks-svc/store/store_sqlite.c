@@ -38,6 +38,7 @@ enum stmt_id {
 	ST_EVENT_GET,
 	ST_PENDING,
 	ST_DELIVERY_STATE,
+	ST_PRIOR_STATUS,
 	ST_ATTEMPT,
 	ST_DELIVERIES_FIRST,
 	ST_DELIVERIES_AFTER,
@@ -106,6 +107,7 @@ static const char *const stmt_sql[ST__COUNT] = {
                    "WHERE done = 0 OR succeeded + failed < fanned",
     [ST_DELIVERY_STATE] = "SELECT status, json_array_length(attempts) FROM deliveries "
                           "WHERE event_id = ?1 AND id = ?2",
+    [ST_PRIOR_STATUS] = "SELECT status FROM deliveries WHERE event_id = ?1 AND id = ?2",
     /* The first attempt creates the delivery; later ones append to its attempts. The
      * attempt is JSON that store_attempt_json made, so it is spliced in as text rather than
      * parsed again. A record without a URL (a retry dropped because its webhook was
@@ -445,13 +447,43 @@ static int step_once(sqlite3_stmt *st)
 	return rc;
 }
 
-/* Record one attempt: upsert the delivery, append the attempt, count a final outcome. */
-static int apply_attempt(struct conn *c, const struct store_attempt *a, bool *fatal, char *err,
-                         size_t errlen)
+/* What one attempt's record changes in its event's outcome counts. */
+struct tally {
+	int succeeded, failed;
+};
+
+static void tally_status(struct tally *t, int status, int sign)
+{
+	t->succeeded += sign * (status == STORE_DELIVERY_SUCCEEDED);
+	t->failed += sign * (status == STORE_DELIVERY_FAILED);
+}
+
+/* Record one attempt: upsert the delivery, append the attempt, and set *t to what that does to
+ * the event's counts: the new status counted, the one it replaces uncounted, so that the
+ * counts always follow the deliveries' statuses (a delivery sent twice, as at-least-once
+ * allows after a crash, may record two final attempts: its outcome is counted once). */
+static int apply_attempt(struct conn *c, const struct store_attempt *a, struct tally *t,
+                         bool *fatal, char *err, size_t errlen)
 {
 	char json[512];
 	store_attempt_json(a, json, sizeof(json));
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = c->st[ST_PRIOR_STATUS];
+	sqlite3_bind_text(st, 1, a->event_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, a->delivery_id, -1, SQLITE_STATIC);
+	int prior = STORE_DELIVERY_PENDING, step = sqlite3_step(st);
+	if (step == SQLITE_ROW)
+		prior = sqlite3_column_int(st, 0);
+	sqlite3_reset(st);
+	if (step != SQLITE_ROW && step != SQLITE_DONE) {
+		*fatal = true;
+		return fail(c->db, "reading a delivery's status", err, errlen);
+	}
+	/* A replay's first attempt: ST_REOPEN uncounts the failure itself. */
+	if (a->reopens && prior == STORE_DELIVERY_FAILED)
+		prior = STORE_DELIVERY_PENDING;
+	*t = (struct tally){0};
+	tally_status(t, prior, -1);
+	tally_status(t, (int)a->status, 1);
 	if (a->reopens) {
 		st = c->st[ST_REOPEN];
 		sqlite3_bind_text(st, 1, a->event_id, -1, SQLITE_STATIC);
@@ -502,10 +534,10 @@ static int apply_attempt(struct conn *c, const struct store_attempt *a, bool *fa
 	return 0;
 }
 
-/* Add a batch's final outcomes to their events' counters: one UPDATE per event per batch,
- * not one per delivery. */
-static int count_outcomes(struct conn *c, const struct store_op *ops, size_t n, char *err,
-                          size_t errlen)
+/* Add a batch's tallies (t[i] for op i) to their events' counters: one UPDATE per event per
+ * batch, not one per delivery. */
+static int count_outcomes(struct conn *c, const struct store_op *ops, size_t n,
+                          const struct tally *t, char *err, size_t errlen)
 {
 	bool *counted = calloc(n, sizeof(*counted));
 	if (counted == NULL) {
@@ -514,23 +546,24 @@ static int count_outcomes(struct conn *c, const struct store_op *ops, size_t n, 
 	}
 	for (size_t i = 0; i < n; i++) {
 		const struct store_attempt *a = &ops[i].attempt;
-		if (counted[i] || ops[i].kind != STORE_OP_ATTEMPT ||
-		    a->status == STORE_DELIVERY_PENDING)
+		if (counted[i] || ops[i].kind != STORE_OP_ATTEMPT)
 			continue;
-		int succeeded = 0, failed = 0;
+		struct tally sum = {0};
 		for (size_t j = i; j < n; j++) {
 			const struct store_attempt *b = &ops[j].attempt;
 			if (counted[j] || ops[j].kind != STORE_OP_ATTEMPT ||
-			    b->status == STORE_DELIVERY_PENDING || strcmp(a->event_id, b->event_id))
+			    strcmp(a->event_id, b->event_id))
 				continue;
 			counted[j] = true;
-			succeeded += b->status == STORE_DELIVERY_SUCCEEDED;
-			failed += b->status == STORE_DELIVERY_FAILED;
+			sum.succeeded += t[j].succeeded;
+			sum.failed += t[j].failed;
 		}
+		if (sum.succeeded == 0 && sum.failed == 0)
+			continue;
 		sqlite3_stmt *st = c->st[ST_EVENT_COUNT];
 		sqlite3_bind_text(st, 1, a->event_id, -1, SQLITE_STATIC);
-		sqlite3_bind_int(st, 2, succeeded);
-		sqlite3_bind_int(st, 3, failed);
+		sqlite3_bind_int(st, 2, sum.succeeded);
+		sqlite3_bind_int(st, 3, sum.failed);
 		if (step_once(st) != SQLITE_DONE) {
 			free(counted);
 			return fail(c->db, "counting outcomes", err, errlen);
@@ -542,7 +575,8 @@ static int count_outcomes(struct conn *c, const struct store_op *ops, size_t n, 
 
 /* Run one write op inside the open transaction; returns the op's result, or a negative
  * code with err filled when the transaction itself must be abandoned. */
-static int apply_op(struct conn *c, struct store_op *op, bool *fatal, char *err, size_t errlen)
+static int apply_op(struct conn *c, struct store_op *op, struct tally *t, bool *fatal, char *err,
+                    size_t errlen)
 {
 	sqlite3_stmt *st;
 	int rc;
@@ -669,7 +703,7 @@ static int apply_op(struct conn *c, struct store_op *op, bool *fatal, char *err,
 			return 0;
 		break;
 	case STORE_OP_ATTEMPT:
-		return apply_attempt(c, &op->attempt, fatal, err, errlen);
+		return apply_attempt(c, &op->attempt, t, fatal, err, errlen);
 	}
 	*fatal = true;
 	return fail(c->db, "write", err, errlen);
@@ -680,6 +714,11 @@ static int sq_apply(struct store *base, struct store_op *ops, size_t n, char *er
 	struct store_sqlite *s = (struct store_sqlite *)base;
 	struct conn *c = s->writer;
 	int rc = 0;
+	struct tally *t = calloc(n > 0 ? n : 1, sizeof(*t));
+	if (t == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -EIO;
+	}
 	pthread_mutex_lock(&s->write_lock);
 	if (step_once(c->st[ST_BEGIN]) != SQLITE_DONE) {
 		rc = fail(c->db, "begin", err, errlen);
@@ -687,14 +726,14 @@ static int sq_apply(struct store *base, struct store_op *ops, size_t n, char *er
 	}
 	for (size_t i = 0; i < n; i++) {
 		bool fatal;
-		ops[i].result = apply_op(c, &ops[i], &fatal, err, errlen);
+		ops[i].result = apply_op(c, &ops[i], &t[i], &fatal, err, errlen);
 		if (fatal) {
 			rc = ops[i].result;
 			step_once(c->st[ST_ROLLBACK]);
 			goto out;
 		}
 	}
-	rc = count_outcomes(c, ops, n, err, errlen);
+	rc = count_outcomes(c, ops, n, t, err, errlen);
 	if (rc != 0) {
 		step_once(c->st[ST_ROLLBACK]);
 		goto out;
@@ -708,6 +747,7 @@ static int sq_apply(struct store *base, struct store_op *ops, size_t n, char *er
 	}
 out:
 	pthread_mutex_unlock(&s->write_lock);
+	free(t);
 	return rc;
 }
 
