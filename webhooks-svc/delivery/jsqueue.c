@@ -120,7 +120,11 @@ struct jsq {
 	pthread_mutex_t lock; /* the inbox, the held list, readiness */
 	pthread_cond_t room;  /* the inbox went down, or stopping */
 	struct work *inbox_head, *inbox_tail;
-	size_t queued;     /* deliveries in the inbox */
+	size_t queued; /* deliveries in the inbox */
+	/* The most that a fetcher waiting in wait_for_room needs queued to go below (0: none
+	 * waits): jsq_take broadcasts room only when it takes the inbox below it, rather than on
+	 * every take (each broadcast woke every thread waiting on room to go back to sleep). */
+	size_t room_need;
 	struct work *held; /* every message taken and not finished */
 	size_t nheld;
 	bool ready;         /* stream and consumers exist and are subscribed */
@@ -595,8 +599,10 @@ size_t jsq_take(struct jsq *q, struct delivery *out, size_t max)
 		}
 	}
 	q->queued -= n;
-	if (n > 0)
+	if (q->room_need != 0 && q->queued < q->room_need) {
+		q->room_need = 0;
 		pthread_cond_broadcast(&q->room);
+	}
 	pthread_mutex_unlock(&q->lock);
 	/* The inbox's holds, dropped outside the lock: finishing a work takes it. */
 	while (unlinked != NULL) {
@@ -840,8 +846,11 @@ static void keep_alive(struct jsq *q)
 static bool wait_for_room(struct jsq *q, size_t limit)
 {
 	pthread_mutex_lock(&q->lock);
-	while (q->queued >= limit && !atomic_load(&q->stopping))
+	while (q->queued >= limit && !atomic_load(&q->stopping)) {
+		if (limit > q->room_need)
+			q->room_need = limit; /* jsq_take wakes us when queued goes below it */
 		wait_room(q, time_mono_ms() + FETCH_WAIT_MS);
+	}
 	pthread_mutex_unlock(&q->lock);
 	return !atomic_load(&q->stopping);
 }
@@ -1414,7 +1423,7 @@ static void *keeper_main(void *arg)
 	for (;;) {
 		int64_t next = time_mono_ms() + JSQ_ACK_WAIT_MS / 3;
 		pthread_mutex_lock(&q->lock);
-		/* The condition is broadcast often (every take): wait out the whole period. */
+		/* The condition is broadcast for others too: wait out the whole period. */
 		while (!atomic_load(&q->stopping) && time_mono_ms() < next)
 			wait_room(q, next);
 		pthread_mutex_unlock(&q->lock);
