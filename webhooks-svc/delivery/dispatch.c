@@ -50,7 +50,8 @@
 /* One transfer slot. Its easy handle lives as long as the dispatcher and is reused. */
 struct slot {
 	CURL *easy;
-	struct curl_slist *headers;
+	struct curl_slist headers[4]; /* see make_headers */
+	char lines[4][64 + 2 * (SIGNATURE_LEN + 1)];
 	struct delivery d;
 	char body[160];
 	int64_t started_us;
@@ -141,6 +142,7 @@ static int setup_easy(struct dispatch *d, struct slot *s)
 	/* Each can fail only for want of memory or an option this libcurl lacks: either way
 	 * the slot cannot send as it must, so it is not used. */
 	if (curl_easy_setopt(e, CURLOPT_PRIVATE, s) != CURLE_OK ||
+	    curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->headers) != CURLE_OK ||
 	    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
 	    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK ||
 	    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
@@ -170,37 +172,34 @@ static int setup_easy(struct dispatch *d, struct slot *s)
 /* The slot's header list for this attempt: Content-Type and the three Standard Webhooks
  * headers, webhook-id (the delivery id, the same on every attempt), webhook-timestamp (the
  * attempt's, the body's timestamp) and webhook-signature (v1 under the secret, and a second
- * one under the secret rotated out while its grace lasts). */
+ * one under the secret rotated out while its grace lasts). The list's nodes and lines are the
+ * slot's own (libcurl only reads them): nothing is allocated per attempt, and the easy handle
+ * keeps pointing at the same list (set once, in setup_easy). */
 static int make_headers(struct slot *s, int64_t timestamp, bool sign)
 {
-	char line[64 + 2 * (SIGNATURE_LEN + 1)];
-	curl_slist_free_all(s->headers);
-	s->headers = NULL;
+	size_t n = 0;
 	/* No "Expect:" line is needed: libcurl asks for 100-continue only above 1 MiB, and bodies
 	 * here are under 200 bytes. */
-	struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-	snprintf(line, sizeof(line), "webhook-id: %s", s->d.id);
-	h = h != NULL ? curl_slist_append(h, line) : NULL;
-	snprintf(line, sizeof(line), "webhook-timestamp: %" PRId64, timestamp);
-	h = h != NULL ? curl_slist_append(h, line) : NULL;
-	if (h != NULL && sign) {
+	snprintf(s->lines[n++], sizeof(s->lines[0]), "Content-Type: application/json");
+	snprintf(s->lines[n++], sizeof(s->lines[0]), "webhook-id: %s", s->d.id);
+	snprintf(s->lines[n++], sizeof(s->lines[0]), "webhook-timestamp: %" PRId64, timestamp);
+	if (sign) {
 		/* Never sent unsigned: every webhook read for a delivery has its secret. */
 		char sig[SIGNATURE_LEN + 1], old[SIGNATURE_LEN + 1];
 		size_t len = strlen(s->body);
-		if (signature_sign(s->d.secret, s->d.id, timestamp, s->body, len, sig) != 0) {
-			curl_slist_free_all(h);
+		if (signature_sign(s->d.secret, s->d.id, timestamp, s->body, len, sig) != 0)
 			return -EINVAL;
-		}
 		if (s->d.old_secret[0] != '\0' &&
 		    signature_sign(s->d.old_secret, s->d.id, timestamp, s->body, len, old) == 0)
-			snprintf(line, sizeof(line), "webhook-signature: %s %s", sig, old);
+			snprintf(s->lines[n++], sizeof(s->lines[0]), "webhook-signature: %s %s",
+			         sig, old);
 		else
-			snprintf(line, sizeof(line), "webhook-signature: %s", sig);
-		h = curl_slist_append(h, line);
+			snprintf(s->lines[n++], sizeof(s->lines[0]), "webhook-signature: %s", sig);
 	}
-	if (h == NULL)
-		return -ENOMEM;
-	s->headers = h;
+	for (size_t i = 0; i < n; i++) {
+		s->headers[i].data = s->lines[i];
+		s->headers[i].next = i + 1 < n ? &s->headers[i + 1] : NULL;
+	}
 	return 0;
 }
 
@@ -293,7 +292,6 @@ static void start(struct dispatch *d, const struct delivery *dl)
 	if (hrc != 0)
 		goto fail;
 	if (curl_easy_setopt(s->easy, CURLOPT_URL, s->d.target_url) != CURLE_OK ||
-	    curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, s->headers) != CURLE_OK ||
 	    /* POSTFIELDS lets libcurl write headers and body with one send(). */
 	    curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, s->body) != CURLE_OK ||
 	    curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE, (long)strlen(s->body)) != CURLE_OK)
@@ -582,7 +580,6 @@ void dispatch_destroy(struct dispatch *d)
 	for (size_t i = 0; i < d->cfg.max_in_flight; i++) {
 		if (d->slots[i].easy != NULL)
 			curl_easy_cleanup(d->slots[i].easy);
-		curl_slist_free_all(d->slots[i].headers);
 	}
 	(void)curl_multi_cleanup(d->multi); /* fails only for a bad handle */
 	free(d->slots);
