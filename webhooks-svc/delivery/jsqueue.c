@@ -97,10 +97,9 @@ struct chain {
 	struct work *w;
 	char event_id[ID_LEN + 1];
 	char ip[STORE_IP_LEN];
-	char after[ID_LEN + 1]; /* the next item's range: (after, last] */
 	char last[ID_LEN + 1];
 	int64_t k;                           /* this item */
-	bool more;                           /* an item follows */
+	bool more;                           /* an item follows, its range (end, last] */
 	char end[ID_LEN + 1];                /* the greatest webhook id of its range */
 	unsigned char members[][ID_BIN_LEN]; /* its count's members, kept with it */
 };
@@ -377,8 +376,7 @@ static void run_next_item(struct jsq *q, struct job *j)
 {
 	struct chain *c = j->chain;
 	char err[256];
-	if (publish_item(q, c->event_id, c->ip, c->after, c->last, c->k + 1, err, sizeof(err)) !=
-	    0) {
+	if (publish_item(q, c->event_id, c->ip, c->end, c->last, c->k + 1, err, sizeof(err)) != 0) {
 		/* This item comes back, is counted as a no-op and publishes the next again. */
 		log_warn("event %s item %lld: publishing the next item failed (%s)", c->event_id,
 		         (long long)c->k, err);
@@ -1107,12 +1105,10 @@ static void take_item(struct fetcher *f, natsMsg *m)
 		log_error("out of memory: event %s item %lld taken again later", event_id,
 		          (long long)k);
 		free(c);
-		if (w != NULL) {
-			give_back(w, STORE_RETRY_MS);
-			release(w);
-		} else {
+		if (w == NULL)
 			goto later;
-		}
+		give_back(w, STORE_RETRY_MS); /* w holds the message now */
+		release(w);
 		json_decref(o);
 		return;
 	}
@@ -1176,7 +1172,6 @@ static void take_item(struct fetcher *f, natsMsg *m)
 		snprintf(c->end, sizeof(c->end), "%s", mem->end);
 	else
 		snprintf(c->end, sizeof(c->end), "%s", n > 0 ? f->page[n - 1].id : "");
-	snprintf(c->after, sizeof(c->after), "%s", more ? c->end : "");
 	memcpy(c->last, last, sizeof(c->last));
 	if (again && n > 0)
 		memcpy(c->members, mem->ids, n * sizeof(c->members[0]));
@@ -1191,7 +1186,7 @@ static void take_item(struct fetcher *f, natsMsg *m)
 	}
 	log_debug("event %s item %lld taken: %zu deliveries%s", event_id, (long long)k, n,
 	          again ? " (again)" : "");
-	if (again)
+	if (again || handed > 0)
 		log_info("event %s item %lld taken again: %zu retries handed on, %zu ended unsent, "
 		         "%zu to send",
 		         event_id, (long long)k, handed, unsent, w->n);

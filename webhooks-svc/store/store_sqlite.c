@@ -534,42 +534,33 @@ static int apply_attempt(struct conn *c, const struct store_attempt *a, struct t
 	return 0;
 }
 
-/* Add a batch's tallies (t[i] for op i) to their events' counters: one UPDATE per event per
- * batch, not one per delivery. */
-static int count_outcomes(struct conn *c, const struct store_op *ops, size_t n,
-                          const struct tally *t, char *err, size_t errlen)
+/* Add a batch's tallies (t[i] for op i, consumed) to their events' counters: one UPDATE per
+ * event per batch, not one per delivery. */
+static int count_outcomes(struct conn *c, const struct store_op *ops, size_t n, struct tally *t,
+                          char *err, size_t errlen)
 {
-	bool *counted = calloc(n, sizeof(*counted));
-	if (counted == NULL) {
-		snprintf(err, errlen, "out of memory");
-		return -EIO;
-	}
 	for (size_t i = 0; i < n; i++) {
-		const struct store_attempt *a = &ops[i].attempt;
-		if (counted[i] || ops[i].kind != STORE_OP_ATTEMPT)
-			continue;
+		if (t[i].succeeded == 0 && t[i].failed == 0)
+			continue; /* not an attempt, counted with an earlier one, or no change */
+		const char *event_id = ops[i].attempt.event_id;
 		struct tally sum = {0};
 		for (size_t j = i; j < n; j++) {
-			const struct store_attempt *b = &ops[j].attempt;
-			if (counted[j] || ops[j].kind != STORE_OP_ATTEMPT ||
-			    strcmp(a->event_id, b->event_id))
+			if (ops[j].kind != STORE_OP_ATTEMPT ||
+			    strcmp(event_id, ops[j].attempt.event_id))
 				continue;
-			counted[j] = true;
 			sum.succeeded += t[j].succeeded;
 			sum.failed += t[j].failed;
+			t[j] = (struct tally){0};
 		}
 		if (sum.succeeded == 0 && sum.failed == 0)
 			continue;
 		sqlite3_stmt *st = c->st[ST_EVENT_COUNT];
-		sqlite3_bind_text(st, 1, a->event_id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 1, event_id, -1, SQLITE_STATIC);
 		sqlite3_bind_int(st, 2, sum.succeeded);
 		sqlite3_bind_int(st, 3, sum.failed);
-		if (step_once(st) != SQLITE_DONE) {
-			free(counted);
+		if (step_once(st) != SQLITE_DONE)
 			return fail(c->db, "counting outcomes", err, errlen);
-		}
 	}
-	free(counted);
 	return 0;
 }
 
