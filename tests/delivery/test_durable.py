@@ -21,6 +21,7 @@ to their local port, which webhook-target records as peerPort of every request.
 """
 
 import os
+import re
 import threading
 import time
 
@@ -367,6 +368,76 @@ class KilledReplayTest(DurableCase):
         for d in dels:
             self.assertEqual([a['attempt'] for a in d['attempts']],
                              list(range(1, len(d['attempts']) + 1)), d)
+
+
+# ---------------------------------------------------------------------------------------------
+# A holder that stalls past the acknowledgement deadline
+
+class StalledHolderTest(DurableCase):
+    """60 webhooks on a target that holds each request 2 s. The first instance takes the work
+    item and sends all 60; it is then stopped (SIGSTOP) with the 60 in flight, for longer than
+    the queue's 30 s acknowledgement deadline, so the item goes to a second instance, which
+    sends and records all 60. When the first resumes, its 60 answers (or timeouts) come in too
+    late: each record is refused as already made, and that copy ends there. Every delivery
+    has exactly one attempt on record, the event ends 60 succeeded, and nothing more is sent
+    (recording the late copies as well would give each delivery a second attempt, and a late
+    failure would reopen a delivery that succeeded and send it a third time)."""
+
+    stack_options = {'svc_env': {'MAX_IN_FLIGHT': 100, 'MAX_RETRIES': 5,
+                                 'RETRY_SCHEDULE': '200ms'}}
+    expected = 60
+
+    def wait_lines(self, proc, pattern, n, timeout):
+        """Wait until n lines of proc's log match pattern."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with proc.cond:
+            while True:
+                got = sum(1 for line in proc.lines[proc.run_start:] if rx.search(line))
+                if got >= n:
+                    return got
+                remaining = deadline - time.monotonic()
+                self.assertGreater(remaining, 0, '%d of %d lines /%s/' % (got, n, pattern))
+                proc.cond.wait(remaining)
+
+    def test_late_copies_are_not_recorded(self):
+        paths = ['/slow/2000/h%02d' % i for i in range(self.expected)]
+        eid = self.fan_out(paths)
+        self.wait_requests(self.expected, timeout=30)
+        first = self.stack.svc
+        first.proc.pause()
+        self.addCleanup(first.proc.resume)
+        env = dict(self.stack_options['svc_env'], STORE_URL='sqlite:' + first.db_path)
+        self.stack.add_service(env)
+        s = self.wait_event(eid, RECOVERY_TIMEOUT)
+        self.assertEqual((s['targets'], s['succeeded'], s['failed'], s['pending']),
+                         (60, 60, 0, 0), s)
+        self.assertEqual(self.target.stats()['total'], 120)
+
+        first.proc.resume()
+        pattern = r'attempt 1 was already recorded by another holder'
+        try:
+            self.wait_lines(first.proc, pattern, self.expected, 60)
+            refused = None
+        except AssertionError as e:
+            refused = e  # what was recorded instead says more: asserted first
+        s = self.wait_event(eid, 10)
+        self.assertEqual((s['succeeded'], s['failed'], s['pending']), (60, 0, 0), s)
+        dels, _ = self.deliveries(eid, limit=1000)
+        self.assertEqual(len(dels), 60)
+        for d in dels:
+            self.assertEqual(d['status'], 'succeeded', d)
+            self.assertEqual(len(d['attempts']), 1, d)
+        if refused is not None:
+            raise refused
+        # A retry handed on by a late copy would be due 200 ms later: give it ten times that.
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            self.assertEqual(self.target.stats()['total'], 120)
+            time.sleep(0.1)
+        seen = self.target.by_path()
+        mixed = [p for p in paths if len({rq['headers'].get('webhook-id') for rq in seen[p]}) != 1]
+        self.assertFalse(mixed, 'targets requested under two webhook-ids: %s' % mixed[:5])
 
 
 # ---------------------------------------------------------------------------------------------

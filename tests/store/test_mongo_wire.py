@@ -22,7 +22,7 @@ from bson.int64 import Int64
 from mockupdb import MockupDB
 
 PROBE = os.environ.get('MONGO_PROBE', '')
-ENOENT, EEXIST, EAGAIN, EIO = -2, -17, -11, -5
+ENOENT, EEXIST, EAGAIN, EIO, EALREADY = -2, -17, -11, -5, -114
 WC = {'w': 'majority', 'j': True}
 A = 'aaaaaaaa-0000-4000-8000-000000000001'
 B = 'bbbbbbbb-0000-4000-8000-000000000002'
@@ -31,6 +31,7 @@ E = 'eeeeeeee-0000-4000-8000-00000000000e'
 F = 'ffffffff-0000-4000-8000-00000000000f'
 D1 = 'dddddddd-0000-4000-8000-0000000000d1'
 D2 = 'dddddddd-0000-4000-8000-0000000000d2'
+D3 = 'dddddddd-0000-4000-8000-0000000000d3'
 AT_MS, AT = 1700000000000, '2023-11-14T22:13:20.000Z'
 
 # A standalone server (no setName, no logicalSessionTimeoutMinutes): the driver sends no session
@@ -90,6 +91,15 @@ def attempt(number, http_status, error, duration):
     """An attempt as recorded: the document form of store_attempt_json's object."""
     return {'attempt': number, 'at': AT, 'httpStatus': http_status, 'error': error,
             'durationMs': duration}
+
+
+def attempt_q(key, doc, status=0):
+    """An attempt's selector: its delivery while open for it (status, and the attempts before
+    it), or with this very attempt recorded last (a batch sent again)."""
+    number = doc['attempt']
+    return {'_id': key, '$or': [{'status': status, 'attempts': {'$size': number - 1}},
+                                {'attempts': {'$size': number},
+                                 'attempts.%d' % (number - 1): doc}]}
 
 
 def cursor(docs, coll='webhooks'):
@@ -877,29 +887,29 @@ class MongoWireTest(unittest.TestCase):
         # The first batch of attempts of the store makes the index that counts outcomes.
         self.expect_index().ok(numIndexesBefore=1, numIndexesAfter=2)
         on_insert = {'eventId': E, 'deliveryId': D1, 'webhookId': A}
-        # One ordered update: each attempt creates or extends its delivery (a bulk statement
-        # says multi: false where update_one leaves it out). $addToSet: the same attempt sent
-        # again is not added twice.
-        self.receive({'update': 'deliveries', 'ordered': True, 'writeConcern': WC, 'updates': [
-            {'q': {'_id': E + ':' + D1}, 'upsert': True, 'multi': False, 'u': {
+        # One unordered update: each attempt creates or extends its delivery (a bulk statement
+        # says multi: false where update_one leaves it out), only while the delivery is open
+        # for it. $addToSet: the same attempt sent again is not added twice.
+        a1, a2 = attempt(1, 500, None, 12), attempt(2, 200, None, 7)
+        a3 = attempt(3, None, 'not sent: the webhook was deleted', 0)
+        a4 = attempt(1, None, 'connection refused', 3)
+        self.receive({'update': 'deliveries', 'ordered': False, 'writeConcern': WC, 'updates': [
+            {'q': attempt_q(E + ':' + D1, a1), 'upsert': True, 'multi': False, 'u': {
                 '$set': {'status': 0, 'targetUrl': 'https://t.example/h'},
-                '$setOnInsert': on_insert,
-                '$addToSet': {'attempts': attempt(1, 500, None, 12)}}},
-            {'q': {'_id': E + ':' + D1}, 'upsert': True, 'multi': False, 'u': {
+                '$setOnInsert': on_insert, '$addToSet': {'attempts': a1}}},
+            {'q': attempt_q(E + ':' + D1, a2), 'upsert': True, 'multi': False, 'u': {
                 '$set': {'status': 1, 'targetUrl': 'https://t.example/h'},
-                '$setOnInsert': on_insert,
-                '$addToSet': {'attempts': attempt(2, 200, None, 7)}}},
+                '$setOnInsert': on_insert, '$addToSet': {'attempts': a2}}},
             # Without a URL the recorded one stays (only a new delivery gets an empty one).
-            {'q': {'_id': E + ':' + D2}, 'upsert': True, 'multi': False, 'u': {
+            {'q': attempt_q(E + ':' + D2, a3), 'upsert': True, 'multi': False, 'u': {
                 '$set': {'status': 2},
                 '$setOnInsert': {'eventId': E, 'deliveryId': D2, 'webhookId': B,
                                  'targetUrl': ''},
-                '$addToSet': {'attempts': attempt(3, None, 'not sent: the webhook was deleted',
-                                                  0)}}},
-            {'q': {'_id': F + ':' + D1}, 'upsert': True, 'multi': False, 'u': {
+                '$addToSet': {'attempts': a3}}},
+            {'q': attempt_q(F + ':' + D1, a4), 'upsert': True, 'multi': False, 'u': {
                 '$set': {'status': 2, 'targetUrl': 'https://u/'},
                 '$setOnInsert': {'eventId': F, 'deliveryId': D1, 'webhookId': C},
-                '$addToSet': {'attempts': attempt(1, None, 'connection refused', 3)}}},
+                '$addToSet': {'attempts': a4}}},
         ]}).ok(n=4, nModified=2, upserted=[{'index': 0, '_id': E + ':' + D1},
                                            {'index': 2, '_id': E + ':' + D2},
                                            {'index': 3, '_id': F + ':' + D1}])
@@ -915,11 +925,12 @@ class MongoWireTest(unittest.TestCase):
         probe, _ = self.start()
         self.apply(probe, 'attempt %s %s %s 1 %d 200 1 5 https://t/' % (E, D1, A, AT_MS))
         self.expect_index().command_err(code=13, errmsg='not authorized from the mock')
-        self.receive({'update': 'deliveries', 'ordered': True, 'writeConcern': WC, 'updates': [
-            {'q': {'_id': E + ':' + D1}, 'upsert': True, 'multi': False, 'u': {
+        a1 = attempt(1, 200, None, 5)
+        self.receive({'update': 'deliveries', 'ordered': False, 'writeConcern': WC, 'updates': [
+            {'q': attempt_q(E + ':' + D1, a1), 'upsert': True, 'multi': False, 'u': {
                 '$set': {'status': 1, 'targetUrl': 'https://t/'},
                 '$setOnInsert': {'eventId': E, 'deliveryId': D1, 'webhookId': A},
-                '$addToSet': {'attempts': attempt(1, 200, None, 5)}}}]}).ok(n=1)
+                '$addToSet': {'attempts': a1}}}]}).ok(n=1)
         self.expect_health((A, 'ok')).ok(n=1)
         self.assertEqual(probe.result()['results'], '0')
         self.apply(probe, 'attempt %s %s %s 1 %d 200 1 5 https://t/' % (E, D2, A, AT_MS))
@@ -928,6 +939,62 @@ class MongoWireTest(unittest.TestCase):
         request.ok(n=1)
         self.expect_health((A, 'ok')).ok(n=1)
         self.assertEqual(probe.result()['results'], '0')
+
+    def test_an_attempt_its_delivery_is_not_open_for_is_refused_and_the_rest_goes_on(self):
+        probe, _ = self.start()
+        self.apply(probe,
+                   'attempt %s %s %s 1 %d 200 1 5 https://t/' % (E, D1, A, AT_MS),
+                   'attempt %s %s %s 2 %d 200 1 6 https://t/' % (E, D2, B, AT_MS),
+                   'attempt %s %s %s 1 %d 0 2 7 https://t/ refused' % (E, D3, C, AT_MS))
+        self.expect_index().ok()
+        a1, a2, a3 = (attempt(1, 200, None, 5), attempt(2, 200, None, 6),
+                      attempt(1, None, 'refused', 7))
+
+        def statement(delivery, hook, status, doc):
+            return {'q': attempt_q(E + ':' + delivery, doc), 'upsert': True, 'multi': False,
+                    'u': {'$set': {'status': status, 'targetUrl': 'https://t/'},
+                          '$setOnInsert': {'eventId': E, 'deliveryId': delivery,
+                                           'webhookId': hook},
+                          '$addToSet': {'attempts': doc}}}
+        # D2 is not open for its second attempt (another holder recorded it, or it ended): the
+        # upsert's insert of its _id fails. The statements are independent: unordered, the
+        # server goes on with D3.
+        self.receive({'update': 'deliveries', 'ordered': False, 'writeConcern': WC, 'updates': [
+            statement(D1, A, 1, a1), statement(D2, B, 1, a2), statement(D3, C, 2, a3)]}).ok(
+                n=2, upserted=[{'index': 0, '_id': E + ':' + D1},
+                               {'index': 2, '_id': E + ':' + D3}],
+                writeErrors=[{'index': 1, 'code': 11000,
+                              'errmsg': 'E11000 duplicate key error from the mock'}])
+        # Health only by the outcomes recorded: A's success and C's failure, not B's.
+        self.expect_health((A, 'ok'), (C, 'failed', AT_MS)).ok(n=2)
+        got = probe.result()
+        self.assertEqual((got['rc'], got['results']), ('0', '0,%d,0' % EALREADY))
+        self.assert_no_more_commands()
+
+    def test_any_other_write_error_fails_the_batch(self):
+        probe, _ = self.start()
+        self.apply(probe,
+                   'attempt %s %s %s 1 %d 200 1 5 https://t/' % (E, D1, A, AT_MS),
+                   'attempt %s %s %s 1 %d 200 1 5 https://t/' % (E, D2, A, AT_MS))
+        self.expect_index().ok()
+        request = self.server.receives()
+        self.assertEqual((request.command_name, request['update']), ('update', 'deliveries'))
+        request.ok(n=0, writeErrors=[
+            {'index': 0, 'code': 11000, 'errmsg': 'E11000 dup'},
+            {'index': 1, 'code': 2, 'errmsg': 'BadValue from the mock'}])
+        self.assertEqual(probe.result()['rc'], str(EIO))
+        self.assert_no_more_commands()
+
+    def test_a_duplicate_key_with_a_write_concern_error_is_eagain(self):
+        probe, _ = self.start()
+        self.apply(probe, 'attempt %s %s %s 2 %d 200 1 5 https://t/' % (E, D1, A, AT_MS))
+        self.expect_index().ok()
+        request = self.server.receives()
+        self.assertEqual((request.command_name, request['update']), ('update', 'deliveries'))
+        request.ok(n=0, writeErrors=[{'index': 0, 'code': 11000, 'errmsg': 'E11000 dup'}],
+                   writeConcernError={'code': 64, 'errmsg': 'waiting for replication timed out'})
+        self.assertEqual(probe.result()['rc'], str(EAGAIN))
+        self.assert_no_more_commands()
 
     def test_a_failed_attempt_bulk_is_eagain(self):
         probe, _ = self.start()

@@ -537,12 +537,21 @@ static void on_recorded(void *ctx, const struct store_op *op, int batch_rc, cons
 	struct delivery *d = ctx;
 	struct work *w = d->work;
 	struct jsq *q = w->q;
-	if (batch_rc == 0 && op->attempt.status != STORE_DELIVERY_PENDING)
+	bool ended =
+	    batch_rc == 0 && op->result == 0 && op->attempt.status != STORE_DELIVERY_PENDING;
+	if (ended) {
 		progress_note(q->cfg.progress, d->event_id,
 		              op->attempt.status == STORE_DELIVERY_SUCCEEDED);
-	if (batch_rc == 0 && op->attempt.status != STORE_DELIVERY_PENDING)
 		svc_metrics_delivery_ended(op->attempt.status == STORE_DELIVERY_SUCCEEDED);
-	if (batch_rc != 0) {
+	}
+	if (batch_rc == 0 && op->result == -EALREADY) {
+		/* Another holder of the same work (after a crash or a stall) recorded this attempt
+		 * first, or ended the delivery: this copy was sent twice, which the receiver's
+		 * webhook-id dedup absorbs; it ends here, and whoever recorded goes on. */
+		log_info("delivery %s: attempt %d was already recorded by another holder; this "
+		         "copy ends here",
+		         d->id, op->attempt.number);
+	} else if (batch_rc != 0) {
 		/* Not durable (only when stopping: the recorder retries until then): hand the
 		 * message back, and this attempt will be made again. */
 		give_back(w, 0);

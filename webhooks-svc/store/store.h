@@ -157,10 +157,15 @@ enum store_op_kind {
 	STORE_OP_ATTEMPT,      /* attempt: creates the delivery on its first attempt, appends the
 	                        * attempt, sets the status, and counts a final status in the event;
 	                        * a final status also updates the webhook's health (see
-	                        * store_attempt: failing_since_ms, gone, disable_after_ms) */
+	                        * store_attempt: failing_since_ms, gone, disable_after_ms). Only
+	                        * the next attempt of an open delivery is recorded: number is one
+	                        * more than the attempts recorded, and the delivery is pending (or
+	                        * failed, when reopens). Otherwise the attempt was sent twice and
+	                        * the result is -EALREADY, with nothing changed; the very attempt
+	                        * recorded last, recorded again, changes nothing and gives 0. */
 };
 
-/* One write of a batch. result is set by store_apply: 0, -ENOENT or -EEXIST. */
+/* One write of a batch. result is set by store_apply: 0, -ENOENT, -EEXIST or -EALREADY. */
 struct store_op {
 	enum store_op_kind kind;
 	union {

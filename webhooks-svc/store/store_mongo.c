@@ -39,8 +39,9 @@
  * second document written after the deliveries, and without a transaction a crash between the
  * two writes would leave the event short of those outcomes for good (the restarted service does
  * not send ended deliveries again, so nothing would ever count them). Recording an attempt is
- * one idempotent statement on its delivery ($addToSet of the attempt, $set of the status), so a
- * batch sent again after a failure midway neither doubles an attempt nor miscounts. Older
+ * one idempotent statement on its delivery ($addToSet of the attempt, $set of the status, only
+ * while the delivery is open for that attempt: see attempt_update), so a batch sent again after
+ * a failure midway neither doubles an attempt nor miscounts. Older
  * versions kept succeeded and failed fields in the event; they are ignored.
  *
  * The meta document keeps what store_meta reads, so that no request counts documents: n, the
@@ -1056,8 +1057,30 @@ static int attempt_update(const struct store_attempt *a, bson_t *selector, bson_
 		bson_destroy(&attempt);
 		return -EIO;
 	}
+	/* Only the next attempt of an open delivery, or this very attempt recorded last (a batch
+	 * sent again): {_id, $or: [{status, attempts: {$size: n - 1}}, {attempts: {$size: n},
+	 * "attempts.<n - 1>": attempt}]}. A delivery that matches neither makes the upsert insert
+	 * its _id again, which fails with a duplicate key (see attempt_run). */
+	bson_t or, open, same, size;
+	char last[24];
 	delivery_key(a->event_id, a->delivery_id, key);
 	BSON_APPEND_UTF8(selector, "_id", key);
+	BSON_APPEND_ARRAY_BEGIN(selector, "$or", & or);
+	BSON_APPEND_DOCUMENT_BEGIN(& or, "0", &open);
+	BSON_APPEND_INT32(&open, "status",
+	                  a->reopens ? STORE_DELIVERY_FAILED : STORE_DELIVERY_PENDING);
+	BSON_APPEND_DOCUMENT_BEGIN(&open, "attempts", &size);
+	BSON_APPEND_INT32(&size, "$size", a->number - 1);
+	bson_append_document_end(&open, &size);
+	bson_append_document_end(& or, &open);
+	BSON_APPEND_DOCUMENT_BEGIN(& or, "1", &same);
+	BSON_APPEND_DOCUMENT_BEGIN(&same, "attempts", &size);
+	BSON_APPEND_INT32(&size, "$size", a->number);
+	bson_append_document_end(&same, &size);
+	snprintf(last, sizeof(last), "attempts.%d", a->number - 1);
+	BSON_APPEND_DOCUMENT(&same, last, &attempt);
+	bson_append_document_end(& or, &same);
+	bson_append_array_end(selector, & or);
 	BSON_APPEND_DOCUMENT_BEGIN(update, "$set", &set);
 	BSON_APPEND_INT32(&set, "status", (int32_t)a->status);
 	if (a->target_url[0] != '\0')
@@ -1164,23 +1187,60 @@ static bool health_updates(mongoc_bulk_operation_t *bulk, const struct store_att
 	return ok;
 }
 
-/* Record ops[0..n), a run of consecutive attempts, in one ordered bulk update: one statement
+/* Whether a bulk's reply has a write concern error: what was written is not known durable. */
+static bool write_concern_failed(const bson_t *reply)
+{
+	bson_iter_t it, child;
+	return bson_iter_init_find(&it, reply, "writeConcernErrors") &&
+	       BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &child) &&
+	       bson_iter_next(&child);
+}
+
+/* Whether every write error of a failed bulk's reply is a duplicate key (an attempt its
+ * delivery was not open for): marks those ops -EALREADY. */
+static bool only_duplicates(const bson_t *reply, struct store_op *ops, size_t n)
+{
+	bson_iter_t it, errors;
+	if (!bson_iter_init_find(&it, reply, "writeErrors") || !BSON_ITER_HOLDS_ARRAY(&it) ||
+	    !bson_iter_recurse(&it, &errors))
+		return false;
+	size_t seen = 0;
+	while (bson_iter_next(&errors)) {
+		bson_iter_t code, at;
+		if (!BSON_ITER_HOLDS_DOCUMENT(&errors) || !bson_iter_recurse(&errors, &code) ||
+		    !bson_iter_find(&code, "code") || !BSON_ITER_HOLDS_INT(&code) ||
+		    bson_iter_as_int64(&code) != 11000 || !bson_iter_recurse(&errors, &at) ||
+		    !bson_iter_find(&at, "index") || !BSON_ITER_HOLDS_INT(&at))
+			return false;
+		int64_t i = bson_iter_as_int64(&at);
+		if (i < 0 || (uint64_t)i >= n)
+			return false;
+		ops[i].result = -EALREADY;
+		seen++;
+	}
+	return seen > 0;
+}
+
+/* Record ops[0..n), a run of consecutive attempts, in one unordered bulk update: one statement
  * per attempt on its delivery, so that a fan-out's records cost one majority write per batch
- * rather than one per attempt. Outcomes are counted from the deliveries (see the top); after
- * them, the webhooks' health is updated by the final outcomes, and a replayed delivery's event
- * is marked open again. */
+ * rather than one per attempt. The statements are independent (a batch holds at most one
+ * attempt of a delivery, or the same one twice), so the server need not stop at one refused.
+ * Outcomes are counted from the deliveries (see the top); after them, the webhooks' health is
+ * updated by the final outcomes recorded, and a replayed delivery's event is marked open
+ * again. */
 static int attempt_run(struct lease *l, struct store_op *ops, size_t n, char *err, size_t errlen)
 {
-	mongoc_bulk_operation_t *deliveries;
-	bson_t upsert = BSON_INITIALIZER;
+	bson_t opts = BSON_INITIALIZER, upsert = BSON_INITIALIZER, reply;
 	bson_error_t error;
 	int rc = 0;
-
+	BSON_APPEND_BOOL(&opts, "ordered", false);
+	mongoc_bulk_operation_t *deliveries =
+	    mongoc_collection_create_bulk_operation_with_opts(l->coll[COLL_DELIVERIES], &opts);
+	bson_destroy(&opts);
 	BSON_APPEND_BOOL(&upsert, "upsert", true);
-	deliveries =
-	    mongoc_collection_create_bulk_operation_with_opts(l->coll[COLL_DELIVERIES], NULL);
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		bson_t selector = BSON_INITIALIZER, update = BSON_INITIALIZER;
+		ops[i].result = 0;
 		rc = attempt_update(&ops[i].attempt, &selector, &update, err, errlen);
 		if (rc == 0 && !mongoc_bulk_operation_update_one_with_opts(
 		                   deliveries, &selector, &update, &upsert, &error)) {
@@ -1190,14 +1250,25 @@ static int attempt_run(struct lease *l, struct store_op *ops, size_t n, char *er
 		bson_destroy(&update);
 		bson_destroy(&selector);
 	}
-	if (rc == 0)
-		rc = run_bulk(deliveries, "recording attempts", err, errlen);
-	mongoc_bulk_operation_destroy(deliveries);
 	bson_destroy(&upsert);
+	if (rc == 0) {
+		if (mongoc_bulk_operation_execute(deliveries, &reply, &error) != 0) {
+			/* every statement applied */
+		} else if (write_concern_failed(&reply)) {
+			snprintf(err, errlen, "mongodb: recording attempts: %s", error.message);
+			rc = -EAGAIN;
+		} else if (!only_duplicates(&reply, ops, n)) {
+			rc = fail(&error, "recording attempts", err, errlen);
+		}
+		bson_destroy(&reply);
+	}
+	mongoc_bulk_operation_destroy(deliveries);
 
 	mongoc_bulk_operation_t *hooks = NULL, *events = NULL;
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		const struct store_attempt *a = &ops[i].attempt;
+		if (ops[i].result != 0)
+			continue; /* refused: it changed nothing */
 		if (a->status != STORE_DELIVERY_PENDING && !a->not_sent) {
 			if (hooks == NULL)
 				hooks = mongoc_collection_create_bulk_operation_with_opts(
@@ -1231,8 +1302,6 @@ static int attempt_run(struct lease *l, struct store_op *ops, size_t n, char *er
 		mongoc_bulk_operation_destroy(hooks);
 	if (events != NULL)
 		mongoc_bulk_operation_destroy(events);
-	for (size_t i = 0; i < n && rc == 0; i++)
-		ops[i].result = 0;
 	return rc;
 }
 

@@ -107,7 +107,11 @@ static const char *const stmt_sql[ST__COUNT] = {
                    "WHERE done = 0 OR succeeded + failed < fanned",
     [ST_DELIVERY_STATE] = "SELECT status, json_array_length(attempts) FROM deliveries "
                           "WHERE event_id = ?1 AND id = ?2",
-    [ST_PRIOR_STATUS] = "SELECT status FROM deliveries WHERE event_id = ?1 AND id = ?2",
+    /* A delivery's status, its number of attempts, and whether its last attempt is ?3 (the
+     * attempt's own JSON, as ST_ATTEMPT spliced it in before "]"). */
+    [ST_PRIOR_STATUS] = "SELECT status, json_array_length(attempts), "
+                        "substr(attempts, -1 - length(?3), length(?3)) = ?3 "
+                        "FROM deliveries WHERE event_id = ?1 AND id = ?2",
     /* The first attempt creates the delivery; later ones append to its attempts. The
      * attempt is JSON that store_attempt_json made, so it is spliced in as text rather than
      * parsed again. A record without a URL (a retry dropped because its webhook was
@@ -460,8 +464,14 @@ static void tally_status(struct tally *t, int status, int sign)
 
 /* Record one attempt: upsert the delivery, append the attempt, and set *t to what that does to
  * the event's counts: the new status counted, the one it replaces uncounted, so that the
- * counts always follow the deliveries' statuses (a delivery sent twice, as at-least-once
- * allows after a crash, may record two final attempts: its outcome is counted once). */
+ * counts always follow the deliveries' statuses.
+ *
+ * An attempt is recorded only as the next one of a delivery still open: its number is one more
+ * than the attempts recorded, and the delivery is pending (or failed, for a replay's first
+ * attempt). Anything else was sent twice (at-least-once allows that after a crash or a stall:
+ * two holders of the same work, each reading the delivery before either recorded): it returns
+ * -EALREADY, changes nothing, and whoever sent it hands nothing on. The same attempt recorded
+ * again (a batch sent again) changes nothing and returns 0. */
 static int apply_attempt(struct conn *c, const struct store_attempt *a, struct tally *t,
                          bool *fatal, char *err, size_t errlen)
 {
@@ -470,18 +480,28 @@ static int apply_attempt(struct conn *c, const struct store_attempt *a, struct t
 	sqlite3_stmt *st = c->st[ST_PRIOR_STATUS];
 	sqlite3_bind_text(st, 1, a->event_id, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, a->delivery_id, -1, SQLITE_STATIC);
-	int prior = STORE_DELIVERY_PENDING, step = sqlite3_step(st);
-	if (step == SQLITE_ROW)
+	sqlite3_bind_text(st, 3, json, -1, SQLITE_STATIC);
+	int prior = STORE_DELIVERY_PENDING, recorded = 0, step = sqlite3_step(st);
+	bool same = false;
+	if (step == SQLITE_ROW) {
 		prior = sqlite3_column_int(st, 0);
+		recorded = sqlite3_column_int(st, 1);
+		same = sqlite3_column_int(st, 2) != 0;
+	}
 	sqlite3_reset(st);
 	if (step != SQLITE_ROW && step != SQLITE_DONE) {
 		*fatal = true;
 		return fail(c->db, "reading a delivery's status", err, errlen);
 	}
+	*t = (struct tally){0};
+	if (same && recorded == a->number)
+		return 0;
+	bool open = prior == (a->reopens ? STORE_DELIVERY_FAILED : STORE_DELIVERY_PENDING);
+	if (!open || a->number != recorded + 1)
+		return -EALREADY;
 	/* A replay's first attempt: ST_REOPEN uncounts the failure itself. */
 	if (a->reopens && prior == STORE_DELIVERY_FAILED)
 		prior = STORE_DELIVERY_PENDING;
-	*t = (struct tally){0};
 	tally_status(t, prior, -1);
 	tally_status(t, (int)a->status, 1);
 	if (a->reopens) {
