@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "log.h"
+#include "walbuf.h"
 
 enum stmt_id {
 	ST_INSERT,
@@ -362,6 +363,18 @@ static int migrate(sqlite3 *db, char *err, size_t errlen)
 	return -EIO;
 }
 
+/* PRAGMA synchronous as set: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA (-1 when it cannot be read). */
+static int synchronous_level(sqlite3 *db)
+{
+	sqlite3_stmt *st = NULL;
+	int level = -1;
+	if (sqlite3_prepare_v2(db, "PRAGMA synchronous", -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		level = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	return level;
+}
+
 static struct conn *conn_open(const char *path, bool writer, char *err, size_t errlen)
 {
 	struct conn *c = calloc(1, sizeof(*c));
@@ -372,7 +385,8 @@ static struct conn *conn_open(const char *path, bool writer, char *err, size_t e
 	int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
 	if (writer)
 		flags |= SQLITE_OPEN_CREATE;
-	if (sqlite3_open_v2(path, &c->db, flags, NULL) != SQLITE_OK) {
+	/* The writer's WAL appends go out one pwrite per commit (walbuf.h); readers write none. */
+	if (sqlite3_open_v2(path, &c->db, flags, writer ? walbuf_vfs() : NULL) != SQLITE_OK) {
 		fail(c->db, path, err, errlen);
 		goto fail;
 	}
@@ -386,6 +400,11 @@ static struct conn *conn_open(const char *path, bool writer, char *err, size_t e
 	if (sqlite3_exec(c->db, pragmas, NULL, NULL, &msg) != SQLITE_OK) {
 		snprintf(err, errlen, "sqlite: %s: %s", path, msg != NULL ? msg : "pragma failed");
 		sqlite3_free(msg);
+		goto fail;
+	}
+	if (writer && synchronous_level(c->db) < 2) {
+		/* walbuf's gathered frames are written by the sync of every commit (FULL). */
+		snprintf(err, errlen, "sqlite: %s: the writer needs synchronous=FULL", path);
 		goto fail;
 	}
 	if (writer && migrate(c->db, err, errlen) != 0)
