@@ -307,4 +307,7 @@ void cfg_block_stop_signals(sigset_t *stop)
 	sigaddset(stop, SIGINT);
 	pthread_sigmask(SIG_BLOCK, stop, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* Past a file size limit (RLIMIT_FSIZE) a write fails with EFBIG, which the store reports
+	 * and retries like a full disk, instead of the signal killing the process. */
+	signal(SIGXFSZ, SIG_IGN);
 }

@@ -59,7 +59,8 @@ __attribute__((warn_unused_result)) int cfg_load(const struct cfg_option *opts, 
 
 /* Block SIGTERM and SIGINT in the calling thread and every thread it starts afterwards, so that
  * only a sigwait() on *stop sees them, and ignore SIGPIPE (a peer that hangs up is an error
- * return, not a death). Call before starting any thread. */
+ * return, not a death) and SIGXFSZ (so is a write past the file size limit). Call before
+ * starting any thread. */
 void cfg_block_stop_signals(sigset_t *stop);
 
 /* Parse one duration such as "250ms", "5s", "2m" or "1h" into milliseconds.

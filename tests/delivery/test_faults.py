@@ -5,6 +5,11 @@
     is logged and tried again, nothing is sent twice, and the event still ends complete;
   * JetStream out of storage (a full disk, for NATS): GET /ip answers 503 and nothing is
     half-accepted; once JetStream has room again, triggers are taken and delivered;
+  * the store's disk full in the middle of an event (the service's file size limit set to 0
+    with prlimit: every write to its SQLite files fails, as on a full disk): the service keeps
+    running, the records are logged and tried again, a new webhook or trigger is refused with
+    an error and leaves nothing behind; once there is room, the event ends complete with each
+    target requested once, and new work is taken again;
   * SIGTERM while hundreds of triggers are queued on the service's subscription: it exits 0
     within 5 s without a sanitizer report (no callback may run after what it uses is freed),
     and every trigger that was answered 202 is delivered in full after a restart.
@@ -12,6 +17,7 @@
 
 import json
 import os
+import resource
 import sqlite3
 import tempfile
 import threading
@@ -117,6 +123,64 @@ class QueuedTriggersAtSigtermTest(DeliveryCase):
 NO_ROOM_CONF = os.path.join(tempfile.mkdtemp(prefix='webhooks-nats-conf-'), 'no-room.conf')
 with open(NO_ROOM_CONF, 'w') as f:
     f.write('jetstream {\n  max_file_store: 1\n  max_memory_store: 1\n}\n')
+
+
+@skip_on_backend('congodb', "it fills the disk under the service's SQLite files; a MongoDB "
+                 "server's disk is the server's")
+class StoreFullTest(DeliveryCase):
+    stack_options = {'svc_env': {'MAX_IN_FLIGHT': 4}}
+    N = 200
+
+    def set_file_limit(self, limit):
+        # The soft limit only: raising a hard limit again takes CAP_SYS_RESOURCE.
+        resource.prlimit(self.stack.svc.proc.pid, resource.RLIMIT_FSIZE,
+                         (limit, resource.RLIM_INFINITY))
+
+    def test_records_wait_for_room_and_nothing_is_lost(self):
+        hooks = self.register_many_nats([self.target.url('/slow/50/f%03d' % i)
+                                         for i in range(self.N)])
+        ev, _ = self.trigger()
+        self.target.wait(lambda s: s['total'] >= 20, 10, 'the fan-out under way')
+        self.stack.mark()
+        self.set_file_limit(0)  # from now on no write to a file of the service succeeds
+        self.addCleanup(lambda: self.stack.svc.proc.running() and self.set_file_limit(
+            resource.RLIM_INFINITY))
+        self.stack.svc.proc.wait_line(r'store write of \d+ op\(s\) failed .*trying again', 10)
+
+        # Refused with an error, and nothing half-made: no webhook, no event.
+        r = self.gw.request('POST', '/webhooks', {'targetUrl': self.target.url('/late')})
+        self.assertIn(r.status, (500, 503), r)
+        r = self.gw.request('GET', '/ip')
+        self.assertIn(r.status, (500, 503), r)
+        self.assertTrue(self.stack.svc.proc.running(), 'the service died of the full disk')
+        self.assertGreater(self.target.stats()['total'], 0)
+
+        # Room again after a few seconds: the records held back go in.
+        time.sleep(3)
+        self.set_file_limit(resource.RLIM_INFINITY)
+        s = self.wait_event(ev['eventId'], 60)
+        self.assertEqual((s['targets'], s['succeeded'], s['failed'], s['pending']),
+                         (self.N, self.N, 0, 0), s)
+        seen = self.target.by_path()
+        self.assertEqual(len(seen), self.N)
+        twice = [p for p, reqs in seen.items() if len(reqs) != 1]
+        self.assertFalse(twice, 'targets requested more than once: %s' % twice[:5])
+        dels, _ = self.deliveries(ev['eventId'])
+        self.assertEqual({d['webhookId'] for d in dels}, {h['id'] for h in hooks})
+        self.assertTrue(all(d['status'] == 'succeeded' and len(d['attempts']) == 1
+                            for d in dels))
+        db = sqlite3.connect('file:%s?mode=ro' % self.stack.svc.db_path, uri=True, timeout=10)
+        try:
+            self.assertEqual(db.execute('SELECT count(*) FROM webhooks').fetchone()[0], self.N)
+            self.assertEqual(db.execute('SELECT id FROM events').fetchall(), [(ev['eventId'],)])
+            self.assertEqual(db.execute('PRAGMA integrity_check').fetchone()[0], 'ok')
+        finally:
+            db.close()
+
+        # And new work is taken again.
+        ev2, _ = self.trigger()
+        s = self.wait_event(ev2['eventId'], 60)
+        self.assertEqual((s['succeeded'], s['pending']), (self.N, 0), s)
 
 
 class JetStreamFullTest(DeliveryCase):
