@@ -544,19 +544,32 @@ static void on_recorded(void *ctx, const struct store_op *op, int batch_rc, cons
 		              op->attempt.status == STORE_DELIVERY_SUCCEEDED);
 		svc_metrics_delivery_ended(op->attempt.status == STORE_DELIVERY_SUCCEEDED);
 	}
+	int64_t delay = w->side[d->index].retry_delay_ms;
 	if (batch_rc == 0 && op->result == -EALREADY) {
 		/* Another holder of the same work (after a crash or a stall) recorded this attempt
 		 * first, or ended the delivery: this copy was sent twice, which the receiver's
-		 * webhook-id dedup absorbs; it ends here, and whoever recorded goes on. */
+		 * webhook-id dedup absorbs, and its outcome is not recorded. The message is shared
+		 * with that holder, so it is not acked from here: the other may still need it (its
+		 * nak for the next attempt, or its retry not handed on yet if it died). A retry
+		 * message comes back after the delay; for a work item the retry is handed on (a
+		 * no-op when the holder already did). Either way, whoever takes it reads the
+		 * delivery first and acks it if it has ended. */
 		log_info("delivery %s: attempt %d was already recorded by another holder; this "
 		         "copy ends here",
 		         d->id, op->attempt.number);
+		if (w->is_retry) {
+			atomic_store(&w->nak_delay_ms, delay > 0 ? delay : 1);
+		} else if (hand_on_retry(q, d, delay) == 0) {
+			wake_if_starved(q);
+			return;
+		} else {
+			give_back(w, 0); /* stopping */
+		}
 	} else if (batch_rc != 0) {
 		/* Not durable (only when stopping: the recorder retries until then): hand the
 		 * message back, and this attempt will be made again. */
 		give_back(w, 0);
 	} else if (op->attempt.status == STORE_DELIVERY_PENDING) {
-		int64_t delay = w->side[d->index].retry_delay_ms;
 		if (w->is_retry) {
 			/* A retry message: it comes back itself when the next attempt is due. */
 			atomic_store(&w->nak_delay_ms, delay > 0 ? delay : 1);
@@ -679,8 +692,12 @@ void jsq_report(struct jsq *q, const struct delivery *d, const struct delivery_o
 	struct store_op op = {.kind = STORE_OP_ATTEMPT};
 	fill_attempt(&op.attempt, d, o);
 	op.attempt.disable_after_ms = q->cfg.disable_after_ms;
-	/* Retries count from the start of the series (a replay starts a new one). */
+	/* Retries count from the start of the series (a replay starts a new one). The delay is
+	 * kept whatever the outcome: a copy whose record is refused (another holder recorded
+	 * first) uses it too. */
 	int nth = d->attempt - d->base;
+	w->side[d->index].retry_delay_ms =
+	    retry_policy_delay(&q->policy, nth, o->http_status, o->retry_after_ms);
 	if (o->http_status >= 200 && o->http_status <= 299) {
 		op.attempt.status = STORE_DELIVERY_SUCCEEDED;
 	} else if (o->http_status == 410) {
@@ -690,8 +707,6 @@ void jsq_report(struct jsq *q, const struct delivery *d, const struct delivery_o
 		op.attempt.gone = true;
 	} else if (retry_policy_again(&q->policy, nth)) {
 		op.attempt.status = STORE_DELIVERY_PENDING;
-		w->side[d->index].retry_delay_ms =
-		    retry_policy_delay(&q->policy, nth, o->http_status, o->retry_after_ms);
 	} else {
 		op.attempt.status = STORE_DELIVERY_FAILED;
 	}
