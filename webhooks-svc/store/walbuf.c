@@ -16,8 +16,10 @@
  * SQLite's own write: a commit never succeeds with a frame unwritten. xShmBarrier flushes too
  * (a no-op under FULL) and, having no way to report, keeps a failure for the WAL file's next
  * call. A process that dies with frames in the buffer has not committed them (the sync is part
- * of the commit), so nothing is lost that SQLite had promised. Database and journal files, the
- * locks and the file controls pass straight through. */
+ * of the commit), so nothing is lost that SQLite had promised. Frames still here when the
+ * WAL's write lock is released belong to a transaction rolled back, and are dropped: written
+ * later, they could overwrite frames another writer committed meanwhile. Database and journal
+ * files, the other locks and the file controls pass straight through. */
 #include "walbuf.h"
 
 #include <pthread.h>
@@ -30,6 +32,8 @@
 /* Under the most the default VFS writes with one call (it masks a write's length with 0x1ffff):
  * about 30 frames of 4 KiB pages per pwrite. */
 #define WALBUF_CAP (120 * 1024)
+/* SQLite's WAL writer lock: the first of the wal-index locks (wal.c's WAL_WRITE_LOCK). */
+#define WAL_WRITE_LOCK 0
 _Static_assert(WALBUF_CAP < 0x20000, "one pwrite of the default VFS writes at most 0x1ffff bytes");
 
 struct wb_file {
@@ -190,6 +194,14 @@ static int wb_shm_lock(sqlite3_file *file, int offset, int n, int flags)
 	struct wb_file *f = (struct wb_file *)file;
 	if (!has_shm(f))
 		return SQLITE_IOERR_SHMLOCK;
+	if (offset == WAL_WRITE_LOCK && n == 1 &&
+	    flags == (SQLITE_SHM_UNLOCK | SQLITE_SHM_EXCLUSIVE) && f->wal != NULL) {
+		/* The write transaction is over. A commit's sync wrote its frames; whatever is
+		 * still here belongs to one rolled back (pages spilled, then undone), and must
+		 * never reach the file: once the lock is free, another writer may commit frames at
+		 * the same offsets. */
+		f->wal->len = 0;
+	}
 	return f->real->pMethods->xShmLock(f->real, offset, n, flags);
 }
 

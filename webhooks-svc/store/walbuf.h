@@ -6,7 +6,10 @@
  * Only for a connection in WAL mode with synchronous=FULL (or EXTRA), which syncs the log at
  * every commit: that sync is what writes a commit's frames before other connections may read
  * them. Under NORMAL, frames would reach the file only at a later sync or read.
- * store_sqlite.c checks the setting after opening the writer with it. */
+ * store_sqlite.c checks the setting after opening the writer with it. Also only on a file
+ * system where a write does not disturb the bytes around it (SQLite's powersafe overwrite, the
+ * default VFS's default; not with the URI parameter psow=0): without it SQLite pads a commit's
+ * last frame after the sync, and that padding would reach the file only later. */
 #ifndef WEBHOOKS_WALBUF_H
 #define WEBHOOKS_WALBUF_H
 
