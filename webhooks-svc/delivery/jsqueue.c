@@ -545,31 +545,24 @@ static void on_recorded(void *ctx, const struct store_op *op, int batch_rc, cons
 		svc_metrics_delivery_ended(op->attempt.status == STORE_DELIVERY_SUCCEEDED);
 	}
 	int64_t delay = w->side[d->index].retry_delay_ms;
-	if (batch_rc == 0 && op->result == -EALREADY) {
+	bool refused = batch_rc == 0 && op->result == -EALREADY;
+	if (refused) {
 		/* Another holder of the same work (after a crash or a stall) recorded this attempt
 		 * first, or ended the delivery: this copy was sent twice, which the receiver's
 		 * webhook-id dedup absorbs, and its outcome is not recorded. The message is shared
 		 * with that holder, so it is not acked from here: the other may still need it (its
-		 * nak for the next attempt, or its retry not handed on yet if it died). A retry
-		 * message comes back after the delay; for a work item the retry is handed on (a
-		 * no-op when the holder already did). Either way, whoever takes it reads the
-		 * delivery first and acks it if it has ended. */
+		 * nak for the next attempt, or its retry not handed on yet if it died). It goes on
+		 * as a pending one below: whoever takes it next reads the delivery first and acks
+		 * it if it has ended (a retry handed on again is a no-op under its message id). */
 		log_info("delivery %s: attempt %d was already recorded by another holder; this "
 		         "copy ends here",
 		         d->id, op->attempt.number);
-		if (w->is_retry) {
-			atomic_store(&w->nak_delay_ms, delay > 0 ? delay : 1);
-		} else if (hand_on_retry(q, d, delay) == 0) {
-			wake_if_starved(q);
-			return;
-		} else {
-			give_back(w, 0); /* stopping */
-		}
-	} else if (batch_rc != 0) {
+	}
+	if (batch_rc != 0) {
 		/* Not durable (only when stopping: the recorder retries until then): hand the
 		 * message back, and this attempt will be made again. */
 		give_back(w, 0);
-	} else if (op->attempt.status == STORE_DELIVERY_PENDING) {
+	} else if (refused || op->attempt.status == STORE_DELIVERY_PENDING) {
 		if (w->is_retry) {
 			/* A retry message: it comes back itself when the next attempt is due. */
 			atomic_store(&w->nak_delay_ms, delay > 0 ? delay : 1);
