@@ -880,7 +880,7 @@ class MongoWireTest(unittest.TestCase):
         self.apply(probe,
                    'attempt %s %s %s 1 %d 500 0 12 https://t.example/h' % (E, D1, A, AT_MS),
                    'attempt %s %s %s 2 %d 200 1 7 https://t.example/h' % (E, D1, A, AT_MS),
-                   'attempt %s %s %s 3 %d 0 2 0 - not sent: the webhook was deleted'
+                   'attempt %s %s %s 1 %d 0 2 0 - not sent: the webhook was deleted'
                    % (E, D2, B, AT_MS),
                    'attempt %s %s %s 1 %d 0 2 3 https://u/ connection refused'
                    % (F, D1, C, AT_MS))
@@ -891,7 +891,7 @@ class MongoWireTest(unittest.TestCase):
         # says multi: false where update_one leaves it out), only while the delivery is open
         # for it. $addToSet: the same attempt sent again is not added twice.
         a1, a2 = attempt(1, 500, None, 12), attempt(2, 200, None, 7)
-        a3 = attempt(3, None, 'not sent: the webhook was deleted', 0)
+        a3 = attempt(1, None, 'not sent: the webhook was deleted', 0)
         a4 = attempt(1, None, 'connection refused', 3)
         self.receive({'update': 'deliveries', 'ordered': False, 'writeConcern': WC, 'updates': [
             {'q': attempt_q(E + ':' + D1, a1), 'upsert': True, 'multi': False, 'u': {
@@ -969,6 +969,25 @@ class MongoWireTest(unittest.TestCase):
         self.expect_health((A, 'ok'), (C, 'failed', AT_MS)).ok(n=2)
         got = probe.result()
         self.assertEqual((got['rc'], got['results']), ('0', '0,%d,0' % EALREADY))
+        self.assert_no_more_commands()
+
+    def test_a_later_attempt_of_a_delivery_gone_is_refused_and_its_insert_undone(self):
+        probe, _ = self.start()
+        self.apply(probe,
+                   'attempt %s %s %s 3 %d 200 1 5 https://t/' % (E, D1, A, AT_MS),
+                   'attempt %s %s %s 1 %d 200 1 5 https://t/' % (E, D2, B, AT_MS))
+        self.expect_index().ok()
+        request = self.server.receives()
+        self.assertEqual((request.command_name, request['update']), ('update', 'deliveries'))
+        # Both inserted: D2's first attempt rightly, D1's third because its delivery is gone
+        # (its event pruned meanwhile).
+        request.ok(n=2, upserted=[{'index': 0, '_id': E + ':' + D1},
+                                  {'index': 1, '_id': E + ':' + D2}])
+        self.receive({'delete': 'deliveries', 'ordered': True, 'writeConcern': WC,
+                      'deletes': [{'q': {'_id': E + ':' + D1}, 'limit': 1}]}).ok(n=1)
+        self.expect_health((B, 'ok')).ok(n=1)
+        got = probe.result()
+        self.assertEqual((got['rc'], got['results']), ('0', '%d,0' % EALREADY))
         self.assert_no_more_commands()
 
     def test_any_other_write_error_fails_the_batch(self):

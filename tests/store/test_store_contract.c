@@ -1446,7 +1446,16 @@ static void test_attempts_recorded_once(void **state)
 	const int want[] = {-EALREADY, -EALREADY, -EALREADY, 0,         0,        -EALREADY,
 	                    -EALREADY, -EALREADY, 0,         -EALREADY, -EALREADY};
 	apply_all_ok(c, again, 11, want);
+	/* A later attempt of a delivery with no record (its event pruned meanwhile): refused,
+	 * and no record made. */
+	char gone[1][ID_LEN + 1];
+	id_generate(gone[0]);
+	struct store_op orphan = op_attempt(e, gone[0], w, u, 2, 200, "", STORE_DELIVERY_SUCCEEDED);
+	const int refused[] = {-EALREADY};
+	apply_all_ok(c, &orphan, 1, refused);
 	struct store_delivery_state st[5];
+	states_of(c, e, (const char(*)[ID_LEN + 1]) gone, 1, st);
+	assert_state(&st[0], false, STORE_DELIVERY_PENDING, 0);
 	states_of(c, e, (const char(*)[ID_LEN + 1]) d, 5, st);
 	assert_state(&st[0], true, STORE_DELIVERY_SUCCEEDED, 1);
 	assert_state(&st[1], true, STORE_DELIVERY_FAILED, 1);

@@ -1221,6 +1221,42 @@ static bool only_duplicates(const bson_t *reply, struct store_op *ops, size_t n)
 	return seen > 0;
 }
 
+static int delete_many(mongoc_collection_t *coll, const bson_t *filter, bool one, int64_t *deleted,
+                       char *err, size_t errlen);
+
+/* A later attempt (number > 1) that its upsert inserted found its delivery gone (its event
+ * pruned meanwhile): SQLite refuses such an attempt, and so does this backend, by deleting the
+ * document again; the op is -EALREADY. */
+static int refuse_orphans(struct lease *l, const bson_t *reply, struct store_op *ops, size_t n,
+                          char *err, size_t errlen)
+{
+	bson_iter_t it, upserted;
+	if (!bson_iter_init_find(&it, reply, "upserted") || !BSON_ITER_HOLDS_ARRAY(&it) ||
+	    !bson_iter_recurse(&it, &upserted))
+		return 0;
+	while (bson_iter_next(&upserted)) {
+		bson_iter_t at;
+		if (!BSON_ITER_HOLDS_DOCUMENT(&upserted) || !bson_iter_recurse(&upserted, &at) ||
+		    !bson_iter_find(&at, "index") || !BSON_ITER_HOLDS_INT(&at))
+			continue;
+		int64_t i = bson_iter_as_int64(&at);
+		if (i < 0 || (uint64_t)i >= n || ops[i].attempt.number <= 1)
+			continue;
+		char key[DELIVERY_KEY_LEN + 1];
+		delivery_key(ops[i].attempt.event_id, ops[i].attempt.delivery_id, key);
+		bson_t filter = BSON_INITIALIZER;
+		BSON_APPEND_UTF8(&filter, "_id", key);
+		int64_t deleted = 0;
+		int rc =
+		    delete_many(l->coll[COLL_DELIVERIES], &filter, true, &deleted, err, errlen);
+		bson_destroy(&filter);
+		if (rc != 0)
+			return rc;
+		ops[i].result = -EALREADY;
+	}
+	return 0;
+}
+
 /* Record ops[0..n), a run of consecutive attempts, in one unordered bulk update: one statement
  * per attempt on its delivery, so that a fan-out's records cost one majority write per batch
  * rather than one per attempt. The statements are independent (a batch holds at most one
@@ -1260,6 +1296,8 @@ static int attempt_run(struct lease *l, struct store_op *ops, size_t n, char *er
 		} else if (!only_duplicates(&reply, ops, n)) {
 			rc = fail(&error, "recording attempts", err, errlen);
 		}
+		if (rc == 0)
+			rc = refuse_orphans(l, &reply, ops, n, err, errlen);
 		bson_destroy(&reply);
 	}
 	mongoc_bulk_operation_destroy(deliveries);
