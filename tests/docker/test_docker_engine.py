@@ -84,9 +84,26 @@ def run(argv, env=None, timeout=120, ok=True, cwd=None):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+    """A loopback port free a moment ago, from below the kernel's ephemeral range: a port from
+    bind(0) is an ephemeral one, which an outgoing connection (the containers', started before
+    the service that will listen on it) may take as its source port in between (a run on record
+    failed so: the compose gateway's port taken, "Address already in use")."""
+    low = 32768
+    try:
+        with open('/proc/sys/net/ipv4/ip_local_port_range', encoding='ascii') as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    rng = secrets.SystemRandom()
+    for _ in range(500):
+        port = rng.randint(max(1024, low // 2), low - 1)
+        with socket.socket() as s:
+            try:
+                s.bind(('127.0.0.1', port))
+            except OSError:
+                continue
+            return port
+    raise Failure('no free loopback port below %d' % low)
 
 
 def wait_for(what, fn, timeout, interval=0.25):
