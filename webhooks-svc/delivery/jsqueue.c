@@ -547,6 +547,9 @@ static void on_recorded(void *ctx, const struct store_op *op, int batch_rc, cons
 	int64_t delay = w->side[d->index].retry_delay_ms;
 	bool refused = batch_rc == 0 && op->result == -EALREADY;
 	if (refused) {
+		/* Late enough that the holder that recorded goes first (its nak, its hand-on). */
+		if (delay < JSQ_ACK_WAIT_MS)
+			delay = JSQ_ACK_WAIT_MS;
 		/* Another holder of the same work (after a crash or a stall) recorded this attempt
 		 * first, or ended the delivery: this copy was sent twice, which the receiver's
 		 * webhook-id dedup absorbs, and its outcome is not recorded. The message is shared
@@ -1260,7 +1263,15 @@ static void take_retry(struct fetcher *f, natsMsg *m)
 	int base = jreplay != NULL ? (int)json_integer_value(jreplay) : 0;
 	bool reopens = jreplay != NULL && st.found && st.status == STORE_DELIVERY_FAILED &&
 	               st.attempts == base;
-	if (st.found && st.status != STORE_DELIVERY_PENDING && !reopens) {
+	/* A retry or replay message is published only after an attempt of its delivery was
+	 * recorded: with no record, the delivery's event was pruned meanwhile, and nothing of it
+	 * is sent again. */
+	if (!st.found || (st.status != STORE_DELIVERY_PENDING && !reopens)) {
+		if (!st.found)
+			log_info(
+			    "retry of delivery %s dropped: nothing of it is recorded (its event "
+			    "was pruned)",
+			    id);
 		(void)natsMsg_Ack(m, NULL); /* it ended before a crash */
 		natsMsg_Destroy(m);
 		json_decref(o);
@@ -1287,7 +1298,7 @@ static void take_retry(struct fetcher *f, natsMsg *m)
 	snprintf(d->ip, sizeof(d->ip), "%s", ip);
 	memcpy(d->target_url, f->page[0].target_url, sizeof(d->target_url));
 	copy_secrets(d, &f->page[0]);
-	d->attempt = st.found ? st.attempts + 1 : 1;
+	d->attempt = st.attempts + 1;
 	d->base = base;
 	d->reopens = reopens;
 	d->work = w;
