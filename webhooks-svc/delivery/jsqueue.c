@@ -1272,7 +1272,7 @@ static void take_retry(struct fetcher *f, natsMsg *m)
 			    "retry of delivery %s dropped: nothing of it is recorded (its event "
 			    "was pruned)",
 			    id);
-		(void)natsMsg_Ack(m, NULL); /* it ended before a crash */
+		(void)natsMsg_Ack(m, NULL); /* pruned, or it ended before a crash */
 		natsMsg_Destroy(m);
 		json_decref(o);
 		return;

@@ -489,7 +489,7 @@ static void tally_status(struct tally *t, int status, int sign)
  * than the attempts recorded, and the delivery is pending (or failed, for a replay's first
  * attempt). Anything else was sent twice (at-least-once allows that after a crash or a stall:
  * two holders of the same work, each reading the delivery before either recorded): it returns
- * -EALREADY, changes nothing, and whoever sent it hands nothing on. The same attempt recorded
+ * -EALREADY and changes nothing (its sender does not count it). The same attempt recorded
  * again (a batch sent again) changes nothing and returns 0. */
 static int apply_attempt(struct conn *c, const struct store_attempt *a, struct tally *t,
                          bool *fatal, char *err, size_t errlen)
@@ -518,8 +518,9 @@ static int apply_attempt(struct conn *c, const struct store_attempt *a, struct t
 	bool open = prior == (a->reopens ? STORE_DELIVERY_FAILED : STORE_DELIVERY_PENDING);
 	if (!open || a->number != recorded + 1)
 		return -EALREADY;
-	/* A replay's first attempt: ST_REOPEN uncounts the failure itself. */
-	if (a->reopens && prior == STORE_DELIVERY_FAILED)
+	/* A replay's first attempt (of a failed delivery, as checked): ST_REOPEN uncounts the
+	 * failure itself. */
+	if (a->reopens)
 		prior = STORE_DELIVERY_PENDING;
 	tally_status(t, prior, -1);
 	tally_status(t, (int)a->status, 1);
