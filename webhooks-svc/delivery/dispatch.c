@@ -74,6 +74,7 @@ struct dispatch {
 	struct slot *slots;
 	struct slot *free_slots;
 	size_t in_flight;
+	size_t reaped;          /* transfers that ended in this turn of the loop (see fill) */
 	struct delivery *batch; /* max_in_flight entries, for jsq_take */
 	/* Transfers in flight per host (dispatcher thread only): open addressing on host_key,
 	 * an entry whose count fell to 0 stays until the table is rebuilt. */
@@ -370,6 +371,7 @@ static void reap(struct dispatch *d)
 {
 	CURLMsg *m;
 	int left;
+	d->reaped = 0;
 	while ((m = curl_multi_info_read(d->multi, &left)) != NULL) {
 		if (m->msg != CURLMSG_DONE)
 			continue;
@@ -390,6 +392,7 @@ static void reap(struct dispatch *d)
 		}
 		/* Release before reporting: m points into the handle's state. */
 		release(d, s);
+		d->reaped++;
 		jsq_report(d->q, &s->d, &o);
 	}
 }
@@ -418,10 +421,13 @@ static void abandon_all(struct dispatch *d)
  * it stopped at its cap with free slots left: the loop then turns again without waiting. */
 static bool fill(struct dispatch *d)
 {
-	/* Slow start: at most as many new transfers as are in flight already (START_BURST from
-	 * none), so that a cold burst sends its first requests early; a busy dispatcher, which
-	 * refills a few slots a turn, never meets the cap. */
-	size_t cap = d->in_flight > START_BURST ? d->in_flight : START_BURST;
+	/* Slow start: at most as many transfers as were in flight at the start of this turn
+	 * (START_BURST from none), so that a cold burst sends its first requests early. Those that
+	 * ended in this turn count: a busy dispatcher refills every slot they freed, however many
+	 * ended at once. (Counting only those still in flight held a loaded dispatcher, whose
+	 * turns end dozens of transfers each, to about half its slots.) */
+	size_t busy = d->in_flight + d->reaped;
+	size_t cap = busy > START_BURST ? busy : START_BURST;
 	size_t kept = 0, burst = 0;
 	for (size_t i = 0; i < d->nparked; i++) {
 		if (d->free_slots != NULL && burst < cap && host_has_room(d, &d->parked[i])) {
