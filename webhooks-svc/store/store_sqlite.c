@@ -41,6 +41,7 @@ enum stmt_id {
 	ST_DELIVERY_STATE,
 	ST_PRIOR_STATUS,
 	ST_ATTEMPT,
+	ST_FIRST_ATTEMPT,
 	ST_DELIVERIES_FIRST,
 	ST_DELIVERIES_AFTER,
 	ST_HOOK_OK,
@@ -123,6 +124,11 @@ static const char *const stmt_sql[ST__COUNT] = {
                    "target_url = CASE excluded.target_url WHEN '' THEN target_url "
                    "ELSE excluded.target_url END, "
                    "attempts = substr(attempts, 1, length(attempts) - 1) || ',' || ?6 || ']'",
+    /* A first attempt, which usually finds no delivery: it is made at once, and the row is
+     * read only when there is one already (see apply_attempt). */
+    [ST_FIRST_ATTEMPT] = "INSERT INTO deliveries (event_id, id, webhook_id, target_url, status, "
+                         "attempts) VALUES (?1, ?2, ?3, ?4, ?5, '[' || ?6 || ']') "
+                         "ON CONFLICT (event_id, id) DO NOTHING",
     [ST_DELIVERIES_FIRST] = "SELECT id, webhook_id, target_url, status, attempts "
                             "FROM deliveries WHERE event_id = ?1 ORDER BY id LIMIT ?2",
     [ST_DELIVERIES_AFTER] = "SELECT id, webhook_id, target_url, status, attempts "
@@ -481,6 +487,47 @@ static void tally_status(struct tally *t, int status, int sign)
 	t->failed += sign * (status == STORE_DELIVERY_FAILED);
 }
 
+/* Bind an attempt to ST_ATTEMPT or ST_FIRST_ATTEMPT (the same parameters). */
+static void bind_attempt(sqlite3_stmt *st, const struct store_attempt *a, const char *json)
+{
+	sqlite3_bind_text(st, 1, a->event_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, a->delivery_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, a->webhook_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, a->target_url, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 5, (int)a->status);
+	sqlite3_bind_text(st, 6, json, -1, SQLITE_STATIC);
+}
+
+/* Whether attempt a (its JSON json) is the next one of its delivery, read from the delivery's
+ * row: 1 when it is (*prior is then the status it replaces), 0 when it is the attempt recorded
+ * last (a batch sent again: nothing to do), -EALREADY when the delivery is not open for it
+ * (see apply_attempt), or an error. */
+static int is_next_attempt(struct conn *c, const struct store_attempt *a, const char *json,
+                           int *prior, bool *fatal, char *err, size_t errlen)
+{
+	sqlite3_stmt *st = c->st[ST_PRIOR_STATUS];
+	sqlite3_bind_text(st, 1, a->event_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, a->delivery_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, json, -1, SQLITE_STATIC);
+	int recorded = 0, step = sqlite3_step(st);
+	bool same = false;
+	*prior = STORE_DELIVERY_PENDING;
+	if (step == SQLITE_ROW) {
+		*prior = sqlite3_column_int(st, 0);
+		recorded = sqlite3_column_int(st, 1);
+		same = sqlite3_column_int(st, 2) != 0;
+	}
+	sqlite3_reset(st);
+	if (step != SQLITE_ROW && step != SQLITE_DONE) {
+		*fatal = true;
+		return fail(c->db, "reading a delivery's status", err, errlen);
+	}
+	if (same && recorded == a->number)
+		return 0;
+	bool open = *prior == (a->reopens ? STORE_DELIVERY_FAILED : STORE_DELIVERY_PENDING);
+	return open && a->number == recorded + 1 ? 1 : -EALREADY;
+}
+
 /* Record one attempt: upsert the delivery, append the attempt, and set *t to what that does to
  * the event's counts: the new status counted, the one it replaces uncounted, so that the
  * counts always follow the deliveries' statuses.
@@ -490,34 +537,33 @@ static void tally_status(struct tally *t, int status, int sign)
  * attempt). Anything else was sent twice (at-least-once allows that after a crash or a stall:
  * two holders of the same work, each reading the delivery before either recorded): it returns
  * -EALREADY and changes nothing (its sender does not count it). The same attempt recorded
- * again (a batch sent again) changes nothing and returns 0. */
+ * again (a batch sent again) changes nothing and returns 0.
+ *
+ * A first attempt (most of a fan-out's records) is inserted without reading first: when the
+ * delivery has no row it is the next attempt, and only a row already there is read. */
 static int apply_attempt(struct conn *c, const struct store_attempt *a, struct tally *t,
                          bool *fatal, char *err, size_t errlen)
 {
 	char json[512];
 	store_attempt_json(a, json, sizeof(json));
-	sqlite3_stmt *st = c->st[ST_PRIOR_STATUS];
-	sqlite3_bind_text(st, 1, a->event_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, a->delivery_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, json, -1, SQLITE_STATIC);
-	int prior = STORE_DELIVERY_PENDING, recorded = 0, step = sqlite3_step(st);
-	bool same = false;
-	if (step == SQLITE_ROW) {
-		prior = sqlite3_column_int(st, 0);
-		recorded = sqlite3_column_int(st, 1);
-		same = sqlite3_column_int(st, 2) != 0;
-	}
-	sqlite3_reset(st);
-	if (step != SQLITE_ROW && step != SQLITE_DONE) {
-		*fatal = true;
-		return fail(c->db, "reading a delivery's status", err, errlen);
-	}
 	*t = (struct tally){0};
-	if (same && recorded == a->number)
-		return 0;
-	bool open = prior == (a->reopens ? STORE_DELIVERY_FAILED : STORE_DELIVERY_PENDING);
-	if (!open || a->number != recorded + 1)
-		return -EALREADY;
+	int prior = STORE_DELIVERY_PENDING;
+	bool made = false;
+	sqlite3_stmt *st;
+	if (a->number == 1 && !a->reopens) {
+		st = c->st[ST_FIRST_ATTEMPT];
+		bind_attempt(st, a, json);
+		if (step_once(st) != SQLITE_DONE) {
+			*fatal = true;
+			return fail(c->db, "recording an attempt", err, errlen);
+		}
+		made = sqlite3_changes(c->db) == 1;
+	}
+	if (!made) {
+		int next = is_next_attempt(c, a, json, &prior, fatal, err, errlen);
+		if (next <= 0)
+			return next;
+	}
 	/* A replay's first attempt (of a failed delivery, as checked): ST_REOPEN uncounts the
 	 * failure itself. */
 	if (a->reopens)
@@ -533,16 +579,13 @@ static int apply_attempt(struct conn *c, const struct store_attempt *a, struct t
 			return fail(c->db, "reopening a delivery", err, errlen);
 		}
 	}
-	st = c->st[ST_ATTEMPT];
-	sqlite3_bind_text(st, 1, a->event_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, a->delivery_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, a->webhook_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 4, a->target_url, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 5, (int)a->status);
-	sqlite3_bind_text(st, 6, json, -1, SQLITE_STATIC);
-	if (step_once(st) != SQLITE_DONE) {
-		*fatal = true;
-		return fail(c->db, "recording an attempt", err, errlen);
+	if (!made) {
+		st = c->st[ST_ATTEMPT];
+		bind_attempt(st, a, json);
+		if (step_once(st) != SQLITE_DONE) {
+			*fatal = true;
+			return fail(c->db, "recording an attempt", err, errlen);
+		}
 	}
 	if (a->status == STORE_DELIVERY_PENDING || a->not_sent)
 		return 0;
