@@ -95,11 +95,26 @@ def attempt(number, http_status, error, duration):
 
 def attempt_q(key, doc, status=0):
     """An attempt's selector: its delivery while open for it (status, and the attempts before
-    it), or with this very attempt recorded last (a batch sent again)."""
+    it), or with this very attempt recorded last (a batch sent again); never an orphan (what a
+    later attempt inserted when its delivery was gone), in either branch."""
     number = doc['attempt']
-    return {'_id': key, '$or': [{'status': status, 'attempts': {'$size': number - 1}},
+    return {'_id': key, '$or': [{'status': status, 'attempts': {'$size': number - 1},
+                                 'orphan': {'$exists': False}},
                                 {'attempts': {'$size': number},
-                                 'attempts.%d' % (number - 1): doc}]}
+                                 'attempts.%d' % (number - 1): doc,
+                                 'orphan': {'$exists': False}}]}
+
+
+def attempt_statement(key, hook, status, doc, url='https://t/'):
+    """An attempt's upsert. A later attempt (number > 1) marks what it inserts orphan: true, as
+    it inserts only when its delivery is gone; a first one inserts its delivery rightly."""
+    event_id, _, delivery = key.partition(':')
+    on_insert = {'eventId': event_id, 'deliveryId': delivery, 'webhookId': hook}
+    if doc['attempt'] > 1:
+        on_insert['orphan'] = True
+    return {'q': attempt_q(key, doc), 'upsert': True, 'multi': False,
+            'u': {'$set': {'status': status, 'targetUrl': url}, '$setOnInsert': on_insert,
+                  '$addToSet': {'attempts': doc}}}
 
 
 def cursor(docs, coll='webhooks'):
@@ -328,6 +343,18 @@ class MongoWireTest(unittest.TestCase):
                                 'multi': False, 'upsert': False})
         return self.receive({'update': 'webhooks', 'ordered': True, 'writeConcern': WC,
                              'updates': updates})
+
+    def expect_attempts(self, *statements):
+        """One unordered bulk of attempts: statements are (key, webhook id, status, attempt)."""
+        return self.receive({'update': 'deliveries', 'ordered': False, 'writeConcern': WC,
+                             'updates': [attempt_statement(*st) for st in statements]})
+
+    def expect_orphan_delete(self, *keys):
+        """The delete of what refused later attempts may have inserted: only documents marked
+        orphan, one deleteMany for the run."""
+        return self.receive({'delete': 'deliveries', 'ordered': True, 'writeConcern': WC,
+                             'deletes': [{'q': {'_id': {'$in': list(keys)}, 'orphan': True},
+                                          'limit': 0}]})
 
     def expect_outcome_count(self, event_id):
         return self.receive({'aggregate': 'deliveries', 'cursor': {}, 'pipeline': [
@@ -897,9 +924,10 @@ class MongoWireTest(unittest.TestCase):
             {'q': attempt_q(E + ':' + D1, a1), 'upsert': True, 'multi': False, 'u': {
                 '$set': {'status': 0, 'targetUrl': 'https://t.example/h'},
                 '$setOnInsert': on_insert, '$addToSet': {'attempts': a1}}},
+            # A later attempt marks what it inserts (its delivery gone): a first one does not.
             {'q': attempt_q(E + ':' + D1, a2), 'upsert': True, 'multi': False, 'u': {
                 '$set': {'status': 1, 'targetUrl': 'https://t.example/h'},
-                '$setOnInsert': on_insert, '$addToSet': {'attempts': a2}}},
+                '$setOnInsert': dict(on_insert, orphan=True), '$addToSet': {'attempts': a2}}},
             # Without a URL the recorded one stays (only a new delivery gets an empty one).
             {'q': attempt_q(E + ':' + D2, a3), 'upsert': True, 'multi': False, 'u': {
                 '$set': {'status': 2},
@@ -949,22 +977,19 @@ class MongoWireTest(unittest.TestCase):
         self.expect_index().ok()
         a1, a2, a3 = (attempt(1, 200, None, 5), attempt(2, 200, None, 6),
                       attempt(1, None, 'refused', 7))
-
-        def statement(delivery, hook, status, doc):
-            return {'q': attempt_q(E + ':' + delivery, doc), 'upsert': True, 'multi': False,
-                    'u': {'$set': {'status': status, 'targetUrl': 'https://t/'},
-                          '$setOnInsert': {'eventId': E, 'deliveryId': delivery,
-                                           'webhookId': hook},
-                          '$addToSet': {'attempts': doc}}}
         # D2 is not open for its second attempt (another holder recorded it, or it ended): the
         # upsert's insert of its _id fails. The statements are independent: unordered, the
         # server goes on with D3.
         self.receive({'update': 'deliveries', 'ordered': False, 'writeConcern': WC, 'updates': [
-            statement(D1, A, 1, a1), statement(D2, B, 1, a2), statement(D3, C, 2, a3)]}).ok(
+            attempt_statement(E + ':' + D1, A, 1, a1), attempt_statement(E + ':' + D2, B, 1, a2),
+            attempt_statement(E + ':' + D3, C, 2, a3)]}).ok(
                 n=2, upserted=[{'index': 0, '_id': E + ':' + D1},
                                {'index': 2, '_id': E + ':' + D3}],
                 writeErrors=[{'index': 1, 'code': 11000,
                               'errmsg': 'E11000 duplicate key error from the mock'}])
+        # A refused later attempt may have met an orphan left behind: only a document with the
+        # marker goes (a live delivery has none); the refused first attempt deletes nothing.
+        self.expect_orphan_delete(E + ':' + D2).ok(n=0)
         # Health only by the outcomes recorded: A's success and C's failure, not B's.
         self.expect_health((A, 'ok'), (C, 'failed', AT_MS)).ok(n=2)
         got = probe.result()
@@ -977,17 +1002,91 @@ class MongoWireTest(unittest.TestCase):
                    'attempt %s %s %s 3 %d 200 1 5 https://t/' % (E, D1, A, AT_MS),
                    'attempt %s %s %s 1 %d 200 1 5 https://t/' % (E, D2, B, AT_MS))
         self.expect_index().ok()
-        request = self.server.receives()
-        self.assertEqual((request.command_name, request['update']), ('update', 'deliveries'))
-        # Both inserted: D2's first attempt rightly, D1's third because its delivery is gone
-        # (its event pruned meanwhile).
-        request.ok(n=2, upserted=[{'index': 0, '_id': E + ':' + D1},
-                                  {'index': 1, '_id': E + ':' + D2}])
-        self.receive({'delete': 'deliveries', 'ordered': True, 'writeConcern': WC,
-                      'deletes': [{'q': {'_id': E + ':' + D1}, 'limit': 1}]}).ok(n=1)
+        # D1's third attempt marks what it inserts; D2's first does not.
+        self.expect_attempts((E + ':' + D1, A, 1, attempt(3, 200, None, 5)),
+                             (E + ':' + D2, B, 1, attempt(1, 200, None, 5))).ok(
+            # Both inserted: D2's first attempt rightly, D1's third because its delivery is
+            # gone (its event pruned meanwhile).
+            n=2, upserted=[{'index': 0, '_id': E + ':' + D1},
+                           {'index': 1, '_id': E + ':' + D2}])
+        self.expect_orphan_delete(E + ':' + D1).ok(n=1)
         self.expect_health((B, 'ok')).ok(n=1)
         got = probe.result()
         self.assertEqual((got['rc'], got['results']), ('0', '%d,0' % EALREADY))
+        self.assert_no_more_commands()
+
+    def test_an_orphan_whose_delete_failed_is_deleted_when_the_batch_is_sent_again(self):
+        probe, _ = self.start()
+        ops = ('attempt %s %s %s 2 %d 200 1 5 https://t/' % (E, D1, A, AT_MS),
+               'attempt %s %s %s 1 %d 200 1 5 https://t/' % (E, D2, B, AT_MS))
+        statements = ((E + ':' + D1, A, 1, attempt(2, 200, None, 5)),
+                      (E + ':' + D2, B, 1, attempt(1, 200, None, 5)))
+        self.apply(probe, *ops)
+        self.expect_index().ok()
+        self.expect_attempts(*statements).ok(
+            n=2, upserted=[{'index': 0, '_id': E + ':' + D1},
+                           {'index': 1, '_id': E + ':' + D2}])
+        # The delete fails: the orphan stays, and the batch fails (nothing acknowledged).
+        self.expect_orphan_delete(E + ':' + D1).command_err(
+            code=2, errmsg='BadValue from the mock')
+        got = probe.result()
+        self.assertEqual(got['rc'], str(EIO))
+        self.assert_no_more_commands()
+        # Sent again, as the service does: the orphan is no delivery to D1's second attempt
+        # (the selector excludes it), so its insert fails with a duplicate key; D2's first
+        # attempt is the one recorded. The orphan is deleted now, and the attempt refused.
+        self.apply(probe, *ops)
+        self.expect_attempts(*statements).ok(
+            n=1, nModified=0,
+            writeErrors=[{'index': 0, 'code': 11000,
+                          'errmsg': 'E11000 duplicate key error from the mock'}])
+        self.expect_orphan_delete(E + ':' + D1).ok(n=1)
+        self.expect_health((B, 'ok')).ok(n=1)
+        got = probe.result()
+        self.assertEqual((got['rc'], got['results']), ('0', '%d,0' % EALREADY))
+        self.assert_no_more_commands()
+
+    def test_an_orphan_left_by_a_write_concern_error_is_deleted_when_the_batch_is_sent_again(
+            self):
+        probe, _ = self.start()
+        op = 'attempt %s %s %s 2 %d 200 1 5 https://t/' % (E, D1, A, AT_MS)
+        statement = (E + ':' + D1, A, 1, attempt(2, 200, None, 5))
+        self.apply(probe, op)
+        self.expect_index().ok()
+        # Inserted (its delivery gone), but not known durable: -EAGAIN, and no delete yet.
+        self.expect_attempts(statement).ok(
+            n=1, upserted=[{'index': 0, '_id': E + ':' + D1}],
+            writeConcernError={'code': 64, 'errmsg': 'waiting for replication timed out'})
+        self.assertEqual(probe.result()['rc'], str(EAGAIN))
+        self.assert_no_more_commands()
+        self.apply(probe, op)
+        self.expect_attempts(statement).ok(
+            n=0, writeErrors=[{'index': 0, 'code': 11000,
+                               'errmsg': 'E11000 duplicate key error from the mock'}])
+        self.expect_orphan_delete(E + ':' + D1).ok(n=1)
+        got = probe.result()
+        self.assertEqual((got['rc'], got['results']), ('0', str(EALREADY)))
+        self.assert_no_more_commands()
+
+    def test_refused_later_attempts_share_one_orphan_delete(self):
+        probe, _ = self.start()
+        self.apply(probe,
+                   'attempt %s %s %s 2 %d 200 1 5 https://t/' % (E, D1, A, AT_MS),
+                   'attempt %s %s %s 3 %d 200 1 5 https://t/' % (E, D2, B, AT_MS),
+                   'attempt %s %s %s 2 %d 200 1 5 https://t/' % (E, D3, C, AT_MS))
+        self.expect_index().ok()
+        self.expect_attempts((E + ':' + D1, A, 1, attempt(2, 200, None, 5)),
+                             (E + ':' + D2, B, 1, attempt(3, 200, None, 5)),
+                             (E + ':' + D3, C, 1, attempt(2, 200, None, 5))).ok(
+            # D1 inserted (gone), D2 refused (an orphan left before, or another holder's
+            # record), D3 recorded.
+            n=2, nModified=1, upserted=[{'index': 0, '_id': E + ':' + D1}],
+            writeErrors=[{'index': 1, 'code': 11000,
+                          'errmsg': 'E11000 duplicate key error from the mock'}])
+        self.expect_orphan_delete(E + ':' + D1, E + ':' + D2).ok(n=2)
+        self.expect_health((C, 'ok')).ok(n=1)
+        got = probe.result()
+        self.assertEqual((got['rc'], got['results']), ('0', '%d,%d,0' % (EALREADY, EALREADY)))
         self.assert_no_more_commands()
 
     def test_any_other_write_error_fails_the_batch(self):

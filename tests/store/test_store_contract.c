@@ -1447,15 +1447,24 @@ static void test_attempts_recorded_once(void **state)
 	                    -EALREADY, -EALREADY, 0,         -EALREADY, -EALREADY};
 	apply_all_ok(c, again, 11, want);
 	/* A later attempt of a delivery with no record (its event pruned meanwhile): refused,
-	 * and no record made. */
-	char gone[1][ID_LEN + 1];
+	 * and no record made. So is the same attempt twice in a batch (a pending second one: a
+	 * record made by the first would be open for it), and so is the batch sent again. */
+	char gone[2][ID_LEN + 1];
 	id_generate(gone[0]);
-	struct store_op orphan = op_attempt(e, gone[0], w, u, 2, 200, "", STORE_DELIVERY_SUCCEEDED);
-	const int refused[] = {-EALREADY};
-	apply_all_ok(c, &orphan, 1, refused);
+	id_generate(gone[1]);
+	struct store_op orphans[] = {
+	    op_attempt(e, gone[0], w, u, 2, 200, "", STORE_DELIVERY_SUCCEEDED),
+	    op_attempt(e, gone[1], w, u, 2, 503, "", STORE_DELIVERY_PENDING),
+	    op_attempt(e, gone[1], w, u, 2, 503, "", STORE_DELIVERY_PENDING),
+	};
+	const int refused[] = {-EALREADY, -EALREADY, -EALREADY};
 	struct store_delivery_state st[5];
-	states_of(c, e, (const char(*)[ID_LEN + 1]) gone, 1, st);
-	assert_state(&st[0], false, STORE_DELIVERY_PENDING, 0);
+	for (int i = 0; i < 2; i++) {
+		apply_all_ok(c, orphans, 3, refused);
+		states_of(c, e, (const char(*)[ID_LEN + 1]) gone, 2, st);
+		assert_state(&st[0], false, STORE_DELIVERY_PENDING, 0);
+		assert_state(&st[1], false, STORE_DELIVERY_PENDING, 0);
+	}
 	states_of(c, e, (const char(*)[ID_LEN + 1]) d, 5, st);
 	assert_state(&st[0], true, STORE_DELIVERY_SUCCEEDED, 1);
 	assert_state(&st[1], true, STORE_DELIVERY_FAILED, 1);

@@ -14,7 +14,8 @@
  *                 open: true (removed once every delivery has ended: see store_pending) }
  *   deliveries  { _id: "<event uuid>:<delivery uuid>", eventId, deliveryId, webhookId,
  *                 targetUrl, status: <int32: 0 pending, 1 succeeded, 2 failed>,
- *                 attempts: [ { attempt, at, httpStatus, error, durationMs }, ... ] }
+ *                 attempts: [ { attempt, at, httpStatus, error, durationMs }, ... ],
+ *                 orphan: true (only on what a later attempt inserted: see refuse_orphans) }
  *   meta        { _id: "webhooks", n: <int64>, lastId: "<webhook uuid>" | "" }
  *   eventItems  { _id: "<event uuid>:<item number>", eventId, end: "<webhook uuid>" | "",
  *                 last: <bool>, members: <BinData: 16 bytes a webhook id, ascending> }
@@ -43,6 +44,19 @@
  * while the delivery is open for that attempt: see attempt_update), so a batch sent again after
  * a failure midway neither doubles an attempt nor miscounts. Older
  * versions kept succeeded and failed fields in the event; they are ignored.
+ *
+ * A later attempt (number > 1) whose delivery is gone, its event pruned meanwhile, is refused
+ * as on SQLite. Its upsert inserts, as upserts do, but marks what it inserts orphan: true
+ * ($setOnInsert); the batch then deletes it again ({_id, orphan: true}) and the op is
+ * -EALREADY. No attempt's selector matches an orphan, so one left behind (the batch failed
+ * before its delete: a write concern error, or the delete itself failed) refuses the same
+ * attempt, or any later one of its delivery, with a duplicate key, and that refusal deletes
+ * it: the batch sent again does so. Retention would not: it walks events, and an orphan's
+ * event is gone (or being pruned, and then its pruning deletes the orphan with its
+ * deliveries). That is also why readers are not misled while one exists: outcome counts,
+ * event summaries and delivery lists read an event that exists, and a half-pruned event's
+ * deliveries are partly gone already. Only store_delivery_states, which reads deliveries by
+ * id, reports an orphan like a delivery until it is deleted.
  *
  * The meta document keeps what store_meta reads, so that no request counts documents: n, the
  * number of webhooks, and lastId, the greatest webhook id ever inserted. A batch that inserts
@@ -1041,7 +1055,10 @@ static void append_event_range(bson_t *filter, const char *event_id, const char 
  * adds itself and sets the status. $addToSet, not $push: the same attempt recorded again (its
  * batch sent again after a failure midway) is the same document and is not added twice. An
  * attempt without a URL (a retry dropped because its webhook was deleted) keeps the URL
- * recorded before. */
+ * recorded before. A later attempt (number > 1) inserts only when its delivery is gone (its
+ * event pruned meanwhile): what it inserts is marked orphan: true, refused and deleted again
+ * (see refuse_orphans); until then, and for good if that delete never happens, no attempt
+ * takes it for a delivery. */
 static int attempt_update(const struct store_attempt *a, bson_t *selector, bson_t *update,
                           char *err, size_t errlen)
 {
@@ -1058,10 +1075,11 @@ static int attempt_update(const struct store_attempt *a, bson_t *selector, bson_
 		return -EIO;
 	}
 	/* Only the next attempt of an open delivery, or this very attempt recorded last (a batch
-	 * sent again): {_id, $or: [{status, attempts: {$size: n - 1}}, {attempts: {$size: n},
-	 * "attempts.<n - 1>": attempt}]}. A delivery that matches neither makes the upsert insert
-	 * its _id again, which fails with a duplicate key (see attempt_run). */
-	bson_t or, open, same, size;
+	 * sent again): {_id, $or: [{status, attempts: {$size: n - 1}, orphan: {$exists: false}},
+	 * {attempts: {$size: n}, "attempts.<n - 1>": attempt, orphan: {$exists: false}}]}. A
+	 * delivery that matches neither (an orphan included) makes the upsert insert its _id
+	 * again, which fails with a duplicate key (see attempt_run). */
+	bson_t or, open, same, size, absent;
 	char last[24];
 	delivery_key(a->event_id, a->delivery_id, key);
 	BSON_APPEND_UTF8(selector, "_id", key);
@@ -1072,6 +1090,9 @@ static int attempt_update(const struct store_attempt *a, bson_t *selector, bson_
 	BSON_APPEND_DOCUMENT_BEGIN(&open, "attempts", &size);
 	BSON_APPEND_INT32(&size, "$size", a->number - 1);
 	bson_append_document_end(&open, &size);
+	BSON_APPEND_DOCUMENT_BEGIN(&open, "orphan", &absent);
+	BSON_APPEND_BOOL(&absent, "$exists", false);
+	bson_append_document_end(&open, &absent);
 	bson_append_document_end(& or, &open);
 	BSON_APPEND_DOCUMENT_BEGIN(& or, "1", &same);
 	BSON_APPEND_DOCUMENT_BEGIN(&same, "attempts", &size);
@@ -1079,6 +1100,9 @@ static int attempt_update(const struct store_attempt *a, bson_t *selector, bson_
 	bson_append_document_end(&same, &size);
 	snprintf(last, sizeof(last), "attempts.%d", a->number - 1);
 	BSON_APPEND_DOCUMENT(&same, last, &attempt);
+	BSON_APPEND_DOCUMENT_BEGIN(&same, "orphan", &absent);
+	BSON_APPEND_BOOL(&absent, "$exists", false);
+	bson_append_document_end(&same, &absent);
 	bson_append_document_end(& or, &same);
 	bson_append_array_end(selector, & or);
 	BSON_APPEND_DOCUMENT_BEGIN(update, "$set", &set);
@@ -1092,6 +1116,8 @@ static int attempt_update(const struct store_attempt *a, bson_t *selector, bson_
 	BSON_APPEND_UTF8(&on_insert, "webhookId", a->webhook_id);
 	if (a->target_url[0] == '\0')
 		BSON_APPEND_UTF8(&on_insert, "targetUrl", "");
+	if (a->number > 1)
+		BSON_APPEND_BOOL(&on_insert, "orphan", true);
 	bson_append_document_end(update, &on_insert);
 	BSON_APPEND_DOCUMENT_BEGIN(update, "$addToSet", &add);
 	BSON_APPEND_DOCUMENT(&add, "attempts", &attempt);
@@ -1224,46 +1250,69 @@ static bool only_duplicates(const bson_t *reply, struct store_op *ops, size_t n)
 static int delete_many(mongoc_collection_t *coll, const bson_t *filter, bool one, int64_t *deleted,
                        char *err, size_t errlen);
 
-/* A later attempt (number > 1) that its upsert inserted found its delivery gone (its event
- * pruned meanwhile): SQLite refuses such an attempt, and so does this backend, by deleting the
- * document again; the op is -EALREADY. */
-static int refuse_orphans(struct lease *l, const bson_t *reply, struct store_op *ops, size_t n,
-                          char *err, size_t errlen)
+/* Mark -EALREADY the later attempts (number > 1) of a bulk's reply that its upserts inserted:
+ * their deliveries were gone (their events pruned meanwhile), and SQLite refuses them too. */
+static void refuse_upserted(const bson_t *reply, struct store_op *ops, size_t n)
 {
 	bson_iter_t it, upserted;
 	if (!bson_iter_init_find(&it, reply, "upserted") || !BSON_ITER_HOLDS_ARRAY(&it) ||
 	    !bson_iter_recurse(&it, &upserted))
-		return 0;
+		return;
 	while (bson_iter_next(&upserted)) {
 		bson_iter_t at;
 		if (!BSON_ITER_HOLDS_DOCUMENT(&upserted) || !bson_iter_recurse(&upserted, &at) ||
 		    !bson_iter_find(&at, "index") || !BSON_ITER_HOLDS_INT(&at))
 			continue;
 		int64_t i = bson_iter_as_int64(&at);
-		if (i < 0 || (uint64_t)i >= n || ops[i].attempt.number <= 1)
-			continue;
-		char key[DELIVERY_KEY_LEN + 1];
-		delivery_key(ops[i].attempt.event_id, ops[i].attempt.delivery_id, key);
-		bson_t filter = BSON_INITIALIZER;
-		BSON_APPEND_UTF8(&filter, "_id", key);
-		int64_t deleted = 0;
-		int rc =
-		    delete_many(l->coll[COLL_DELIVERIES], &filter, true, &deleted, err, errlen);
-		bson_destroy(&filter);
-		if (rc != 0)
-			return rc;
-		ops[i].result = -EALREADY;
+		if (i >= 0 && (uint64_t)i < n && ops[i].attempt.number > 1)
+			ops[i].result = -EALREADY;
 	}
-	return 0;
+}
+
+/* Refuse the later attempts whose upserts inserted (refuse_upserted) and delete what they
+ * inserted, the documents attempt_update marked orphan: true. The delete covers every refused
+ * later attempt, not only those inserted now: an orphan left behind by an earlier try of the
+ * same batch (its delete failed, or the bulk failed with a write concern error) refused the
+ * attempt with a duplicate key this time, and goes now. One deleteMany, {_id: {$in: [...]},
+ * orphan: true}, for the run; a delivery recorded as such never has the marker, so a refused
+ * attempt of a live delivery deletes nothing. */
+static int refuse_orphans(struct lease *l, const bson_t *reply, struct store_op *ops, size_t n,
+                          char *err, size_t errlen)
+{
+	bson_t filter = BSON_INITIALIZER, in, list;
+	uint32_t keys = 0;
+	int64_t deleted = 0;
+	int rc = 0;
+
+	refuse_upserted(reply, ops, n);
+	BSON_APPEND_DOCUMENT_BEGIN(&filter, "_id", &in);
+	BSON_APPEND_ARRAY_BEGIN(&in, "$in", &list);
+	for (size_t i = 0; i < n; i++) {
+		char key[DELIVERY_KEY_LEN + 1], index[16];
+		const char *index_key;
+		if (ops[i].result != -EALREADY || ops[i].attempt.number <= 1)
+			continue;
+		delivery_key(ops[i].attempt.event_id, ops[i].attempt.delivery_id, key);
+		bson_uint32_to_string(keys++, &index_key, index, sizeof(index));
+		bson_append_utf8(&list, index_key, -1, key, -1);
+	}
+	bson_append_array_end(&in, &list);
+	bson_append_document_end(&filter, &in);
+	BSON_APPEND_BOOL(&filter, "orphan", true);
+	if (keys > 0)
+		rc = delete_many(l->coll[COLL_DELIVERIES], &filter, false, &deleted, err, errlen);
+	bson_destroy(&filter);
+	return rc;
 }
 
 /* Record ops[0..n), a run of consecutive attempts, in one unordered bulk update: one statement
  * per attempt on its delivery, so that a fan-out's records cost one majority write per batch
  * rather than one per attempt. The statements are independent (a batch holds at most one
  * attempt of a delivery, or the same one twice), so the server need not stop at one refused.
- * Outcomes are counted from the deliveries (see the top); after them, the webhooks' health is
- * updated by the final outcomes recorded, and a replayed delivery's event is marked open
- * again. */
+ * A later attempt that found its delivery gone is refused, and what it inserted deleted, by
+ * refuse_orphans. Outcomes are counted from the deliveries (see the top); after them, the
+ * webhooks' health is updated by the final outcomes recorded, and a replayed delivery's event
+ * is marked open again. */
 static int attempt_run(struct lease *l, struct store_op *ops, size_t n, char *err, size_t errlen)
 {
 	bson_t opts = BSON_INITIALIZER, upsert = BSON_INITIALIZER, reply;
@@ -1296,6 +1345,9 @@ static int attempt_run(struct lease *l, struct store_op *ops, size_t n, char *er
 		} else if (!only_duplicates(&reply, ops, n)) {
 			rc = fail(&error, "recording attempts", err, errlen);
 		}
+		/* After a failure nothing is deleted here: a failed batch is sent again (the
+		 * service's recorder retries until it commits), and an orphan this try inserted
+		 * then refuses its attempt with a duplicate key and is deleted by that try. */
 		if (rc == 0)
 			rc = refuse_orphans(l, &reply, ops, n, err, errlen);
 		bson_destroy(&reply);
