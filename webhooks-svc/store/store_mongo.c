@@ -55,8 +55,10 @@
  * event is gone (or being pruned, and then its pruning deletes the orphan with its
  * deliveries). That is also why readers are not misled while one exists: outcome counts,
  * event summaries and delivery lists read an event that exists, and a half-pruned event's
- * deliveries are partly gone already. Only store_delivery_states, which reads deliveries by
- * id, reports an orphan like a delivery until it is deleted.
+ * deliveries are partly gone already; store_delivery_states, which reads deliveries by id,
+ * skips orphans, so that a retry of one is dropped as on SQLite (its delivery has no record).
+ * An orphan stays for good only when the service gives its batch up (at shutdown, after its
+ * last try) and its delivery has no later attempt: one small document, never read.
  *
  * The meta document keeps what store_meta reads, so that no request counts documents: n, the
  * number of webhooks, and lastId, the greatest webhook id ever inserted. A batch that inserts
@@ -1775,7 +1777,7 @@ static int mongo_delivery_states(struct store *base, const char *event_id,
 	for (size_t off = 0; off < n && rc == 0; off += STATES_PER_FIND) {
 		size_t k = n - off < STATES_PER_FIND ? n - off : STATES_PER_FIND;
 		bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER;
-		bson_t range, list, fields;
+		bson_t range, list, fields, absent;
 		mongoc_cursor_t *cursor;
 		const bson_t *doc;
 		bson_error_t error;
@@ -1792,6 +1794,10 @@ static int mongo_delivery_states(struct store *base, const char *event_id,
 		}
 		bson_append_array_end(&range, &list);
 		bson_append_document_end(&filter, &range);
+		/* An orphan (see refuse_orphans) is no delivery: a retry of it is dropped. */
+		BSON_APPEND_DOCUMENT_BEGIN(&filter, "orphan", &absent);
+		BSON_APPEND_BOOL(&absent, "$exists", false);
+		bson_append_document_end(&filter, &absent);
 		BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &fields);
 		BSON_APPEND_INT32(&fields, "status", 1);
 		append_attempts_size(&fields);
