@@ -38,7 +38,7 @@ lint:
 	@./scripts/lint.sh
 
 # The libFuzzer harnesses of tests/fuzz (a clang build of their own), FUZZ_SECONDS each;
-# make test runs 10 s of each (the ctest test fuzz).
+# make test runs 6 s of each (the ctest test fuzz).
 fuzz: deps
 	@./scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_BUILD)
 
