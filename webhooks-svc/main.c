@@ -131,6 +131,10 @@ int main(int argc, char **argv)
 	    {"DISABLE_AFTER", "--disable-after", CFG_DURATIONS, "5d",
 	     "a webhook whose deliveries have all failed for this long is disabled (0s: never)", 0,
 	     0, NULL, &c->disable_after},
+	    {"ACK_WAIT", "--ack-wait", CFG_DURATIONS, "30s",
+	     "work an instance holds without word this long (it crashed or stalled) goes to "
+	     "another instance; 1s to 1h, the same on every instance",
+	     0, 0, NULL, &c->ack_wait},
 	    {"METRICS_BIND", "--metrics-bind", CFG_STRING, "127.0.0.1",
 	     "address of the Prometheus endpoint GET /metrics (no authentication: keep it private)",
 	     0, 0, cfg_check_address, &c->metrics_bind},
@@ -161,6 +165,14 @@ int main(int argc, char **argv)
 		                                  : "PROGRESS_INTERVAL");
 		return 2;
 	}
+	if (c->ack_wait.n != 1 || c->ack_wait.ms[0] < JSQ_ACK_WAIT_MIN_MS ||
+	    c->ack_wait.ms[0] > 3600 * 1000) {
+		fprintf(stderr,
+		        "webhooks-svc: ACK_WAIT: expected one duration from 1s to 1h such as "
+		        "30s\n");
+		return 2;
+	}
+	c->ack_wait_ms = c->ack_wait.ms[0];
 	c->progress_interval_ms = c->progress_interval.ms[0];
 	c->retention_ms = c->retention.ms[0];
 	c->disable_after_ms = c->disable_after.ms[0];
@@ -248,6 +260,7 @@ int main(int argc, char **argv)
 	    .max_in_flight = (size_t)c->max_in_flight,
 	    .no_record = no_record,
 	    .disable_after_ms = c->disable_after_ms,
+	    .ack_wait_ms = c->ack_wait_ms,
 	    .progress = svc.progress,
 	};
 	svc.queue = jsq_create(svc.nc, svc.store, &qcfg, err, sizeof(err));

@@ -35,10 +35,12 @@ struct svc_config {
 	long max_in_flight_per_host;         /* -1: half of max_in_flight; 0: no limit */
 	struct cfg_durations rotation_grace; /* one duration */
 	int64_t rotation_grace_ms;
-	struct cfg_durations retention;         /* one duration */
-	int64_t retention_ms;                   /* 0: events are kept for ever */
-	struct cfg_durations disable_after;     /* one duration */
-	int64_t disable_after_ms;               /* 0: failures never disable a webhook */
+	struct cfg_durations retention;     /* one duration */
+	int64_t retention_ms;               /* 0: events are kept for ever */
+	struct cfg_durations disable_after; /* one duration */
+	int64_t disable_after_ms;           /* 0: failures never disable a webhook */
+	struct cfg_durations ack_wait;      /* one duration */
+	int64_t ack_wait_ms;
 	struct cfg_durations progress_interval; /* one duration */
 	int64_t progress_interval_ms;           /* 0: no progress lines */
 	const char *metrics_bind;

@@ -30,13 +30,22 @@ from delivery_helpers import DeliveryCase, SANITIZED, main
 N_CRASH = 5000     # webhooks in the crash and restart tests
 N_SHARED = 2000    # webhooks in the two-instance tests
 HOLD_MS = 20       # how long the target holds each request in the two-instance tests
-CRASH_ENV = {'MAX_IN_FLIGHT': 20, 'MAX_RETRIES': 5, 'RETRY_SCHEDULE': '200ms'}
-SHARED_ENV = {'MAX_IN_FLIGHT': 5, 'MAX_RETRIES': 5, 'RETRY_SCHEDULE': '200ms'}
-# After a crash, the work that was in hand may come back only once the queue's
-# acknowledgement deadline (30 s) passes, and a retry naked by the dead process may wait
-# another: give the recovery two deadlines and more (CI runs other suites beside this one; a
-# run on record needed more than 60 s once).
+# The queue's acknowledgement deadline (ACK_WAIT, 30 s by default): work held by a killed or
+# stopped instance goes to another one after it. Shorter here, so that a recovery takes seconds
+# (a live holder keeps its work every third of it).
+ACK_WAIT_S = 4
+CRASH_ENV = {'MAX_IN_FLIGHT': 20, 'MAX_RETRIES': 5, 'RETRY_SCHEDULE': '200ms',
+             'ACK_WAIT': '%ds' % ACK_WAIT_S}
+SHARED_ENV = {'MAX_IN_FLIGHT': 5, 'MAX_RETRIES': 5, 'RETRY_SCHEDULE': '200ms',
+              'ACK_WAIT': '%ds' % ACK_WAIT_S}
+# After a crash, the work that was in hand may come back only once the acknowledgement
+# deadline passes, and a retry naked by the dead process may wait another: the recovery gets
+# far more (CI runs other suites beside this one).
 RECOVERY_TIMEOUT = 180 if SANITIZED else 120
+# With ACK_WAIT_S, the work a kill -9 left is back within seconds; with the default 30 s it
+# could come back 20 s after the kill at the earliest (the holder kept it alive every 10 s).
+# The kill tests of one instance assert that their event ended within this of the kill.
+TAKEOVER_LIMIT = 18.0
 # One instance alone: N_SHARED x 20 ms / 5 slots = 8 s. Two that share it: about 4 s.
 SHARED_LIMIT = 7.0 if SANITIZED else 6.5
 
@@ -217,9 +226,13 @@ class InterruptedFanOutTest(DurableCase):
     def test_kill_9_of_the_service_mid_fan_out(self):
         eid = self.start_event()
         self.stack.svc.kill()
+        killed = time.monotonic()
         self.assertMidFanOut(2)
         self.stack.svc.start()
         self.assertEveryDelivery(eid, self.paths, first_fails=True)
+        # What the dead process held came back after ACK_WAIT, not after the default 30 s.
+        self.assertLess(time.monotonic() - killed, TAKEOVER_LIMIT,
+                        'the work of the killed instance came back late: ACK_WAIT not applied?')
 
     def test_kill_9_of_nats_server_mid_fan_out(self):
         eid = self.start_event()
@@ -239,13 +252,34 @@ class InterruptedFanOutTest(DurableCase):
         self.assertEveryDelivery(eid, self.paths, first_fails=True)
 
 
+class AckWaitTest(DurableCase):
+    """ACK_WAIT is the consumers' acknowledgement deadline, and a restart with another value
+    changes it on the consumers made before (the instance started last sets it)."""
+
+    stack_options = {'svc_env': CRASH_ENV}
+
+    def ack_waits(self):
+        with self.stack.nats_client(timeout=10) as nc:
+            return [nc.request_json('$JS.API.CONSUMER.INFO.WEBHOOKS_WORK.' + name)['config']
+                    ['ack_wait'] for name in ('webhooks-fanout', 'webhooks-retry')]
+
+    def test_ack_wait_is_the_consumers_and_a_restart_changes_it(self):
+        self.stack.svc.proc.wait_line(r'JetStream: stream WEBHOOKS_WORK ready', 30)
+        self.assertEqual(self.ack_waits(), [ACK_WAIT_S * 10**9] * 2)
+        self.stack.svc.stop()
+        self.stack.svc.env['ACK_WAIT'] = '7s'
+        self.stack.svc.start()
+        self.stack.svc.proc.wait_line(r'JetStream: stream WEBHOOKS_WORK ready', 30)
+        self.assertEqual(self.ack_waits(), [7 * 10**9] * 2)
+
+
 # ---------------------------------------------------------------------------------------------
 # A work item taken again after changes to its webhooks
 
 class RetakenItemTest(DurableCase):
     """300 webhooks: work item 0 holds the first 256 by id, item 1 the other 44. kill -9 of the
     service early in item 0; a new instance starts (and takes item 1), and before item 0 comes
-    back (the queue's 30 s acknowledgement deadline) three of its webhooks not reached yet are
+    back (the queue's acknowledgement deadline, ACK_WAIT) three of its webhooks not reached yet are
     deleted and one is disabled. The item taken again delivers to the members counted the first
     time, no more and no fewer: the four end failed, "not sent", and the event ends with
     nothing pending, 296 succeeded and 4 failed, each webhook requested under one webhook-id,
@@ -253,8 +287,10 @@ class RetakenItemTest(DurableCase):
     instead would leave the four pending for good and send the first three of item 1 twice.)
     """
 
+    # Item 0 comes back at the earliest two thirds of ACK_WAIT after the kill (its holder kept
+    # it alive every third): long enough for the restart and the changes below.
     stack_options = {'svc_env': {'MAX_IN_FLIGHT': 4, 'MAX_RETRIES': 5,
-                                 'RETRY_SCHEDULE': '200ms'}}
+                                 'RETRY_SCHEDULE': '200ms', 'ACK_WAIT': '12s'}}
     expected = 300
 
     def test_deleted_and_disabled_members_end_not_sent(self):
@@ -264,6 +300,7 @@ class RetakenItemTest(DurableCase):
         eid = ev['eventId']
         self.wait_requests(12)
         self.stack.svc.kill()
+        killed = time.monotonic()
         done = self.assertMidFanOut(1)
         self.assertLess(done, 100, 'item 0 was too far along for the test')
         self.stack.svc.start()
@@ -272,12 +309,11 @@ class RetakenItemTest(DurableCase):
         path_of = {h['id']: h['targetUrl'][len(self.target.url('')):] for h in hooks}
         deleted = [h['id'] for h in by_id[200:203]]
         disabled = by_id[210]['id']
-        t0 = time.monotonic()
         for hid in deleted:
             self.delete(hid)
         r = self.gw.request('PUT', '/webhooks/' + disabled, {'enabled': False})
         self.assertEqual(r.status, 200, r)
-        self.assertLess(time.monotonic() - t0, 20, 'the changes came too late for the test')
+        self.assertLess(time.monotonic() - killed, 7.5, 'the changes came too late for the test')
 
         s = self.wait_event(eid, RECOVERY_TIMEOUT)
         self.assertEqual((s['targets'], s['succeeded'], s['failed'], s['pending']),
@@ -323,7 +359,8 @@ class KilledReplayTest(DurableCase):
     again after a restart, the replay queues what is still failed, and the event ends with all
     2,000 succeeded and nothing pending: each target got its 2xx, under one webhook-id."""
 
-    stack_options = {'svc_env': {'MAX_RETRIES': 1, 'RETRY_SCHEDULE': '100ms'}}
+    stack_options = {'svc_env': {'MAX_RETRIES': 1, 'RETRY_SCHEDULE': '100ms',
+                                 'ACK_WAIT': '%ds' % ACK_WAIT_S}}
     expected = 2000
 
     def retry(self, event_id, timeout=None):
@@ -376,7 +413,7 @@ class KilledReplayTest(DurableCase):
 class StalledHolderTest(DurableCase):
     """60 webhooks on a target that holds each request 2 s. The first instance takes the work
     item and sends all 60; it is then stopped (SIGSTOP) with the 60 in flight, for longer than
-    the queue's 30 s acknowledgement deadline, so the item goes to a second instance, which
+    the queue's acknowledgement deadline (ACK_WAIT), so the item goes to a second instance, which
     sends and records all 60. When the first resumes, its 60 answers (or timeouts) come in too
     late: each record is refused as already made, and that copy ends there. Every delivery
     has exactly one attempt on record, the event ends 60 succeeded, and nothing more is sent
@@ -384,7 +421,7 @@ class StalledHolderTest(DurableCase):
     failure would reopen a delivery that succeeded and send it a third time)."""
 
     stack_options = {'svc_env': {'MAX_IN_FLIGHT': 100, 'MAX_RETRIES': 5,
-                                 'RETRY_SCHEDULE': '200ms'}}
+                                 'RETRY_SCHEDULE': '200ms', 'ACK_WAIT': '%ds' % ACK_WAIT_S}}
     expected = 60
 
     def wait_lines(self, proc, pattern, n, timeout):
@@ -430,8 +467,10 @@ class StalledHolderTest(DurableCase):
             self.assertEqual(len(d['attempts']), 1, d)
         if refused is not None:
             raise refused
-        # A retry handed on by a late copy would be due 200 ms later: give it ten times that.
-        deadline = time.monotonic() + 2.0
+        # A late copy hands its delivery on as a retry due ACK_WAIT later at the earliest
+        # (so that the holder that recorded goes first); that retry finds the delivery ended
+        # and is dropped: nothing more is sent in ACK_WAIT and 2 s.
+        deadline = time.monotonic() + ACK_WAIT_S + 2.0
         while time.monotonic() < deadline:
             self.assertEqual(self.target.stats()['total'], 120)
             time.sleep(0.1)
@@ -522,10 +561,13 @@ class TwoInstancesTest(DurableCase):
         holders = self.owners.holders()
         victim = max(self.services, key=lambda svc: holders.get(svc.proc.name, 0))
         victim.kill()
+        killed = time.monotonic()
         done = self.assertMidFanOut(1)
         print('\nkilled %s (connections to the target: %r) with %d of %d targets reached'
               % (victim.proc.name, holders, done, N_SHARED), flush=True)
         seen = self.assertEveryDelivery(eid, self.paths, first_fails=False)
+        self.assertLess(time.monotonic() - killed, TAKEOVER_LIMIT,
+                        'the work of the killed instance came back late: ACK_WAIT not applied?')
         self.owners.stop()
         survivor = [svc for svc in self.services if svc is not victim][0]
         self.assertTrue(survivor.proc.running(), survivor.proc.name + ' is not running')

@@ -21,7 +21,7 @@ SVC_DEFAULTS = {
     'MAX_IN_FLIGHT': '10', 'MAX_RETRIES': '5', 'RETRY_SCHEDULE': '1s,5s,30s,2m,10m',
     'DELIVERY_TIMEOUT_MS': '10000', 'LOG_LEVEL': 'info', 'SECRET_ROTATION_GRACE': '24h',
     'RETENTION': '30d', 'DISABLE_AFTER': '5d', 'METRICS_BIND': '127.0.0.1', 'METRICS_PORT': '9090',
-    'MAX_PENDING_DELIVERIES': '1000000',
+    'MAX_PENDING_DELIVERIES': '1000000', 'ACK_WAIT': '30s',
 }
 FLAGS = {'GATEWAY_PORT': '--port', 'NATS_TIMEOUT_MS': '--nats-timeout-ms', 'LOG_LEVEL': '--log-level',
          'TRUST_PROXY': '--trust-proxy', 'GATEWAY_BIND': '--bind', 'MAX_IN_FLIGHT': '--max-in-flight',
@@ -30,7 +30,8 @@ FLAGS = {'GATEWAY_PORT': '--port', 'NATS_TIMEOUT_MS': '--nats-timeout-ms', 'LOG_
          'IP_RATE_LIMIT': '--ip-rate-limit', 'GATEWAY_MAX_CONNECTIONS_PER_IP': '--max-connections-per-ip',
          'GATEWAY_READ_TIMEOUT_MS': '--read-timeout-ms', 'SECRET_ROTATION_GRACE': '--secret-rotation-grace',
          'RETENTION': '--retention', 'DISABLE_AFTER': '--disable-after', 'METRICS_BIND': '--metrics-bind',
-         'METRICS_PORT': '--metrics-port', 'MAX_PENDING_DELIVERIES': '--max-pending-deliveries'}
+         'METRICS_PORT': '--metrics-port', 'MAX_PENDING_DELIVERIES': '--max-pending-deliveries',
+         'ACK_WAIT': '--ack-wait'}
 
 
 class ConfigCase(unittest.TestCase):
@@ -130,7 +131,8 @@ class BadValueTest(ConfigCase):
                            ('RETRY_SCHEDULE', '1s,,2s'), ('RETRY_SCHEDULE', ''), ('RETRY_SCHEDULE', '-1s'),
                            ('MAX_RETRIES', '-1'), ('DELIVERY_TIMEOUT_MS', 'abc'), ('LOG_LEVEL', 'loud'),
                            ('STORE_URL', 'postgres://x'), ('STORE_URL', 'sqlite:'),
-                           ('NATS_URL', 'localhost:4222')]:
+                           ('NATS_URL', 'localhost:4222'), ('ACK_WAIT', '500ms'), ('ACK_WAIT', '2h'),
+                           ('ACK_WAIT', '1s,2s'), ('ACK_WAIT', 'soon')]:
             self.check_bad('webhooks-svc', var, value)
 
     def test_bad_urls_are_shown_without_their_passwords(self):

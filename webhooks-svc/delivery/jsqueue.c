@@ -4,7 +4,7 @@
  *   fan-out fetcher  pulls work items one at a time while the inbox holds less than an item,
  *                    counts each item in its event, publishes the next item, reads the targets
  *                    (and, for an item taken again, what the store recorded) and queues the
- *                    deliveries; every JSQ_ACK_WAIT_MS / 3 it tells JetStream that the messages
+ *                    deliveries; every third of ACK_WAIT it tells JetStream that the messages
  *                    held are still being worked on (natsMsg_InProgress);
  *   retry fetcher    pulls retry messages: one not yet due is naked with the time left; a due
  *                    one reads its delivery's state and its webhook again and is queued;
@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <arpa/inet.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -548,8 +549,8 @@ static void on_recorded(void *ctx, const struct store_op *op, int batch_rc, cons
 	bool refused = batch_rc == 0 && op->result == -EALREADY;
 	if (refused) {
 		/* Late enough that the holder that recorded goes first (its nak, its hand-on). */
-		if (delay < JSQ_ACK_WAIT_MS)
-			delay = JSQ_ACK_WAIT_MS;
+		if (delay < q->cfg.ack_wait_ms)
+			delay = q->cfg.ack_wait_ms;
 		/* Another holder of the same work (after a crash or a stall) recorded this attempt
 		 * first, or ended the delivery: this copy was sent twice, which the receiver's
 		 * webhook-id dedup absorbs, and its outcome is not recorded. The message is shared
@@ -733,7 +734,7 @@ static int add_consumer(struct jsq *q, const char *name, const char *subject,
 	cc.FilterSubject = subject;
 	cc.AckPolicy = js_AckExplicit;
 	cc.DeliverPolicy = js_DeliverAll;
-	cc.AckWait = (int64_t)JSQ_ACK_WAIT_MS * 1000000;
+	cc.AckWait = q->cfg.ack_wait_ms * 1000000;
 	cc.MaxDeliver = -1;
 	cc.MaxAckPending = max_ack_pending;
 	jsErrCode jerr = 0;
@@ -1438,13 +1439,13 @@ static void fetch_loop(struct fetcher *f, bool fanout)
 	}
 }
 
-/* The keeper: every JSQ_ACK_WAIT_MS / 3, tells JetStream that every message held is still
- * being worked on, whatever the fetchers are blocked on. */
+/* The keeper: every third of the acknowledgement deadline, tells JetStream that every message held
+ * is still being worked on, whatever the fetchers are blocked on. */
 static void *keeper_main(void *arg)
 {
 	struct jsq *q = arg;
 	for (;;) {
-		int64_t next = time_mono_ms() + JSQ_ACK_WAIT_MS / 3;
+		int64_t next = time_mono_ms() + q->cfg.ack_wait_ms / 3;
 		pthread_mutex_lock(&q->lock);
 		/* The condition is broadcast for others too: wait out the whole period. */
 		while (!atomic_load(&q->stopping) && time_mono_ms() < next)
@@ -1495,6 +1496,8 @@ struct jsq *jsq_create(natsConnection *nc, struct store *store, const struct jsq
 	q->nc = nc;
 	q->store = store;
 	q->cfg = *cfg;
+	if (q->cfg.ack_wait_ms < JSQ_ACK_WAIT_MIN_MS)
+		q->cfg.ack_wait_ms = JSQ_ACK_WAIT_MIN_MS;
 	retry_policy_init(&q->policy, cfg->max_retries, cfg->schedule);
 	/* glibc's init of a mutex, condition or attribute with these attributes only stores
 	 * them: it cannot fail. */
@@ -1662,8 +1665,8 @@ void jsq_destroy(struct jsq *q)
 		log_info("handed %zu unfinished work message(s) back to JetStream", handed_back);
 	if (q->nheld > 0)
 		log_warn("%zu work message(s) still held at exit; JetStream redelivers them after "
-		         "%d s",
-		         q->nheld, JSQ_ACK_WAIT_MS / 1000);
+		         "%" PRId64 " ms",
+		         q->nheld, q->cfg.ack_wait_ms);
 	if (q->fanout_sub != NULL)
 		natsSubscription_Destroy(q->fanout_sub);
 	if (q->retry_sub != NULL)

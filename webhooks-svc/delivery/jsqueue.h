@@ -16,9 +16,10 @@
  *
  * A message is acked only when each of its deliveries has ended (its outcome recorded in the
  * store) or has been handed on as a retry message acknowledged by JetStream. A process that
- * dies leaves its messages unacked and the server gives them to another instance after
- * JSQ_ACK_WAIT_MS; whoever takes a message again first reads what the store recorded, so
- * only attempts cut short by the crash are repeated, under the same delivery id.
+ * dies leaves its messages unacked and the server gives them to another instance after the
+ * acknowledgement deadline (ACK_WAIT, jsq_config.ack_wait_ms); whoever takes a message again first
+ * reads what the store recorded, so only attempts cut short by the crash are repeated, under the
+ * same delivery id.
  *
  * Threads: a fetcher per consumer pulls messages, reads targets and webhooks from the store
  * and puts deliveries into a bounded inbox; the dispatcher (libcurl) thread takes them with
@@ -37,10 +38,11 @@
 #include "progress.h"
 #include "store.h"
 
-#define JSQ_STREAM      "WEBHOOKS_WORK"
-#define JSQ_ITEM_SIZE   256   /* webhooks per work item */
-#define JSQ_ACK_WAIT_MS 30000 /* an unacked message goes to another instance after this */
-#define JSQ_MAX_BYTES   (1024LL * 1024 * 1024) /* the stream's bound: full refuses new work */
+#define JSQ_STREAM    "WEBHOOKS_WORK"
+#define JSQ_ITEM_SIZE 256 /* webhooks per work item */
+#define JSQ_ACK_WAIT_MIN_MS                                                                        \
+	1000 /* the shortest ACK_WAIT (held messages are kept alive at a third) */
+#define JSQ_MAX_BYTES (1024LL * 1024 * 1024) /* the stream's bound: full refuses new work */
 
 /* The durable consumer of the retry messages (svc_metrics.c reads its backlog). */
 #define JSQ_CONSUMER_RETRY "webhooks-retry"
@@ -78,6 +80,10 @@ struct jsq_config {
 	size_t max_in_flight;     /* the dispatcher's slots: the inbox holds about an item beyond */
 	bool no_record;           /* make bench only: attempts are not recorded */
 	int64_t disable_after_ms; /* DISABLE_AFTER: a webhook failing this long is disabled */
+	/* ACK_WAIT: a message held this long without word from its holder (an instance that
+	 * crashed or stalled) goes to another instance; JSQ_ACK_WAIT_MIN_MS at least. Set on the
+	 * consumers at start, so the instance started last sets it for all. */
+	int64_t ack_wait_ms;
 	struct progress *progress; /* told of every ended delivery (NULL: none) */
 };
 
