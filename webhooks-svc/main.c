@@ -166,7 +166,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (c->ack_wait.n != 1 || c->ack_wait.ms[0] < JSQ_ACK_WAIT_MIN_MS ||
-	    c->ack_wait.ms[0] > 3600 * 1000) {
+	    c->ack_wait.ms[0] > JSQ_ACK_WAIT_MAX_MS) {
 		fprintf(stderr,
 		        "webhooks-svc: ACK_WAIT: expected one duration from 1s to 1h such as "
 		        "30s\n");

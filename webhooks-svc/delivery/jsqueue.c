@@ -37,22 +37,24 @@
 #include "timeutil.h"
 #include "writer.h"
 
-#define SUBJECT_FANOUT     "webhooks.work.fanout"
-#define SUBJECT_RETRY      "webhooks.work.retry"
-#define CONSUMER_FANOUT    "webhooks-fanout"
-#define CONSUMER_RETRY     JSQ_CONSUMER_RETRY
-#define DEDUP_WINDOW_MS    (60 * 60 * 1000) /* a republished item or retry within it is dropped */
-#define FETCH_WAIT_MS      500  /* a fetch long-polls this long; bounds how fast fetchers stop */
-#define SETUP_RETRY_MS     1000 /* JetStream unreachable: try the setup again after this */
-#define STORE_RETRY_MS     1000 /* the store failed: the message comes back after this */
-#define PUBLISH_WAIT_MS    1500 /* JetStream's acknowledgement of a publish */
-#define FIRST_ITEM_TRIES   2    /* a first item's publish is sent again once on a timeout */
-#define MAX_NAK_DELAY_MS   (30LL * 24 * 3600 * 1000) /* no message is held back longer */
-#define MAX_ITEMS          (1LL << 31)               /* items per event, beyond any store */
-#define REREAD_AFTER_MS    200 /* a chunk fed later than this after its read is read again */
-#define RECORDER_BATCH     512
-#define HANDOFF_CAPACITY   4096
-#define RETRY_INBOX_FACTOR 2 /* the retry fetcher stops at this many items' worth queued */
+#define SUBJECT_FANOUT       "webhooks.work.fanout"
+#define SUBJECT_RETRY        "webhooks.work.retry"
+#define CONSUMER_FANOUT      "webhooks-fanout"
+#define CONSUMER_RETRY       JSQ_CONSUMER_RETRY
+#define DEDUP_WINDOW_MS      (60 * 60 * 1000) /* a republished item or retry within it is dropped */
+#define FETCH_WAIT_MS        500  /* a fetch long-polls this long; bounds how fast fetchers stop */
+#define SETUP_RETRY_MS       1000 /* JetStream unreachable: try the setup again after this */
+#define STORE_RETRY_MS       1000 /* the store failed: the message comes back after this */
+#define PUBLISH_WAIT_MS      1500 /* JetStream's acknowledgement of a publish */
+#define FIRST_ITEM_TRIES     2    /* a first item's publish is sent again once on a timeout */
+#define MAX_NAK_DELAY_MS     (30LL * 24 * 3600 * 1000) /* no message is held back longer */
+#define MAX_ITEMS            (1LL << 31)               /* items per event, beyond any store */
+#define REREAD_AFTER_MS      200 /* a chunk fed later than this after its read is read again */
+#define RECORDER_BATCH       512
+#define ACK_WAIT_CHECK_MS    10000 /* the consumers' deadline is read this often (check_ack_wait) */
+#define REFUSED_DELAY_MAX_MS 30000 /* see on_recorded */
+#define HANDOFF_CAPACITY     4096
+#define RETRY_INBOX_FACTOR   2 /* the retry fetcher stops at this many items' worth queued */
 
 /* What the queue keeps of each delivery besides the delivery itself. */
 struct side {
@@ -131,6 +133,10 @@ struct jsq {
 	size_t outstanding; /* taken by the dispatcher, not reported (dispatcher thread) */
 
 	_Atomic bool starved; /* jsq_take was held back by a full recorder */
+	/* Held messages are renewed this often (ms): a third of the shorter of ACK_WAIT and the
+	 * consumers' deadline as last read (check_ack_wait; keeper only, seen_ack_ms too). */
+	_Atomic int64_t renew_ms;
+	int64_t seen_ack_ms;
 
 	pthread_mutex_t job_lock;
 	pthread_cond_t job_ready, job_room;
@@ -548,9 +554,13 @@ static void on_recorded(void *ctx, const struct store_op *op, int batch_rc, cons
 	int64_t delay = w->side[d->index].retry_delay_ms;
 	bool refused = batch_rc == 0 && op->result == -EALREADY;
 	if (refused) {
-		/* Late enough that the holder that recorded goes first (its nak, its hand-on). */
-		if (delay < q->cfg.ack_wait_ms)
-			delay = q->cfg.ack_wait_ms;
+		/* Late enough that the holder that recorded goes first (its nak, its hand-on): the
+		 * acknowledgement deadline, but no more than REFUSED_DELAY_MAX_MS, since this nak
+		 * of a message shared with that holder may put off its next attempt by as much. */
+		int64_t least = q->cfg.ack_wait_ms < REFUSED_DELAY_MAX_MS ? q->cfg.ack_wait_ms
+		                                                          : REFUSED_DELAY_MAX_MS;
+		if (delay < least)
+			delay = least;
 		/* Another holder of the same work (after a crash or a stall) recorded this attempt
 		 * first, or ended the delivery: this copy was sent twice, which the receiver's
 		 * webhook-id dedup absorbs, and its outcome is not recorded. The message is shared
@@ -978,6 +988,16 @@ static int give_secrets(struct jsq *q, struct store_webhook *hooks, size_t n, ch
 	return 0;
 }
 
+/* A message fetched at fetched (ms) is renewed by the keeper once work_new holds it, a third
+ * of the deadline later at most: when the store reads before that took a third already, renew
+ * it now, so that a slow store does not send it to another instance meanwhile. */
+static void renew_if_slow(struct jsq *q, natsMsg *m, int64_t fetched)
+{
+	if (time_mono_ms() - fetched >= atomic_load(&q->renew_ms))
+		(void)natsMsg_InProgress(m,
+		                         NULL); /* lost: it may go to another instance, as before */
+}
+
 /* A work item counted before (taken again after a crash): read its members as they are now into
  * f->page[0..mem->n), in the members' order, walking the store's ids from after. f->gone[i]
  * says that member i was deleted since (f->page[i] then holds only its id). Returns 0, or a
@@ -1037,6 +1057,7 @@ static int read_members(struct fetcher *f, const char *after, const struct store
 
 static void take_item(struct fetcher *f, natsMsg *m)
 {
+	int64_t fetched = time_mono_ms();
 	struct jsq *q = f->q;
 	json_t *o = parse_msg(m, "work item");
 	if (o == NULL)
@@ -1119,6 +1140,7 @@ static void take_item(struct fetcher *f, natsMsg *m)
 		         (long long)k, err);
 		goto later;
 	}
+	renew_if_slow(q, m, fetched);
 	struct work *w = work_new(q, m, n);
 	/* The chain, with room for the members its count keeps. */
 	struct chain *c = calloc(1, sizeof(*c) + n * sizeof(c->members[0]));
@@ -1222,6 +1244,7 @@ later:
 
 static void take_retry(struct fetcher *f, natsMsg *m)
 {
+	int64_t fetched = time_mono_ms();
 	struct jsq *q = f->q;
 	json_t *o = parse_msg(m, "retry");
 	if (o == NULL)
@@ -1286,6 +1309,7 @@ static void take_retry(struct fetcher *f, natsMsg *m)
 		log_warn("retry of delivery %s postponed: %s", id, err);
 		goto later;
 	}
+	renew_if_slow(q, m, fetched);
 	struct work *w = work_new(q, m, 1);
 	if (w == NULL) {
 		log_error("out of memory: retry of delivery %s postponed", id);
@@ -1439,13 +1463,46 @@ static void fetch_loop(struct fetcher *f, bool fanout)
 	}
 }
 
+/* The consumers' acknowledgement deadline is set by the instance that set them up last, with
+ * its own ACK_WAIT: another one may have set a shorter deadline than ours since. Read it (with
+ * a wait short enough not to delay the next renewal much) and renew held messages every third
+ * of the shorter of the two, so that our work does not go to another instance while we hold
+ * it; say so once when the two differ. */
+static void check_ack_wait(struct jsq *q)
+{
+	jsOptions o;
+	jsConsumerInfo *ci = NULL;
+	jsErrCode jerr = 0;
+	int64_t renew = q->cfg.ack_wait_ms / 3;
+	jsOptions_Init(&o);
+	o.Wait = renew / 2 > 100 ? renew / 2 : 100;
+	natsStatus s = js_GetConsumerInfo(&ci, q->js, JSQ_STREAM, CONSUMER_FANOUT, &o, &jerr);
+	int64_t server_ms =
+	    s == NATS_OK && ci != NULL && ci->Config != NULL ? ci->Config->AckWait / 1000000 : 0;
+	jsConsumerInfo_Destroy(ci);
+	if (server_ms <= 0)
+		return; /* not known now (JetStream away): as it was */
+	if (server_ms != q->seen_ack_ms && server_ms != q->cfg.ack_wait_ms)
+		log_warn(
+		    "the JetStream consumers' acknowledgement deadline is %" PRId64
+		    " ms (set by another instance), not this one's ACK_WAIT of %" PRId64
+		    " ms: held work is renewed every third of the shorter; give every instance "
+		    "the same ACK_WAIT",
+		    server_ms, q->cfg.ack_wait_ms);
+	q->seen_ack_ms = server_ms;
+	if (server_ms < q->cfg.ack_wait_ms)
+		renew = server_ms / 3;
+	atomic_store(&q->renew_ms, renew);
+}
+
 /* The keeper: every third of the acknowledgement deadline, tells JetStream that every message held
  * is still being worked on, whatever the fetchers are blocked on. */
 static void *keeper_main(void *arg)
 {
 	struct jsq *q = arg;
+	int64_t checked = time_mono_ms();
 	for (;;) {
-		int64_t next = time_mono_ms() + q->cfg.ack_wait_ms / 3;
+		int64_t next = time_mono_ms() + atomic_load(&q->renew_ms);
 		pthread_mutex_lock(&q->lock);
 		/* The condition is broadcast for others too: wait out the whole period. */
 		while (!atomic_load(&q->stopping) && time_mono_ms() < next)
@@ -1454,6 +1511,10 @@ static void *keeper_main(void *arg)
 		if (atomic_load(&q->stopping))
 			return NULL;
 		keep_alive(q);
+		if (time_mono_ms() >= checked + ACK_WAIT_CHECK_MS) {
+			check_ack_wait(q);
+			checked = time_mono_ms();
+		}
 	}
 }
 
@@ -1498,6 +1559,10 @@ struct jsq *jsq_create(natsConnection *nc, struct store *store, const struct jsq
 	q->cfg = *cfg;
 	if (q->cfg.ack_wait_ms < JSQ_ACK_WAIT_MIN_MS)
 		q->cfg.ack_wait_ms = JSQ_ACK_WAIT_MIN_MS;
+	if (q->cfg.ack_wait_ms > JSQ_ACK_WAIT_MAX_MS)
+		q->cfg.ack_wait_ms = JSQ_ACK_WAIT_MAX_MS;
+	atomic_init(&q->renew_ms, q->cfg.ack_wait_ms / 3);
+	q->seen_ack_ms = q->cfg.ack_wait_ms;
 	retry_policy_init(&q->policy, cfg->max_retries, cfg->schedule);
 	/* glibc's init of a mutex, condition or attribute with these attributes only stores
 	 * them: it cannot fail. */

@@ -40,9 +40,10 @@
 
 #define JSQ_STREAM    "WEBHOOKS_WORK"
 #define JSQ_ITEM_SIZE 256 /* webhooks per work item */
-#define JSQ_ACK_WAIT_MIN_MS                                                                        \
-	1000 /* the shortest ACK_WAIT (held messages are kept alive at a third) */
-#define JSQ_MAX_BYTES (1024LL * 1024 * 1024) /* the stream's bound: full refuses new work */
+/* ACK_WAIT's bounds (held messages are renewed every third of it) */
+#define JSQ_ACK_WAIT_MIN_MS 1000
+#define JSQ_ACK_WAIT_MAX_MS (3600 * 1000)
+#define JSQ_MAX_BYTES       (1024LL * 1024 * 1024) /* the stream's bound: full refuses new work */
 
 /* The durable consumer of the retry messages (svc_metrics.c reads its backlog). */
 #define JSQ_CONSUMER_RETRY "webhooks-retry"
