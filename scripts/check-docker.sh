@@ -394,6 +394,7 @@ build_binaries() {
 	[ -e "$tmp/build.ok" ] && return 0
 	rm -rf "$tmp/build" && mkdir "$tmp/build"
 	if [ -n "${DOCKER_CHECK_BUILT:-}" ]; then
+		echo "check-docker: DOCKER_CHECK_BUILT is set: the binaries in $DOCKER_CHECK_BUILT/bin are used, docker/build.sh is not run" >&2
 		cp -R "$DOCKER_CHECK_BUILT/bin" "$tmp/build/bin" || die "no binaries in $DOCKER_CHECK_BUILT/bin"
 		: >"$tmp/build.ok"
 		return 0
