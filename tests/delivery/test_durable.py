@@ -25,7 +25,7 @@ import re
 import threading
 import time
 
-from delivery_helpers import DeliveryCase, SANITIZED, main
+from delivery_helpers import DeliveryCase, SANITIZED, ScriptedServer, main
 
 N_CRASH = 5000     # webhooks in the crash and restart tests
 N_SHARED = 2000    # webhooks in the two-instance tests
@@ -496,6 +496,86 @@ class StalledHolderTest(DurableCase):
         seen = self.target.by_path()
         mixed = [p for p in paths if len({rq['headers'].get('webhook-id') for rq in seen[p]}) != 1]
         self.assertFalse(mixed, 'targets requested under two webhook-ids: %s' % mixed[:5])
+
+
+class StalledRetryHolderTest(StalledHolderTest):
+    """The same for retry messages: 20 webhooks whose first attempt fails (503) on a target
+    that holds the second request of each 2 s and answers 200, and answers any later one at
+    once. The first instance sends the 20 second attempts from their retry messages and is
+    stopped (SIGSTOP) with them in flight, past the acknowledgement deadline, so a second
+    instance takes the retry messages, sends attempt 2 again and records it. When the first
+    resumes, each of its late attempt-2 records is refused: every delivery ends with exactly
+    attempts 1 and 2 on record, the event 20 succeeded, and nothing more is sent (the late
+    copies' naks of messages the second instance acked change nothing)."""
+
+    stack_options = {'svc_env': {'MAX_IN_FLIGHT': 100, 'MAX_RETRIES': 5,
+                                 'RETRY_SCHEDULE': '300ms', 'ACK_WAIT': '%ds' % ACK_WAIT_S}}
+    expected = 20
+
+    def setUp(self):
+        super().setUp()
+        seen, lock = {}, threading.Lock()
+
+        def answer(path):
+            with lock:
+                seen[path] = n = seen.get(path, 0) + 1
+            if n == 1:
+                return 503, {}, b'first attempt fails'
+            if n == 2:
+                time.sleep(2.0)
+            return 200, {}, b'ok'
+
+        self.server = ScriptedServer(answer).start()
+        self.addCleanup(self.server.stop)
+
+    def hits(self):
+        return {p: len(h) for p, h in self.server.by_path().items()}
+
+    def test_late_copies_are_not_recorded(self):
+        paths = ['/r%02d' % i for i in range(self.expected)]
+        self.register_many_nats([self.server.url(p) for p in paths])
+        ev, _ = self.trigger()
+        self.assertEqual(ev['targets'], self.expected, ev)
+        eid = ev['eventId']
+        deadline = time.monotonic() + 30
+        while sum(self.hits().values()) < 2 * self.expected:  # every second attempt sent
+            self.assertLess(time.monotonic(), deadline, 'second attempts: %r' % self.hits())
+            time.sleep(0.05)
+        first = self.stack.svc
+        first.proc.pause()
+        self.addCleanup(first.proc.resume)
+        env = dict(self.stack_options['svc_env'], STORE_URL='sqlite:' + first.db_path)
+        self.stack.add_service(env)
+        s = self.wait_event(eid, RECOVERY_TIMEOUT)
+        self.assertEqual((s['targets'], s['succeeded'], s['failed'], s['pending']),
+                         (self.expected, self.expected, 0, 0), s)
+        self.assertEqual(self.hits(), {p: 3 for p in paths})
+
+        first.proc.resume()
+        pattern = r'attempt 2 was already recorded by another holder'
+        try:
+            self.wait_lines(first.proc, pattern, self.expected, 60)
+            refused = None
+        except AssertionError as e:
+            refused = e  # what was recorded instead says more: asserted first
+        s = self.wait_event(eid, 10)
+        self.assertEqual((s['succeeded'], s['failed'], s['pending']), (self.expected, 0, 0), s)
+        dels, _ = self.deliveries(eid, limit=1000)
+        self.assertEqual(len(dels), self.expected)
+        for d in dels:
+            self.assertEqual(d['status'], 'succeeded', d)
+            self.assertEqual([(a['attempt'], a['httpStatus']) for a in d['attempts']],
+                             [(1, 503), (2, 200)], d)
+        if refused is not None:
+            raise refused
+        # Nothing more is sent: a late copy's nak or hand-on is due ACK_WAIT later at the
+        # earliest, and finds the delivery ended.
+        deadline = time.monotonic() + ACK_WAIT_S + 2.0
+        while time.monotonic() < deadline:
+            self.assertEqual(self.hits(), {p: 3 for p in paths})
+            time.sleep(0.1)
+        ids = {p: {h[2].get('webhook-id') for h in hs} for p, hs in self.server.by_path().items()}
+        self.assertEqual([p for p, i in ids.items() if len(i) != 1], [])
 
 
 # ---------------------------------------------------------------------------------------------
