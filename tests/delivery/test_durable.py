@@ -456,10 +456,10 @@ class StalledHolderTest(DurableCase):
                 self.assertGreater(remaining, 0, '%d of %d lines /%s/' % (got, n, pattern))
                 proc.cond.wait(remaining)
 
-    def test_late_copies_are_not_recorded(self):
-        paths = ['/slow/2000/h%02d' % i for i in range(self.expected)]
-        eid = self.fan_out(paths)
-        self.wait_requests(self.expected, timeout=30)
+    def stall_and_take_over(self, eid):
+        """Stop the first instance (SIGSTOP) with its copies in flight and start a second,
+        which takes the work once the acknowledgement deadline passes and ends the event.
+        Returns the first."""
         first = self.stack.svc
         first.proc.pause()
         self.addCleanup(first.proc.resume)
@@ -467,32 +467,49 @@ class StalledHolderTest(DurableCase):
         self.stack.add_service(env)
         s = self.wait_event(eid, RECOVERY_TIMEOUT)
         self.assertEqual((s['targets'], s['succeeded'], s['failed'], s['pending']),
-                         (60, 60, 0, 0), s)
-        self.assertEqual(self.target.stats()['total'], 120)
+                         (self.expected, self.expected, 0, 0), s)
+        return first
 
+    def resume_late_copies(self, first, eid, attempt, check_delivery):
+        """Resume the first instance: each of its late records of attempt number attempt is
+        refused (its log line, once per delivery), the event keeps every delivery succeeded,
+        and check_delivery(d) holds for each delivery record."""
         first.proc.resume()
-        pattern = r'attempt 1 was already recorded by another holder'
+        pattern = r'attempt %d was already recorded by another holder' % attempt
         try:
             self.wait_lines(first.proc, pattern, self.expected, 60)
             refused = None
         except AssertionError as e:
             refused = e  # what was recorded instead says more: asserted first
         s = self.wait_event(eid, 10)
-        self.assertEqual((s['succeeded'], s['failed'], s['pending']), (60, 0, 0), s)
+        self.assertEqual((s['succeeded'], s['failed'], s['pending']), (self.expected, 0, 0), s)
         dels, _ = self.deliveries(eid, limit=1000)
-        self.assertEqual(len(dels), 60)
+        self.assertEqual(len(dels), self.expected)
         for d in dels:
             self.assertEqual(d['status'], 'succeeded', d)
-            self.assertEqual(len(d['attempts']), 1, d)
+            check_delivery(d)
         if refused is not None:
             raise refused
-        # A late copy hands its delivery on as a retry due ACK_WAIT later at the earliest
-        # (so that the holder that recorded goes first); that retry finds the delivery ended
-        # and is dropped: nothing more is sent in ACK_WAIT and 2 s.
+
+    def assert_nothing_more_sent(self, sent, want):
+        """sent() stays want for ACK_WAIT and 2 s: a late copy hands its delivery on as a
+        retry (or naks the shared message) due ACK_WAIT later at the earliest, so that the
+        holder that recorded goes first; what comes back then finds the delivery ended and is
+        dropped."""
         deadline = time.monotonic() + ACK_WAIT_S + 2.0
         while time.monotonic() < deadline:
-            self.assertEqual(self.target.stats()['total'], 120)
+            self.assertEqual(sent(), want)
             time.sleep(0.1)
+
+    def test_late_copies_are_not_recorded(self):
+        paths = ['/slow/2000/h%02d' % i for i in range(self.expected)]
+        eid = self.fan_out(paths)
+        self.wait_requests(self.expected, timeout=30)
+        first = self.stall_and_take_over(eid)
+        self.assertEqual(self.target.stats()['total'], 120)
+        self.resume_late_copies(first, eid, 1,
+                                lambda d: self.assertEqual(len(d['attempts']), 1, d))
+        self.assert_nothing_more_sent(lambda: self.target.stats()['total'], 120)
         seen = self.target.by_path()
         mixed = [p for p in paths if len({rq['headers'].get('webhook-id') for rq in seen[p]}) != 1]
         self.assertFalse(mixed, 'targets requested under two webhook-ids: %s' % mixed[:5])
@@ -541,39 +558,11 @@ class StalledRetryHolderTest(StalledHolderTest):
         while sum(self.hits().values()) < 2 * self.expected:  # every second attempt sent
             self.assertLess(time.monotonic(), deadline, 'second attempts: %r' % self.hits())
             time.sleep(0.05)
-        first = self.stack.svc
-        first.proc.pause()
-        self.addCleanup(first.proc.resume)
-        env = dict(self.stack_options['svc_env'], STORE_URL='sqlite:' + first.db_path)
-        self.stack.add_service(env)
-        s = self.wait_event(eid, RECOVERY_TIMEOUT)
-        self.assertEqual((s['targets'], s['succeeded'], s['failed'], s['pending']),
-                         (self.expected, self.expected, 0, 0), s)
+        first = self.stall_and_take_over(eid)
         self.assertEqual(self.hits(), {p: 3 for p in paths})
-
-        first.proc.resume()
-        pattern = r'attempt 2 was already recorded by another holder'
-        try:
-            self.wait_lines(first.proc, pattern, self.expected, 60)
-            refused = None
-        except AssertionError as e:
-            refused = e  # what was recorded instead says more: asserted first
-        s = self.wait_event(eid, 10)
-        self.assertEqual((s['succeeded'], s['failed'], s['pending']), (self.expected, 0, 0), s)
-        dels, _ = self.deliveries(eid, limit=1000)
-        self.assertEqual(len(dels), self.expected)
-        for d in dels:
-            self.assertEqual(d['status'], 'succeeded', d)
-            self.assertEqual([(a['attempt'], a['httpStatus']) for a in d['attempts']],
-                             [(1, 503), (2, 200)], d)
-        if refused is not None:
-            raise refused
-        # Nothing more is sent: a late copy's nak or hand-on is due ACK_WAIT later at the
-        # earliest, and finds the delivery ended.
-        deadline = time.monotonic() + ACK_WAIT_S + 2.0
-        while time.monotonic() < deadline:
-            self.assertEqual(self.hits(), {p: 3 for p in paths})
-            time.sleep(0.1)
+        self.resume_late_copies(first, eid, 2, lambda d: self.assertEqual(
+            [(a['attempt'], a['httpStatus']) for a in d['attempts']], [(1, 503), (2, 200)], d))
+        self.assert_nothing_more_sent(self.hits, {p: 3 for p in paths})
         ids = {p: {h[2].get('webhook-id') for h in hs} for p, hs in self.server.by_path().items()}
         self.assertEqual([p for p, i in ids.items() if len(i) != 1], [])
 
