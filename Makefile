@@ -4,6 +4,11 @@ ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 120
 JOBS ?= $(shell nproc)
+# ctest with JOBS tests at a time (one slot of ctest-cores.json each), and the two at the lowest
+# priority (tests/CMakeLists.txt) beside them.
+CORES = printf '{"version":{"major":1,"minor":0},"local":[{"cores":[{"id":"0","slots":%d}]}]}\n' \
+	$(JOBS) >ctest-cores.json
+CTEST = ctest --output-on-failure --resource-spec-file ctest-cores.json -j $$(($(JOBS) + 2))
 
 .PHONY: all deps build test test-asan test-fast run bench lint clean fuzz
 
@@ -20,19 +25,19 @@ build: deps
 test: deps lint
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
-	@cd $(BUILD) && ctest --output-on-failure --timeout 300 -j $(JOBS)
+	@cd $(BUILD) && $(CORES) && $(CTEST) --timeout 300
 	@$(MAKE) --no-print-directory test-asan
 
 test-asan: deps
 	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DWEBHOOKS_SANITIZE=ON -DWEBHOOKS_BENCH=OFF >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
-	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	@cd $(ASAN_BUILD) && $(CORES) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-		ctest --output-on-failure --timeout 600 -j $(JOBS)
+		$(CTEST) --timeout 600
 
 # The suite once, without the sanitizer pass (for quick local runs).
 test-fast: build
-	@cd $(BUILD) && ctest --output-on-failure --timeout 300 -j $(JOBS)
+	@cd $(BUILD) && $(CORES) && $(CTEST) --timeout 300
 
 lint:
 	@./scripts/lint.sh
