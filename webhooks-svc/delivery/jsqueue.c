@@ -990,12 +990,12 @@ static int give_secrets(struct jsq *q, struct store_webhook *hooks, size_t n, ch
 
 /* A message fetched at fetched (ms) is renewed by the keeper once work_new holds it, a third
  * of the deadline later at most: when the store reads before that took a third already, renew
- * it now, so that a slow store does not send it to another instance meanwhile. */
+ * it now, so that a slow store does not send it to another instance meanwhile. A renewal that
+ * is lost leaves the message to go to another instance, as without it. */
 static void renew_if_slow(struct jsq *q, natsMsg *m, int64_t fetched)
 {
 	if (time_mono_ms() - fetched >= atomic_load(&q->renew_ms))
-		(void)natsMsg_InProgress(m,
-		                         NULL); /* lost: it may go to another instance, as before */
+		(void)natsMsg_InProgress(m, NULL);
 }
 
 /* A work item counted before (taken again after a crash): read its members as they are now into
