@@ -257,15 +257,25 @@ def ordered_id(ms, i):
     return str(uuid.UUID(int=v))
 
 
+# Webhooks seeded per millisecond of their ids (--seed-per-ms): registration through the API
+# makes about 25 a millisecond at its measured peak (BENCHMARKS.md, api register). A denser
+# seed (4,096, the counter's limit, until 2026-12-04) is one no registration path makes: its
+# deliveries' ids, ordered by their webhooks' millisecond and hashed within it, then scatter
+# each batch of attempt records over as many pages of the store as it has records.
+SEED_PER_MS = 25
+
+
 def seed(db, n, ports, path="/ok/hook-{i}"):
     """Register n webhooks straight into the SQLite store (the schema webhooks-svc created),
     and its counter and greatest id as the service keeps them: registering a million through
-    HTTP would measure the API again, not the fan-out."""
+    HTTP would measure the API again, not the fan-out. Their ids are spread as registering
+    SEED_PER_MS a millisecond would make them, all in the past."""
     con = sqlite3.connect(db)
-    now = int(time.time() * 1000) - 10000
+    per_ms = SEED_PER_MS
+    now = int(time.time() * 1000) - 10000 - n // per_ms
     # Each with a secret of its own, as registration gives (the service would otherwise give
     # them at its start, which is not what is measured).
-    rows = ((ordered_id(now + i // 4096, i % 4096),
+    rows = ((ordered_id(now + i // per_ms, i % per_ms),
              f"http://127.0.0.1:{ports[i % len(ports)]}" + path.format(i=i), now, now,
              "whsec_" + base64.b64encode(os.urandom(24)).decode())
             for i in range(n))
@@ -383,6 +393,7 @@ def bench_trigger(bindir, n, duration, work):
 
 
 def main():
+    global SEED_PER_MS
     ap = argparse.ArgumentParser()
     ap.add_argument("build")
     ap.add_argument("--duration", type=int, default=10)
@@ -398,13 +409,19 @@ def main():
                     help="skip the run without signatures that measures their cost")
     ap.add_argument("--no-metrics-overhead", dest="metrics_overhead", action="store_false",
                     help="skip the runs without metrics updates that measure their cost")
+    ap.add_argument("--seed-per-ms", type=int, default=SEED_PER_MS,
+                    help="webhooks seeded per millisecond of their ids (1..4096)")
     ap.add_argument("--scale-webhooks", type=int, default=20000)
     ap.add_argument("--trigger-webhooks", default="10000,1000000")
     ap.add_argument("--only", default="api,fanout,scale,trigger")
     args = ap.parse_args()
+    if not 1 <= args.seed_per_ms <= 4096:
+        ap.error("--seed-per-ms must be 1..4096")
+    SEED_PER_MS = args.seed_per_ms
     only = set(args.only.split(","))
     bindir = os.path.join(os.path.abspath(args.build), "bin")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    print(f"seed: {SEED_PER_MS} webhooks per millisecond of their ids")
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2**30} GiB, {platform.platform()}")
     try:
