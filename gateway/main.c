@@ -47,7 +47,7 @@
 #define IDLE_TIMEOUT_S 10
 /* Refused connections are logged at most this often. */
 #define WARN_EVERY_MS 10000
-/* Buckets of the /ip rate limiter: about 3 MiB, whatever the number of callers. */
+/* Buckets of the /ip rate limiter: 2.5 MiB (40 bytes each), whatever the number of callers. */
 #define RATE_SLOTS (64 * 1024)
 
 /* The admin token: ADMIN_TOKEN, or the contents of ADMIN_TOKEN_FILE (one trailing newline

@@ -486,7 +486,7 @@ static void on_trigger(struct svc *svc, const char *reply, json_t *req)
 	if (svc->pressure != NULL &&
 	    !pressure_admits(svc->pressure, svc->cfg.max_pending_deliveries, &retry_after)) {
 		json_t *e = envelope_error(ERR_RATE_LIMITED, true,
-		                           "the service has more than %ld deliveries waiting; "
+		                           "the service has %ld deliveries waiting or more; "
 		                           "try again later",
 		                           svc->cfg.max_pending_deliveries);
 		if (e != NULL)
