@@ -13,7 +13,9 @@ again, always with the same webhook-id), and the event's summary ends with pendi
   * two instances on one store and one NATS share one event of 2,000 slow targets (20 ms
     each, MAX_IN_FLIGHT=5 each): both deliver part of it, it takes well under the ~8 s one
     instance needs, and no target gets two deliveries;
-  * kill -9 of one of two instances mid-event: the other one finishes it.
+  * kill -9 of one of two instances mid-event: the other one finishes it;
+  * /ip flooded through a kill -9 of webhooks-svc: every 202 is delivered, every other answer
+    is a clean 503 or 504.
 
 Which instance sent a request is read from the kernel, not from the logs: a sampler thread
 maps each instance's TCP connections to the target (/proc/<pid>/fd and /proc/<pid>/net/tcp)
@@ -260,6 +262,67 @@ class InterruptedFanOutTest(DurableCase):
         self.assertMidFanOut(2)
         self.stack.svc.start()
         self.assertEveryDelivery(eid, self.paths, first_fails=True)
+
+
+class FloodKillTest(DurableCase):
+    """GET /ip flooded from 4 threads (no rate limit) while webhooks-svc is killed with -9 and
+    started again: every 202 is kept (its event ends with every delivery succeeded, under the
+    ids its target saw), every other answer is a clean 503 or 504, and only a 504 (an unknown
+    outcome: the service may have stored and published the trigger before it died) may have
+    been delivered without a 202."""
+    stack_options = {'svc_env': CRASH_ENV, 'gw_env': {'IP_RATE_LIMIT': '0'}}
+    N_HOOKS = 20
+
+    def flood(self, stop, answers, lock):
+        while not stop.is_set():
+            r = self.gw.request('GET', '/ip', auth=False, timeout=30)
+            with lock:
+                answers.append((r.status, r.json))
+
+    def test_flood_through_a_kill_9(self):
+        paths = ['/ok/flood/%02d' % i for i in range(self.N_HOOKS)]
+        self.register_many_nats([self.target.url(p) for p in paths])
+        stop, lock, answers = threading.Event(), threading.Lock(), []
+        threads = [threading.Thread(target=self.flood, args=(stop, answers, lock))
+                   for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            self.wait_requests(40 * self.N_HOOKS)  # well under way
+            self.stack.svc.kill()
+            time.sleep(0.5)
+            self.stack.svc.start()
+            self.wait_requests(self.target.stats()['total'] + 40 * self.N_HOOKS)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        accepted = [body['eventId'] for status, body in answers if status == 202]
+        others = [(status, body) for status, body in answers if status != 202]
+        print('%d triggers accepted; the others: %s' % (
+            len(accepted), sorted({s for s, _ in others})), flush=True)
+        self.assertGreater(len(accepted), 0)
+        for status, body in others:
+            self.assertIn(status, (503, 504), body)
+            self.assertEqual(body['error']['code'],
+                             'unavailable' if status == 503 else 'timeout', body)
+        unknown = sum(1 for s, _ in others if s == 504)
+
+        recorded = set()
+        for eid in accepted:
+            s = self.wait_event(eid, RECOVERY_TIMEOUT)
+            self.assertEqual((s['succeeded'], s['failed'], s['pending']),
+                             (self.N_HOOKS, 0, 0), s)
+            dels, _ = self.deliveries(eid)
+            self.assertEqual(len(dels), self.N_HOOKS)
+            recorded.update(d['id'] for d in dels)
+        seen = self.target.by_path()
+        for p in paths:
+            got = {rq['headers'].get('webhook-id') for rq in seen[p]}
+            # Each accepted event's delivery reached the path, under its recorded id; what
+            # else reached it came from triggers answered 504, one delivery each at most.
+            self.assertEqual(len(got & recorded), len(accepted), p)
+            self.assertLessEqual(len(got - recorded), unknown, p)
 
 
 class AckWaitTest(DurableCase):
